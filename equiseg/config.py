@@ -1,0 +1,277 @@
+"""Typed configuration: dataclasses that round-trip to YAML and reject unknown keys.
+
+One mechanism for every config in the project (model, data, training): defaults live in
+dataclasses, a YAML file or dict overrides them, dotted ``a.b=c`` strings override those, and
+:func:`to_dict` writes the resolved result back out. A misspelt key is an error that names the key,
+the section it was found in, and the closest valid key -- never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+__all__ = [
+    "ModelConfig",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "load_yaml",
+    "save_yaml",
+    "suggest",
+]
+
+
+def suggest(key: str, valid: typing.Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest valid key, or a list of valid keys."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated field type ``tp`` (lists -> tuples, nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise ValueError(f"{where}: cannot interpret {value!r} as {tp}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=where)
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        seq = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(seq) if origin is tuple else seq
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, filling defaults and checking every key and type.
+
+    Raises:
+        ValueError: an unknown key (with the closest valid one suggested) or a value of the wrong type.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            section = f" in section '{prefix}'" if prefix else ""
+            raise ValueError(f"unknown config key '{where}'{section}{suggest(key, fields)}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    obj = cls(**kwargs)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-python (YAML-safe) view of a config dataclass: tuples become lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Apply dotted ``a.b=value`` strings to a nested dict (values parsed as YAML scalars/lists)."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a clear error names the file when it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(data: Any, path: str | Path) -> None:
+    """Write a config (dataclass or dict) as YAML, keys in declaration order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(data), f, sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model config
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Everything that defines an EQUISeg network (SPEC §1). Variants fill the MiT fields.
+
+    The CMTB and SGM switches are the ablations of the paper's Tab. 2 and Tab. 3.
+    """
+
+    # --- task
+    num_classes: int = 25
+    modalities: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
+    ignore_index: int = 255
+
+    # --- MiT encoder (SPEC §1.1); defaults are B0
+    embed_dims: tuple[int, ...] = (32, 64, 160, 256)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    # eps of the block and stage LayerNorms. The original release uses 1e-6; Hugging Face's port
+    # uses 1e-5 everywhere. Patch-embedding and spatial-reduction norms are 1e-5 in both.
+    ln_eps: float = 1e-6
+    share_encoder: bool = True
+
+    # --- Cross-modal Transformer Block (SPEC §1.3, paper Tab. 2)
+    hub: typing.Literal["selfquery", "mean"] = "selfquery"
+    cross_attention: bool = True
+    residual: bool = True
+    ppx_layer_scale: float = 1e-2
+
+    # --- head (SPEC §1.4)
+    decoder_dim: int = 256
+    head_dropout: float = 0.1
+
+    # --- losses (SPEC §1.5, §2, paper Tab. 3)
+    loss: typing.Literal["ce", "ohem"] = "ce"
+    ohem_thresh: float = 0.7  # keep pixels whose probability of the true class is below this
+    sgm: bool = True
+    prototype: bool = True
+    pairing: typing.Literal["random", "cosine"] = "random"
+    lambda_sgm: float = 60.0
+
+    def __post_init__(self) -> None:
+        n = len(self.embed_dims)
+        for name in ("depths", "num_heads", "sr_ratios"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n} (one per stage)")
+        if n != 4:
+            raise ValueError(f"embed_dims must have 4 stages, got {n}")
+        for c, h in zip(self.embed_dims, self.num_heads):
+            if c % h:
+                raise ValueError(f"embed dim {c} is not divisible by its number of heads {h}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not self.modalities:
+            raise ValueError("modalities must name at least one modality")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be distinct, got {list(self.modalities)}")
+        if self.hub not in ("selfquery", "mean"):
+            raise ValueError(f"hub must be 'selfquery' or 'mean', got {self.hub!r}")
+        if self.pairing not in ("random", "cosine"):
+            raise ValueError(f"pairing must be 'random' or 'cosine', got {self.pairing!r}")
+        if self.loss not in ("ce", "ohem"):
+            raise ValueError(f"loss must be 'ce' or 'ohem', got {self.loss!r}")
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return from_dict(cls, data, prefix="")
+
+    def to_yaml(self, path: str | Path) -> None:
+        save_yaml(self, path)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ModelConfig:
+        return from_dict(cls, load_yaml(path))
