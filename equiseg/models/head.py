@@ -1,0 +1,46 @@
+"""SegFormer all-MLP decode head (SPEC §1.4), applied to the modality-fused (mean) stage features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SegFormerHead(nn.Module):
+    """Per stage a linear ``C_s -> D`` (as 1×1 conv), upsample to the stride-4 grid, concatenate
+    ``[c4, c3, c2, c1]``, fuse with 1×1 conv + BN + ReLU, dropout, 1×1 classifier.
+
+    Args:
+        in_channels: channels of the four stage features (the encoder's ``out_channels``).
+        decoder_dim: D (256 for B0/B1, 768 for B2+ in SegFormer; CMNeXt uses 512 for B2).
+        num_classes: K.
+        dropout: SegFormer uses ``Dropout2d(0.1)`` before the classifier; kept here.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], decoder_dim: int, num_classes: int, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.linear_c = nn.ModuleList([nn.Conv2d(c, decoder_dim, 1) for c in in_channels])
+        self.linear_fuse = nn.Sequential(
+            nn.Conv2d(len(in_channels) * decoder_dim, decoder_dim, 1, bias=False),
+            nn.BatchNorm2d(decoder_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.dropout = nn.Dropout2d(dropout)
+        self.linear_pred = nn.Conv2d(decoder_dim, num_classes, 1)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Four maps ``B×C_s×h_s×w_s`` -> logits ``B×K×h_1×w_1`` (stride 4)."""
+        size = feats[0].shape[-2:]
+        outs = []
+        for proj, f in zip(self.linear_c, feats):
+            y = proj(f)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            outs.append(y)
+        x = self.linear_fuse(torch.cat(outs[::-1], dim=1))  # [c4, c3, c2, c1]
+        return self.linear_pred(self.dropout(x))
