@@ -176,7 +176,7 @@ def test_hub_primary_does_not_see_itself():
     from equiseg.models import SelfQueryHub
 
     hub = SelfQueryHub(4, 3)
-    x = torch.randn(3, 2, 4, 5, 5)
+    x = torch.randn(3, 2, 5, 5, 4)  # P×B×H×W×C
     y = x.clone()
     y[0] += 10.0  # a huge primary 0 would win every max if it were not left out
     torch.testing.assert_close(hub(x)[0], hub(y)[0])
@@ -318,6 +318,24 @@ def test_config_yaml_round_trip(tmp_path):
         ModelConfig.from_yaml(tmp_path / "bad.yaml")
     m = EQUISeg(back)
     assert m.modalities == ("a", "b")
+
+
+def test_box_mean_equals_avg_pool():
+    from equiseg.models.fusion import box_mean
+
+    x = torch.randn(2, 3, 13, 9)
+    for k in (3, 7, 11):
+        ref = torch.nn.functional.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
+        torch.testing.assert_close(box_mean(x, k), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_head_fast_order_equals_segformer_order():
+    head = SegFormerHead((8, 16, 40, 64), 32, 5).eval()
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        feats = [torch.randn(2, c, 16 // 2**i, 12 // 2**i) for i, c in enumerate((8, 16, 40, 64))]
+        torch.testing.assert_close(head(feats), head.forward_reference(feats), rtol=1e-4, atol=1e-5)
 
 
 def test_head_shapes():

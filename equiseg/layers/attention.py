@@ -47,8 +47,9 @@ class SRAttention(nn.Module):
         ctx = x if context is None else context
         q = self.q(x).reshape(B, L, h, d).transpose(1, 2)  # B×h×L×d
         if self.sr_ratio > 1:
-            ctx = ctx.transpose(1, 2).reshape(B, C, H, W)  # tokens -> B×C×H×W
-            ctx = self.sr(ctx).flatten(2).transpose(1, 2)  # -> B×L'×C, L' = (H/sr)(W/sr)
+            ctx = ctx.reshape(B, H, W, C).permute(0, 3, 1, 2)  # tokens -> B×C×H×W (channels-last view)
+            ctx = self.sr(ctx)
+            ctx = ctx.permute(0, 2, 3, 1).reshape(B, -1, C)  # -> B×L'×C, L' = (H/sr)(W/sr)
             ctx = self.norm(ctx)
         kv = self.kv(ctx).reshape(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)  # 2×B×h×L'×d
         out = F.scaled_dot_product_attention(

@@ -176,12 +176,13 @@ class EQUISeg(nn.Module):
                 t = encs[0].stage_norm(s, t)
             else:
                 t = torch.cat([encs[j].stage_norm(s, ti) for j, ti in zip(present, t.chunk(P))])
-            x = t.reshape(P * B, H, W, -1).permute(0, 3, 1, 2).contiguous()  # tokens -> (P·B)×C×H×W
-            feats.append(x.view(P, B, *x.shape[1:]))
+            x = t.reshape(P * B, H, W, -1).permute(0, 3, 1, 2)  # tokens -> (P·B)×C×H×W, channels-last
+            feats.append(x.view(P, B, *x.shape[1:]))  # P×B×C×H×W
         return feats
 
     def _decode(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        fused = [f.mean(0) for f in feats]  # mean over present modalities (the fused feature)
+        # mean over present modalities (the fused feature), taken in the channels-last layout
+        fused = [f.permute(0, 1, 3, 4, 2).mean(0).permute(0, 3, 1, 2) for f in feats]
         logits = self.head(fused)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 

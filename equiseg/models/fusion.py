@@ -12,6 +12,9 @@ the others as auxiliaries:
    ``K, V`` from ``f_aux`` (spatially reduced like MiT's attention).
 4. **Residual** (Eq. 2): ``f_n = f'_n + f_c``; the stage LayerNorm follows in the encoder.
 
+Maps are kept channels-last throughout (token tensors viewed as ``B×C×H×W`` without copies): on
+CPU the depth-wise and 1×1 convolutions and the poolings run several times faster that way.
+
 All primaries run as one batch of ``P·B`` (P present modalities). Only the score nets are per
 modality (as the SPEC prescribes); PPX and the cross-attention are shared by all primaries of a stage,
 which keeps the block batched and makes it independent of modality order. Ablation switches (paper
@@ -52,21 +55,24 @@ class SelfQueryHub(nn.Module):
             self.score_pw = nn.Conv2d(n * dim, n, 1, groups=n)
 
     def scores(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """``x``: ``P×B×C×H×W`` features of the present modalities ``index`` -> scores ``P×B×1×H×W``."""
-        P, B, C, H, W = x.shape
+        """``x``: ``P×B×H×W×C`` features of the present modalities ``index`` -> scores ``P×B×H×W×1``."""
+        P, B, H, W, C = x.shape
         dw_w, dw_b = self.score_dw.weight, self.score_dw.bias
         pw_w, pw_b = self.score_pw.weight, self.score_pw.bias
         if index is not None:  # select the score nets of the present modalities
             dw_w = dw_w.view(self.num_modalities, C, 1, 3, 3)[index].reshape(P * C, 1, 3, 3)
             dw_b = dw_b.view(self.num_modalities, C)[index].reshape(P * C)
             pw_w, pw_b = pw_w[index], pw_b[index]
-        y = x.transpose(0, 1).reshape(B, P * C, H, W)  # P×B×C×H×W -> B×(P·C)×H×W
-        y = F.conv2d(y, dw_w, dw_b, padding=1, groups=P * C)
-        y = F.conv2d(y, pw_w, pw_b, groups=P)  # B×P×H×W
-        return torch.sigmoid(y).transpose(0, 1).unsqueeze(2)  # P×B×1×H×W
+        # P×B×H×W×C -> B×H×W×(P·C), seen as a channels-last B×(P·C)×H×W map (one copy)
+        y = x.permute(1, 2, 3, 0, 4).reshape(B, H, W, P * C).permute(0, 3, 1, 2)
+        y = F.conv2d(y, dw_w, dw_b, padding=1, groups=P * C)  # per-modality depth-wise 3×3
+        y = y.permute(0, 2, 3, 1).reshape(B, H, W, P, C)
+        # per-modality 1×1 conv C -> 1 (the grouped conv's weights), as a contraction over C
+        s = torch.einsum("bhwpc,pc->pbhw", y, pw_w.view(P, C)) + pw_b.view(P, 1, 1, 1)
+        return torch.sigmoid(s).unsqueeze(-1)  # P×B×H×W×1
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Hub output for every primary. ``x``: ``P×B×C×H×W`` (P >= 2) -> ``P×B×C×H×W``.
+        """Hub output for every primary. ``x``: ``P×B×H×W×C`` (P >= 2, channels last) -> same shape.
 
         Args:
             x: stage features of the P present modalities, modality first.
@@ -76,10 +82,20 @@ class SelfQueryHub(nn.Module):
         if self.mode == "mean":
             return (x.sum(0, keepdim=True) - x) / (P - 1)
         z = x * (1.0 + self.scores(x, index))  # s_m·x_m + x_m
-        top = z.topk(2, dim=0)  # values/indices 2×B×C×H×W
+        top = z.topk(2, dim=0)  # values/indices 2×B×H×W×C
         primary = torch.arange(P, device=x.device).view(P, 1, 1, 1, 1)
         # leave-one-out max: where the max is the primary's own value, take the runner-up
         return torch.where(top.indices[0] == primary, top.values[1], top.values[0])
+
+
+def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``avg_pool2d(x, k, stride=1, padding=k//2, count_include_pad=False)`` as two 1-D passes.
+
+    The valid part of a padded window is a rectangle, so the mean over it factorises into a mean over
+    valid rows of means over valid columns: 2k instead of k² reads per pixel.
+    """
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
 
 
 class PoolingAttention(nn.Module):
@@ -95,7 +111,7 @@ class PoolingAttention(nn.Module):
         y = self.dwconv(x)
         u = y
         for k in self.pool_sizes:
-            u = u + F.avg_pool2d(y, k, stride=1, padding=k // 2, count_include_pad=False)
+            u = u + box_mean(y, k)
         return torch.sigmoid(self.gate(u)) * u + u
 
 
@@ -192,9 +208,8 @@ class CMTB(nn.Module):
         """
         PB, L, C = x.shape
         P = num_present
-        maps = x.view(P, PB // P, H, W, C).permute(0, 1, 4, 2, 3)  # -> P×B×C×H×W (a view)
-        hub = self.hub(maps, index)  # P×B×C×H×W
-        aux = self.ppx(hub.reshape(PB, C, H, W))  # f_aux, (P·B)×C×H×W
-        aux = aux.flatten(2).transpose(1, 2)  # -> (P·B)×L×C tokens
+        hub = self.hub(x.view(P, PB // P, H, W, C), index)  # P×B×H×W×C
+        aux = self.ppx(hub.view(PB, H, W, C).permute(0, 3, 1, 2))  # f_aux, (P·B)×C×H×W channels-last
+        aux = aux.permute(0, 2, 3, 1).reshape(PB, L, C)  # -> (P·B)×L×C tokens (a view)
         fc = self.cross_attn(x, H, W, context=aux) if self.use_cross_attention else aux  # Eq. (1)
         return x + fc if self.residual else fc  # Eq. (2)

@@ -34,7 +34,36 @@ class SegFormerHead(nn.Module):
         self.linear_pred = nn.Conv2d(decoder_dim, num_classes, 1)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Four maps ``B×C_s×h_s×w_s`` -> logits ``B×K×h_1×w_1`` (stride 4)."""
+        """Four maps ``B×C_s×h_s×w_s`` -> logits ``B×K×h_1×w_1`` (stride 4).
+
+        Computed in an equivalent, cheaper order: the fuse conv is linear and 1×1, so it distributes
+        over the concatenation, and a 1×1 conv commutes with bilinear upsampling. Hence
+        ``fuse(cat_i up(L_i f_i)) = Σ_i up((F_i L_i) f_i) + Σ_i F_i b_i`` with ``F_i`` the fuse weight's
+        block for stage i. The merged ``D×C_s`` weights are formed on the fly (parameters and
+        gradients are those of the original layout), and the ``4D``-channel concatenation at stride 4
+        -- the most expensive tensor of the SegFormer head -- is never built.
+        """
+        size = feats[0].shape[-2:]
+        fuse_conv = self.linear_fuse[0]
+        D = fuse_conv.out_channels
+        fuse_w = fuse_conv.weight.view(D, -1)  # D×(4D), blocks ordered [c4, c3, c2, c1]
+        n = len(feats)
+        x = None
+        bias = 0
+        for i, (proj, f) in enumerate(zip(self.linear_c, feats)):
+            block = fuse_w[:, (n - 1 - i) * D : (n - i) * D]  # F_i
+            w = block @ proj.weight.view(D, -1)  # D×C_s
+            bias = bias + block @ proj.bias
+            y = F.conv2d(f, w[:, :, None, None])
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            x = y if x is None else x + y
+        x = x + bias.view(1, D, 1, 1)
+        x = self.linear_fuse[2](self.linear_fuse[1](x))  # BN, ReLU
+        return self.linear_pred(self.dropout(x))
+
+    def forward_reference(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The head in SegFormer's literal order (project, upsample, concatenate, fuse); for tests."""
         size = feats[0].shape[-2:]
         outs = []
         for proj, f in zip(self.linear_c, feats):

@@ -118,7 +118,7 @@ class MixVisionTransformer(nn.Module):
         for s in range(self.num_stages):
             t, H, W = self.embed(s, x)
             t = self.stage_norm(s, self.run_blocks(s, t, H, W))
-            x = t.reshape(t.shape[0], H, W, -1).permute(0, 3, 1, 2).contiguous()  # tokens -> B×C×H×W
+            x = t.reshape(t.shape[0], H, W, -1).permute(0, 3, 1, 2)  # tokens -> B×C×H×W, channels-last
             outs.append(x)
         return outs
 

@@ -43,8 +43,8 @@ def class_prototypes(
     classes = torch.arange(num_classes, device=labels.device)
     onehot = (labels.reshape(-1, 1) == classes).to(feats.dtype)  # (B·h·w)×K; ignore rows are all 0
     counts = onehot.sum(0)  # K
-    flat = feats.transpose(1, 2).reshape(P, C, B * h * w)  # P×C×(B·h·w)
-    sums = flat @ onehot  # P×C×K
+    flat = feats.permute(0, 1, 3, 4, 2).reshape(P, B * h * w, C)  # P×(B·h·w)×C (a view if channels-last)
+    sums = (onehot.T @ flat).transpose(1, 2)  # P×C×K
     return sums / counts.clamp_min(1), counts > 0
 
 
