@@ -1,8 +1,30 @@
 """EQUISeg: robust multimodal semantic segmentation with balanced modality contributions."""
 
-from equiseg.config import ModelConfig
+from equiseg.config import ExperimentConfig, ModelConfig, load_experiment
 from equiseg.models import EQUISeg, create_model, list_models, load_mit_weights
+
+
+def __getattr__(name: str):
+    # the engine (and its data dependencies) loads on first use: `import equiseg` stays light
+    if name in ("train", "evaluate", "load_model"):
+        from equiseg import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'equiseg' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
-__all__ = ["EQUISeg", "ModelConfig", "create_model", "list_models", "load_mit_weights", "__version__"]
+__all__ = [
+    "EQUISeg",
+    "ExperimentConfig",
+    "ModelConfig",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load_experiment",
+    "load_mit_weights",
+    "load_model",
+    "train",
+    "__version__",
+]

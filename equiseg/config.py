@@ -20,7 +20,12 @@ import yaml
 T = TypeVar("T")
 
 __all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
     "ModelConfig",
+    "TrainConfig",
+    "load_experiment",
     "from_dict",
     "to_dict",
     "apply_overrides",
@@ -75,7 +80,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         seq = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(seq) if origin is tuple else seq
@@ -275,3 +280,142 @@ class ModelConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> ModelConfig:
         return from_dict(cls, load_yaml(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Experiment config (data + model + training + evaluation), the schema of configs/*.yaml
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which data set, where, which modalities, and the crop/resize of SPEC §2."""
+
+    dataset: typing.Literal["deliver", "muses", "folder"] = "deliver"
+    root: str = "data/DELIVER"
+    spec: str | None = None  # YAML spec of a folder data set (dataset: folder)
+    modalities: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
+    train_split: str = "train"
+    val_split: str = "val"
+    depth_folder: str = "hha"  # DeLiVER: read depth from hha/ (the reference) or depth/
+    crop_size: tuple[int, int] = (1024, 1024)
+    val_short_side: int | None = 1024  # None: evaluate at the stored size
+    val_align: int = 32
+    batch_size: int = 2  # per process (per GPU)
+    num_workers: int = 2
+    cases: tuple[str, ...] | None = None  # per-case evaluation; None: all cases the data set defines
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation recipe (SPEC §2): AdamW, linear warm-up then poly decay per iteration."""
+
+    epochs: int = 200
+    max_iters: int = 0  # > 0 overrides epochs
+    lr: float = 6e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    warmup_epochs: float = 10.0
+    warmup_iters: int = -1  # >= 0 overrides warmup_epochs
+    warmup_ratio: float = 0.1
+    power: float = 0.9
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    amp: typing.Literal["none", "fp16", "bf16"] = "none"  # CUDA only; ignored (with a warning) on CPU
+    seed: int = 3407
+    log_interval: int = 10  # iterations
+    val_interval: int = 0  # iterations between validations; 0: once per epoch
+    checkpoint_interval: int = 0  # iterations between `last` checkpoints; 0: at every validation
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Inference and metric settings for validation / `equiseg eval`."""
+
+    mode: typing.Literal["whole", "slide"] = "whole"
+    crop_size: tuple[int, int] = (1024, 1024)  # slide window
+    stride: tuple[int, int] = (768, 768)
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    convention: typing.Literal["reference", "present"] = "reference"
+    per_case: bool = True
+    num_panels: int = 4  # prediction panels written by `eval --panels` and the demo
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """The whole experiment: what configs/*.yaml hold, validated key by key.
+
+    ``model`` names a registered variant plus any :class:`ModelConfig` override (``num_classes`` and
+    ``modalities`` come from the data section), and an optional ``pretrained`` weights path.
+    """
+
+    model: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "equiseg_b0"})
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    work_dir: str = "runs/experiment"
+
+    def __post_init__(self) -> None:
+        self.model = dict(self.model)
+        self.model.setdefault("name", "equiseg_b0")
+        for key in ("num_classes", "modalities"):
+            if key in self.model:
+                raise ValueError(
+                    f"model.{key} is set by the data section (data.modalities / the data set's classes); "
+                    f"remove it from the model section"
+                )
+        self.model_config(num_classes=1)  # validates the name and every override now
+
+    def model_config(self, num_classes: int) -> ModelConfig:
+        """The :class:`ModelConfig` for a data set with ``num_classes`` classes."""
+        from equiseg.models.registry import model_config
+
+        opts = {k: v for k, v in self.model.items() if k not in ("name", "pretrained")}
+        try:
+            return model_config(self.model["name"], num_classes, self.data.modalities, **opts)
+        except ValueError as e:
+            raise ValueError(f"model section: {e}") from None
+
+    @property
+    def pretrained(self) -> str | None:
+        return self.model.get("pretrained")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def load_experiment(
+    source: str | Path | dict[str, Any] | None = None, overrides: typing.Iterable[str] = ()
+) -> ExperimentConfig:
+    """Defaults <- YAML file (or dict) <- dotted ``a.b=c`` overrides, validated.
+
+    A YAML file may start with ``_base_: other.yaml`` (relative to itself) to extend another config;
+    nested mappings are merged key by key.
+    """
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        data = _load_with_base(Path(source))
+    data = apply_overrides(data, overrides)
+    return from_dict(ExperimentConfig, data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _load_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in _seen:
+        raise ValueError(f"{path}: circular _base_ chain")
+    data = load_yaml(path)
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    return _merge(_load_with_base(path.parent / base, _seen + (path,)), data)

@@ -193,8 +193,16 @@ class EQUISeg(nn.Module):
         x, present = self._prepare(inputs)
         return self._encode(x, present)
 
-    def forward(self, inputs: Inputs) -> torch.Tensor:
-        """``inputs``: N tensors ``B×3×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``."""
+    def forward(
+        self, inputs: Inputs, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor | LossOutput:
+        """``inputs``: N tensors ``B×3×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``.
+
+        With ``labels`` it returns :meth:`compute_loss`'s :class:`LossOutput` instead, so a training step
+        can go through a wrapper's ``forward`` (DDP arms its gradient hooks there).
+        """
+        if labels is not None:
+            return self.compute_loss(inputs, labels, generator)
         x, present = self._prepare(inputs)
         return self._decode(self._encode(x, present), x.shape[-2:])
 

@@ -1,0 +1,219 @@
+"""Model speed benchmark (issue 2): parameters, forward and training-step time, peak memory, FLOPs and
+achieved throughput of EQUISeg, plus the speed-up of the batched shared-weight encoder over a Python
+loop over modalities.
+
+    python benchmarks/model_speed.py                      # B0 and B2, N = 1, 2, 4, batch 2, 512×512
+    python benchmarks/model_speed.py --variants b0 --n 4 --size 256 --repeats 2
+
+All ratios are measured in one process, so they hold even on a noisy machine: the fp32 matmul rate
+(2048² matrices) is measured first and every achieved GFLOP/s is reported against it. FLOPs are those of
+one forward pass from ``torch.utils.flop_counter`` (plus the CPU flash-attention kernel, which it does
+not know); a training step is counted as 3× the forward, since torch 2.13's counter mis-counts grouped
+convolution backward (SPEC §7). "loop ×" is the time of the same network with a per-modality Python
+loop over the encoder (``share_encoder=False`` with identical weights in every branch) divided by the
+batched time, for forward and for forward + backward.
+
+Peak memory is the process's peak resident set (CPU; reset before each measurement through
+``/proc/self/clear_refs``) or ``torch.cuda.max_memory_allocated`` (CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+import equiseg
+from equiseg.engine import build_optimizer
+
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# the CPU flash-attention kernel is missing from torch 2.13's flop registry
+_SDPA_OPS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _SDPA_OPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timeit(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in ms."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1e3 * times[len(times) // 2]
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    ms = timeit(lambda: a @ b, device, repeats, warmup=2)
+    return 2 * n**3 / (ms / 1e3) / 1e9
+
+
+def reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    clear = Path("/proc/self/clear_refs")
+    if clear.exists():
+        try:
+            clear.write_text("5")  # resets VmHWM (peak RSS) on Linux
+        except OSError:
+            pass
+
+
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def forward_flops(model, inputs) -> int:
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_SDPA_OPS) as fc:
+        model(inputs)
+    return fc.get_total_flops()
+
+
+def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) -> dict:
+    mods = ["rgb", "depth", "event", "lidar", "m5", "m6", "m7", "m8"][:n]
+    torch.manual_seed(0)
+    model = equiseg.create_model(f"equiseg_{variant}", num_classes=25, modalities=mods).to(device)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device) for _ in range(n)]
+    labels = torch.randint(0, 25, (args.batch, args.size, args.size), generator=g).to(device)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    flops = forward_flops(model, x)
+
+    model.eval()
+
+    def fwd(m=model):
+        with torch.inference_mode():
+            m(x)
+
+    reset_peak(device)
+    fwd_ms = timeit(fwd, device, args.repeats)
+    fwd_mem = peak_mb(device)
+
+    model.train()
+    opt = build_optimizer(model, lr=6e-5)
+    sgen = torch.Generator().manual_seed(0)
+
+    def step():
+        out = model.compute_loss(x, labels, generator=sgen)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    reset_peak(device)
+    step_ms = timeit(step, device, args.repeats)
+    step_mem = peak_mb(device)
+    row = dict(
+        variant=variant.upper(),
+        n=n,
+        params=params,
+        fwd_ms=fwd_ms,
+        step_ms=step_ms,
+        fwd_mem=fwd_mem,
+        step_mem=step_mem,
+        gflops=flops / 1e9,
+        fwd_rate=flops / 1e9 / (fwd_ms / 1e3),
+        step_rate=3 * flops / 1e9 / (step_ms / 1e3),
+    )
+    row["fwd_ratio"] = row["fwd_rate"] / mm_rate
+    row["step_ratio"] = row["step_rate"] / mm_rate
+    row["loop_fwd"] = row["loop_fb"] = float("nan")
+    if n > 1 and not args.no_loop:
+        # same network with the encoder run modality by modality (identical weights in each branch)
+        loop = equiseg.create_model(
+            f"equiseg_{variant}", num_classes=25, modalities=mods, share_encoder=False
+        ).to(device)
+        sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        for i in range(n):
+            sd.update({f"backbones.{i}.{k[9:]}": v for k, v in model.state_dict().items() if k.startswith("backbone.")})
+        loop.load_state_dict(sd)
+
+        def fb(m):
+            m.zero_grad(set_to_none=True)
+            m.compute_loss(x, labels, generator=torch.Generator().manual_seed(0)).loss.backward()
+
+        loop.eval()
+        model.eval()
+        row["loop_fwd"] = timeit(lambda: fwd(loop), device, args.repeats) / timeit(fwd, device, args.repeats)
+        loop.train()
+        model.train()
+        row["loop_fb"] = timeit(lambda: fb(loop), device, args.repeats) / timeit(lambda: fb(model), device, args.repeats)
+        del loop
+    del model, opt
+    gc.collect()
+    return row
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", default="b0,b2")
+    p.add_argument("--n", default="1,2,4", help="numbers of modalities")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-loop", action="store_true", help="skip the per-modality loop comparison")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    mm = matmul_gflops(device)
+    print(
+        f"# EQUISeg model speed — {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"batch {args.batch}, {args.size}×{args.size}, fp32"
+    )
+    print(f"# fp32 matmul (2048²): {mm:.0f} GFLOP/s\n")
+    hdr = (
+        "| model | N | params (M) | fwd GFLOPs | fwd ms | step ms | peak MB fwd / step | fwd GFLOP/s (% mm) "
+        "| step GFLOP/s (% mm) | loop × fwd / fwd+bwd |"
+    )
+    print(hdr)
+    print("|---" * 10 + "|")
+    for v in args.variants.split(","):
+        for n in (int(k) for k in args.n.split(",")):
+            r = bench_one(v.strip().lower(), n, args, device, mm)
+            loop = "–" if n == 1 or args.no_loop else f"{r['loop_fwd']:.2f} / {r['loop_fb']:.2f}"
+            print(
+                f"| {r['variant']} | {n} | {r['params']:.2f} | {r['gflops']:.1f} | {r['fwd_ms']:.0f} | "
+                f"{r['step_ms']:.0f} | {r['fwd_mem']:.0f} / {r['step_mem']:.0f} | "
+                f"{r['fwd_rate']:.0f} ({100 * r['fwd_ratio']:.0f} %) | {r['step_rate']:.0f} "
+                f"({100 * r['step_ratio']:.0f} %) | {loop} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Build data sets, transforms, loaders and models from an :class:`~equiseg.config.ExperimentConfig`.
+
+Training samples are augmented with a generator seeded by ``(seed, epoch, index)`` rather than a
+stream shared by a worker, so a sample's crop does not depend on which worker loaded it or on where a
+run was resumed: that is what makes resume bit-exact (see :mod:`equiseg.engine.train`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+from equiseg.config import DataConfig, ExperimentConfig
+from equiseg.data import MUSES, DeLiVER, FolderDataset, build_train_transform, build_val_transform
+
+
+def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None = None) -> FolderDataset:
+    """The data set named by ``cfg.dataset`` for ``split`` (raw samples when ``transform`` is None)."""
+    if cfg.dataset == "deliver":
+        return DeLiVER(cfg.root, split, cfg.modalities, case=case, transform=transform, depth_folder=cfg.depth_folder)
+    if cfg.dataset == "muses":
+        return MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform)
+    if cfg.dataset == "folder":
+        if not cfg.spec:
+            raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
+        return FolderDataset(cfg.spec, root=cfg.root, split=split, transform=transform, modalities=cfg.modalities, case=case)
+    raise ValueError(f"data.dataset must be deliver, muses or folder, got {cfg.dataset!r}")
+
+
+def build_val_dataset(cfg: DataConfig, split: str | None = None, case: str | None = None) -> FolderDataset:
+    """Validation data with the SPEC §2 val transform (short side resize, align, normalise)."""
+    ds = build_dataset(cfg, split or cfg.val_split, case=case)
+    ds.transform = build_val_transform(ds.modalities, ds.norm_stats, short_side=cfg.val_short_side, align=cfg.val_align)
+    return ds
+
+
+def _mix(*ints: int) -> int:
+    return int(np.random.SeedSequence([int(i) & 0xFFFF_FFFF for i in ints]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class SeededTrainSet(Dataset):
+    """Wraps a raw data set; sample ``i`` of epoch ``e`` is augmented with a generator seeded by
+    ``(seed, e, i)``. Set :attr:`epoch` before creating each epoch's DataLoader iterator."""
+
+    def __init__(self, base: FolderDataset, transform, seed: int) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        inputs, label = self.base.load(index)
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
+        return self.transform(inputs, label, generator=g)
+
+
+def build_train_dataset(cfg: ExperimentConfig) -> SeededTrainSet:
+    ds = build_dataset(cfg.data, cfg.data.train_split)
+    transform = build_train_transform(cfg.data.crop_size, ds.modalities, ds.norm_stats, ds.rgb_modalities)
+    return SeededTrainSet(ds, transform, cfg.train.seed)
+
+
+class ResumableSampler(Sampler[int]):
+    """``DistributedSampler`` order (seeded by ``seed + epoch``, sharded by rank) that can start
+    ``skip`` samples into the epoch -- for resuming in the middle of an epoch."""
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+        self.inner = DistributedSampler(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.inner)
+        return iter(indices[self.skip :])
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
+
+
+def collate(batch: Sequence[tuple[list[torch.Tensor], torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """List of ``(inputs, label)`` -> (N tensors ``B×3×H×W``, labels ``B×H×W``)."""
+    n = len(batch[0][0])
+    inputs = [torch.stack([s[0][m] for s in batch]) for m in range(n)]
+    return inputs, torch.stack([s[1] for s in batch])
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """Evaluation shard of a rank: every ``world``-th sample, no padding or duplicates."""
+    return list(range(rank, n, world))
+
+
+def dataset_meta(ds: FolderDataset) -> dict[str, Any]:
+    """What a checkpoint carries so that inference needs nothing else."""
+    return {
+        "classes": list(ds.classes),
+        "palette": [list(c) for c in ds.palette],
+        "modalities": list(ds.modalities),
+        "ignore_index": int(ds.ignore_index),
+    }

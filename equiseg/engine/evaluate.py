@@ -1,0 +1,147 @@
+"""Evaluation: mIoU / aAcc / mAcc / per-class IoU over a split and per case (SPEC §4), whole-image or
+sliding-window inference with optional multi-scale + flip, under DDP with the confusion matrices
+all-reduced. Writes ``metrics.json`` and a Markdown table.
+
+Both metric conventions of SPEC §4 are always computed: the headline (``mIoU`` ...) uses
+``eval.convention`` (default ``reference``: classes with no union count as 0, as CMNeXt and the
+robustness benchmark publish), and ``other_convention`` holds the other one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from equiseg.config import EvalConfig
+from equiseg.engine.distributed import get_rank, get_world_size, is_main_process
+from equiseg.engine.inference import infer_logits
+from equiseg.engine.metrics import SegMetrics
+
+from .builders import shard_indices
+
+OTHER = {"reference": "present", "present": "reference"}
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    eval_cfg: EvalConfig | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    cases: Sequence[str] | None = None,
+    progress: bool = True,
+    max_samples: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` (yielding normalised ``(inputs, label)``, batch 1).
+
+    Args:
+        model: an EQUISeg (or any module taking the list of inputs and returning logits); put in
+            eval mode here and restored afterwards.
+        dataset: a data set with the val transform; its ``classes`` name the classes and its
+            ``cases``/``case_of`` give each sample's cases for the per-case tables.
+        cases: which cases to tabulate (default: every case the data set defines, if
+            ``eval_cfg.per_case``).
+        max_samples: evaluate only the first ``max_samples`` samples (quick checks).
+
+    Returns:
+        ``{"mIoU", "aAcc", "mAcc", "per_class", "convention", "num_samples", "per_case": {case: {...}},
+        "other_convention": {...}}`` (percentages).
+    """
+    cfg = eval_cfg or EvalConfig()
+    device = torch.device(device)
+    classes = list(getattr(dataset, "classes", []))
+    num_classes = len(classes) or getattr(getattr(model, "cfg", None), "num_classes", None)
+    ignore = int(getattr(dataset, "ignore_index", 255))
+    overall = SegMetrics(num_classes, ignore_index=ignore, class_names=classes or None, device=device)
+    if cases is None and cfg.per_case and hasattr(dataset, "spec"):
+        cases = list(dataset.spec.cases)
+    per_case = {c: SegMetrics(num_classes, ignore_index=ignore, device=device) for c in (cases or [])}
+
+    n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+    indices = shard_indices(n, get_rank(), get_world_size())
+    was_training = model.training
+    model.eval()
+    try:
+        for i in tqdm(indices, desc="eval", disable=not (progress and is_main_process()), leave=False):
+            inputs, label = dataset[i]
+            inputs = [None if x is None else x.unsqueeze(0).to(device) for x in inputs]
+            label = label.unsqueeze(0).to(device)
+            logits = infer_logits(
+                model,
+                inputs,
+                mode=cfg.mode,
+                crop_size=cfg.crop_size,
+                stride=cfg.stride,
+                scales=cfg.scales,
+                flip=cfg.flip,
+            )
+            if logits.shape[-2:] != label.shape[-2:]:
+                logits = torch.nn.functional.interpolate(
+                    logits, size=label.shape[-2:], mode="bilinear", align_corners=False
+                )
+            pred = logits.argmax(1)
+            overall.update(pred, label)
+            if per_case:
+                for c in dataset.case_of(i):
+                    if c in per_case:
+                        per_case[c].update(pred, label)
+    finally:
+        model.train(was_training)
+
+    overall.all_reduce()
+    for m in per_case.values():
+        m.all_reduce()
+    result = overall.compute(cfg.convention)
+    result["other_convention"] = {
+        k: v for k, v in overall.compute(OTHER[cfg.convention]).items() if k in ("mIoU", "mAcc", "convention")
+    }
+    result["num_samples"] = n
+    result["per_case"] = {}
+    for c, m in per_case.items():
+        if m.matrix.sum() == 0:
+            continue  # no sample of this case in the split
+        r = m.compute(cfg.convention)
+        result["per_case"][c] = {"mIoU": r["mIoU"], "aAcc": r["aAcc"], "mAcc": r["mAcc"]}
+    return result
+
+
+def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
+    """Markdown tables: overall metrics, per case, per class."""
+    conv = result.get("convention", "reference")
+    lines = [f"## {title}", ""]
+    lines.append(f"Metrics in %, one confusion matrix over the split; convention: **{conv}** "
+                 + ("(classes with no union count as 0, as published numbers)" if conv == "reference"
+                    else "(classes with no union excluded)") + ".")
+    lines += ["", "| mIoU | aAcc | mAcc | samples |", "|---|---|---|---|"]
+    lines.append(f"| {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | {result.get('num_samples', '')} |")
+    other = result.get("other_convention")
+    if other:
+        lines += ["", f"Under the {other['convention']} convention: mIoU {other['mIoU']:.2f}, mAcc {other['mAcc']:.2f}."]
+    if result.get("per_case"):
+        lines += ["", "### Per case", "", "| case | mIoU | aAcc | mAcc |", "|---|---|---|---|"]
+        for c, r in result["per_case"].items():
+            lines.append(f"| {c} | {r['mIoU']:.2f} | {r['aAcc']:.2f} | {r['mAcc']:.2f} |")
+    if result.get("per_class"):
+        lines += ["", "### Per class", "", "| class | IoU | Acc |", "|---|---|---|"]
+        for name, r in result["per_class"].items():
+            iou = "–" if r["IoU"] is None else f"{r['IoU']:.2f}"
+            acc = "–" if r["Acc"] is None else f"{r['Acc']:.2f}"
+            lines.append(f"| {name} | {iou} | {acc} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(result: dict[str, Any], out_dir: str | Path, title: str = "Evaluation") -> None:
+    """``metrics.json`` + ``metrics.md`` in ``out_dir`` (rank 0 only)."""
+    if not is_main_process():
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "metrics.md").write_text(metrics_markdown(result, title))

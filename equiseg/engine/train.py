@@ -1,0 +1,249 @@
+"""The training loop (SPEC §2): AdamW + warm-up/poly schedule, CE or OHEM CE + λ·SGM, periodic
+validation, atomic ``last``/``best`` checkpoints, bit-exact resume, a non-finite-loss guard, and DDP.
+
+Why resume is exact: every source of randomness is either saved or re-derivable. The sample order is
+``DistributedSampler``'s (seeded by ``seed + epoch``) and a resumed run skips the batches already seen;
+each sample's augmentation is seeded by ``(seed, epoch, index)`` (:class:`SeededTrainSet`); the model's
+own randomness (dropout, drop-path) uses torch's global generator and the SGM pairing its own
+generator, whose states are saved with the checkpoint; the DataLoader gets a private generator so
+creating a loader never advances the global one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from equiseg.config import ExperimentConfig, save_yaml
+from equiseg.models import build_model
+
+from .builders import ResumableSampler, build_train_dataset, build_val_dataset, collate, dataset_meta
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .distributed import barrier, cleanup, init_distributed, maybe_convert_sync_bn
+from .evaluate import evaluate, write_metrics
+from .optim import WarmupPolyLR, build_optimizer
+from .seeding import seed_everything
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a loss term is NaN/Inf; the ``last`` checkpoint holds the state before it."""
+
+
+@dataclass
+class TrainResult:
+    work_dir: Path
+    iterations: int
+    best_miou: float
+    last_metrics: dict[str, Any] | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, amp: str):
+    """AMP on CUDA only: this CPU has no bf16 units (SPEC §7), so CPU always runs fp32."""
+    if device.type != "cuda" or amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def find_checkpoint(work_dir: Path, resume: str | bool | None) -> Path | None:
+    if resume in (None, False):
+        return None
+    if resume is True or resume == "":
+        path = work_dir / "last.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}")
+        return path
+    path = Path(resume)
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    work_dir: str | Path | None = None,
+    resume: str | bool | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train EQUISeg as ``cfg`` says. Works single-process and under ``torchrun`` (DDP).
+
+    Args:
+        cfg: the experiment config.
+        work_dir: overrides ``cfg.work_dir``; gets ``config.yaml``, ``log.jsonl``, ``last.pt``,
+            ``best.pt`` and ``metrics.json``.
+        resume: ``True`` resumes from ``work_dir/last.pt``, a path from that file.
+        progress: show a progress bar (rank 0).
+        stop_after: stop after this many iterations of *this* call (as if killed), saving ``last``;
+            the schedule still runs to ``max_iters``. For tests and time-boxed jobs.
+    """
+    tcfg, dcfg = cfg.train, cfg.data
+    dist = init_distributed(resolve_device(tcfg.device))
+    device = dist.device
+    work = Path(work_dir or cfg.work_dir)
+    main = dist.is_main
+    try:
+        if main:
+            work.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, work / "config.yaml")
+        if tcfg.amp != "none" and device.type != "cuda":
+            warnings.warn(f"train.amp={tcfg.amp} ignored on {device.type}: training in fp32", stacklevel=2)
+        seed_everything(tcfg.seed)  # same on every rank: identical initial weights
+
+        train_set = build_train_dataset(cfg)
+        val_set = build_val_dataset(dcfg)
+        meta = dataset_meta(train_set.base)
+        model_cfg = cfg.model_config(train_set.base.num_classes)
+        model = build_model(model_cfg, pretrained=cfg.pretrained).to(device)
+        model = maybe_convert_sync_bn(model, device)
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.distributed else model
+
+        bs = dcfg.batch_size
+        sampler = ResumableSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, seed=tcfg.seed)
+        iters_per_epoch = len(sampler) // bs
+        if iters_per_epoch == 0:
+            raise ValueError(
+                f"training split has {len(train_set)} samples: fewer than one batch of {bs} per process "
+                f"({dist.world_size} processes)"
+            )
+        max_iters = tcfg.max_iters if tcfg.max_iters > 0 else tcfg.epochs * iters_per_epoch
+        warmup = tcfg.warmup_iters if tcfg.warmup_iters >= 0 else round(tcfg.warmup_epochs * iters_per_epoch)
+        warmup = min(warmup, max_iters - 1) if max_iters > 1 else 0
+        val_interval = tcfg.val_interval if tcfg.val_interval > 0 else iters_per_epoch
+        ckpt_interval = tcfg.checkpoint_interval if tcfg.checkpoint_interval > 0 else val_interval
+
+        opt = build_optimizer(model, lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
+        sched = WarmupPolyLR(opt, max_iters=max_iters, warmup_iters=warmup, warmup_ratio=tcfg.warmup_ratio,
+                             power=tcfg.power)
+        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tcfg.amp == "fp16")
+        sgm_gen = torch.Generator().manual_seed(tcfg.seed + dist.rank)
+        loader_gen = torch.Generator().manual_seed(tcfg.seed)
+
+        it, best, last_metrics = 0, -1.0, None
+        ckpt_path = find_checkpoint(work, resume)
+        if ckpt_path is not None:
+            ckpt = load_checkpoint(ckpt_path, required_keys=("model", "optimizer", "scheduler", "iter", "rng"))
+            try:
+                model.load_state_dict(ckpt["model"])
+            except RuntimeError as e:
+                raise ValueError(f"{ckpt_path}: checkpoint does not match the configured model: {e}") from None
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            it, best = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
+            rng = ckpt["rng"]
+            if isinstance(rng, list):  # one state per rank
+                rng = rng[dist.rank] if dist.rank < len(rng) else rng[0]
+            restore_rng_state(rng, generators={"sgm": sgm_gen, "loader": loader_gen})
+
+        def state(iteration: int) -> dict[str, Any]:
+            return {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "iter": iteration,
+                "epoch": iteration // iters_per_epoch,
+                "best_miou": best,
+                "rng": capture_rng_state(generators={"sgm": sgm_gen, "loader": loader_gen}),
+                "config": cfg.to_dict(),
+                "model_config": model_cfg.to_dict(),
+                "meta": meta,
+            }
+
+        def save(name: str, iteration: int) -> None:
+            if main:
+                save_checkpoint(work / name, state(iteration))
+
+        log = open(work / "log.jsonl", "a") if main else None
+        bar = tqdm(total=max_iters, initial=it, desc="train", disable=not (progress and main), dynamic_ncols=True)
+        stop_at = max_iters if stop_after is None else min(max_iters, it + stop_after)
+        t_last, n_last, wait = time.perf_counter(), 0, 0.0
+        net.train()
+        while it < stop_at:
+            epoch, skip = divmod(it, iters_per_epoch)
+            sampler.set_epoch(epoch, skip * bs)
+            train_set.epoch = epoch
+            loader = DataLoader(train_set, batch_size=bs, sampler=sampler, num_workers=dcfg.num_workers,
+                                collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
+                                generator=loader_gen, persistent_workers=False)
+            t_data = time.perf_counter()
+            for inputs, labels in loader:
+                wait += time.perf_counter() - t_data
+                inputs = [x.to(device, non_blocking=True) for x in inputs]
+                labels = labels.to(device, non_blocking=True)
+                with _autocast(device, tcfg.amp):
+                    # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
+                    out = net(inputs, labels=labels, generator=sgm_gen)
+                # One host sync per step, on purpose: a non-finite loss must be caught *before*
+                # the optimizer step so that `last` holds the weights from before the failure.
+                if not torch.isfinite(out.loss.detach()).item():
+                    save("last.pt", it)
+                    terms = {k: float(v) for k, v in out.as_dict().items()}
+                    raise NonFiniteLossError(
+                        f"non-finite loss at iteration {it} (epoch {epoch}): {terms}; "
+                        f"saved the state from before this iteration to {work / 'last.pt'}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(out.loss).backward()
+                if tcfg.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                it += 1
+                bar.update(1)
+                if main and (it % tcfg.log_interval == 0 or it == stop_at):
+                    now = time.perf_counter()
+                    # throughput over the last interval (None for the first: it includes start-up)
+                    ips = (it - n_last) * bs * dist.world_size / max(now - t_last, 1e-9) if n_last else None
+                    rec = {"iter": it, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
+                           **{k: round(float(v), 6) for k, v in out.as_dict().items()},
+                           "img_per_s": None if ips is None else round(ips, 3), "data_wait_s": round(wait, 3)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}",
+                                    ips="-" if ips is None else f"{ips:.1f}")
+                    t_last, n_last, wait = now, it, 0.0
+                if it % val_interval == 0 or it == max_iters:
+                    last_metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
+                    net.train()
+                    if main:
+                        log.write(json.dumps({"iter": it, "val": {k: last_metrics[k] for k in ("mIoU", "aAcc", "mAcc")}}) + "\n")
+                        log.flush()
+                        bar.write(f"iter {it}: val mIoU {last_metrics['mIoU']:.2f}  aAcc {last_metrics['aAcc']:.2f}")
+                    if last_metrics["mIoU"] > best:
+                        best = last_metrics["mIoU"]
+                        save("best.pt", it)
+                    write_metrics(last_metrics, work, title=f"Validation at iteration {it}")
+                if it % ckpt_interval == 0 or it == stop_at:
+                    save("last.pt", it)
+                if it >= stop_at:
+                    break
+                t_data = time.perf_counter()
+        bar.close()
+        if log:
+            log.close()
+        barrier()
+        return TrainResult(work, it, best, last_metrics)
+    finally:
+        cleanup()
+
