@@ -189,12 +189,20 @@ def train(
                 wait += time.perf_counter() - t_data
                 inputs = [x.to(device, non_blocking=True) for x in inputs]
                 labels = labels.to(device, non_blocking=True)
+                # Forward passes update BN running stats and draw random numbers; keep what the
+                # step changes besides the weights (a few KB) so a failed step can be undone.
+                before = ([b.clone() for b in model.buffers()],
+                          capture_rng_state(generators={"sgm": sgm_gen, "loader": loader_gen}))
                 with _autocast(device, tcfg.amp):
                     # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
                     out = net(inputs, labels=labels, generator=sgm_gen)
                 # One host sync per step, on purpose: a non-finite loss must be caught *before*
                 # the optimizer step so that `last` holds the weights from before the failure.
                 if not torch.isfinite(out.loss.detach()).item():
+                    with torch.no_grad():
+                        for b, saved in zip(model.buffers(), before[0]):
+                            b.copy_(saved)
+                    restore_rng_state(before[1], generators={"sgm": sgm_gen, "loader": loader_gen})
                     save("last.pt", it)
                     terms = {k: float(v) for k, v in out.as_dict().items()}
                     raise NonFiniteLossError(
@@ -224,6 +232,8 @@ def train(
                                     ips="-" if ips is None else f"{ips:.1f}")
                     t_last, n_last, wait = now, it, 0.0
                 if it % val_interval == 0 or it == max_iters:
+                    if dist.distributed:  # BN running stats drift apart per rank; evaluate rank 0's
+                        _broadcast_buffers(model)
                     last_metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
                     net.train()
                     if main:
@@ -242,8 +252,26 @@ def train(
         bar.close()
         if log:
             log.close()
+        summary = {"iterations": it, "max_iters": max_iters, "best_mIoU": best, "world_size": dist.world_size,
+                   "replicas_identical": _replicas_identical(model) if dist.distributed else True}
+        if main:
+            (work / "train_summary.json").write_text(json.dumps(summary, indent=2))
         barrier()
         return TrainResult(work, it, best, last_metrics)
     finally:
         cleanup()
 
+
+
+def _broadcast_buffers(model: torch.nn.Module) -> None:
+    for b in model.buffers():
+        torch.distributed.broadcast(b, src=0)
+
+
+def _replicas_identical(model: torch.nn.Module) -> bool:
+    """DDP sanity check: do all ranks hold bit-identical parameters? (gathers one checksum per rank)"""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    probe = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64, device=flat.device)).sum()])
+    gathered = [torch.empty_like(probe) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, probe)
+    return all(torch.equal(g, gathered[0]) for g in gathered)

@@ -1,0 +1,167 @@
+"""Trainer end to end on tiny synthetic data: exact resume, NaN guard, DDP, CLI, configs (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import equiseg
+from equiseg.config import load_experiment
+from equiseg.engine import CheckpointError, load_checkpoint
+from equiseg.engine.train import NonFiniteLossError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = {
+    "name": "equiseg_b0", "embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16,
+    "drop_path_rate": 0.1,  # exercises the global RNG through resume
+}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    from equiseg.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, layout="deliver", splits={"train": 8, "val": 4}, size=(64, 64), seed=0, progress=False)
+    return root
+
+
+def tiny_config(root: Path, work: Path, **train) -> equiseg.ExperimentConfig:
+    return load_experiment({
+        "model": dict(TINY_MODEL),
+        "data": {"root": str(root), "crop_size": [64, 64], "val_short_side": None, "batch_size": 2,
+                 "num_workers": 0},
+        "train": {"max_iters": 6, "warmup_iters": 2, "lr": 1e-3, "val_interval": 3, "log_interval": 1,
+                  "seed": 0, **train},
+        "work_dir": str(work),
+    })
+
+
+def test_resume_is_bit_exact(synth_root, tmp_path):
+    full = equiseg.train(tiny_config(synth_root, tmp_path / "full"), progress=False)
+    assert full.iterations == 6
+    part = equiseg.train(tiny_config(synth_root, tmp_path / "part"), progress=False, stop_after=4)
+    assert part.iterations == 4  # stopped mid-epoch (4 iterations per epoch) and off the val grid
+    resumed = equiseg.train(tiny_config(synth_root, tmp_path / "part"), progress=False, resume=True)
+    assert resumed.iterations == 6
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert a["iter"] == b["iter"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["scheduler"] == b["scheduler"]
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (tmp_path / "part" / "best.pt").exists() and (tmp_path / "part" / "config.yaml").exists()
+    log = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert {"iter", "lr", "loss", "loss_ce", "loss_sgm"} <= set(log[0])
+
+
+def test_nan_guard_stops_and_keeps_last_checkpoint(synth_root, tmp_path, monkeypatch):
+    from equiseg.models import EQUISeg
+
+    original = EQUISeg.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(self, inputs, labels, generator=None):
+        out = original(self, inputs, labels, generator)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third iteration (index 2) produces NaN
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(EQUISeg, "compute_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 2 .*'loss_ce'"):
+        equiseg.train(tiny_config(synth_root, tmp_path / "nan", val_interval=100), progress=False)
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert ckpt["iter"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    # the saved state is exactly that of a clean run stopped after 2 iterations
+    monkeypatch.setattr(EQUISeg, "compute_loss", original)
+    equiseg.train(tiny_config(synth_root, tmp_path / "clean", val_interval=100), progress=False, stop_after=2)
+    clean = load_checkpoint(tmp_path / "clean" / "last.pt")
+    for k, v in clean["model"].items():
+        assert torch.equal(v, ckpt["model"][k]), k
+
+
+def test_truncated_checkpoint_is_a_clear_error(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, tmp_path / "t", max_iters=1)
+    equiseg.train(cfg, progress=False)
+    path = tmp_path / "t" / "last.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="last.pt"):
+        equiseg.train(cfg, progress=False, resume=True)
+
+
+def test_checkpoint_of_other_architecture_is_refused(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, tmp_path / "a", max_iters=1)
+    equiseg.train(cfg, progress=False)
+    with pytest.raises(ValueError, match="another architecture"):
+        equiseg.evaluate(cfg, tmp_path / "a" / "last.pt", ["model.hub=mean"], progress=False)
+
+
+def _run(*args, env=None, timeout=300):
+    e = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    e.update(env or {})
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=e, cwd=REPO, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def _write_cfg(path: Path, root: Path, work: Path, **train) -> Path:
+    import yaml
+
+    cfg = tiny_config(root, work, **train)
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(synth_root, tmp_path):
+    cfg = _write_cfg(tmp_path / "ddp.yaml", synth_root, tmp_path / "ddp", max_iters=4, val_interval=4)
+    _run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "equiseg", "--quiet",
+         "train", str(cfg))
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["iterations"] == 4
+    assert summary["replicas_identical"] is True
+    ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    single = equiseg.evaluate(cfg, tmp_path / "ddp" / "last.pt", progress=False)
+    assert single["mIoU"] == pytest.approx(ddp_metrics["mIoU"], abs=1e-9)
+    assert single["aAcc"] == pytest.approx(ddp_metrics["aAcc"], abs=1e-9)
+
+
+def test_cli_synth_train_eval(tmp_path):
+    data = tmp_path / "data"
+    _run("-m", "equiseg", "--quiet", "synth", "--out", str(data), "--train", "4", "--val", "2", "--size", "64")
+    cfg = _write_cfg(tmp_path / "c.yaml", data, tmp_path / "run", max_iters=2, val_interval=2)
+    _run("-m", "equiseg", "--quiet", "train", str(cfg), "--set", "train.lr=5e-4")
+    assert (tmp_path / "run" / "last.pt").exists()
+    r = _run("-m", "equiseg", "--quiet", "eval", str(cfg), "--checkpoint", str(tmp_path / "run" / "last.pt"),
+             "--out", str(tmp_path / "ev"))
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert {"mIoU", "aAcc", "mAcc", "per_class", "per_case"} <= set(metrics)
+    assert "| mIoU |" in (tmp_path / "ev" / "metrics.md").read_text()
+    assert "mIoU" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "equiseg", "train", str(cfg), "--set", "train.lrr=1"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "did you mean 'lr'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_shipped_config_validates():
+    files = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(files) >= 13
+    for f in files:
+        cfg = load_experiment(f)
+        cfg.model_config(num_classes=25)
+    assert load_experiment(None).model["name"] == "equiseg_b0"
+    tab3 = load_experiment(REPO / "configs" / "ablations" / "tab3_lambda40.yaml")
+    assert tab3.model_config(25).lambda_sgm == 40.0 and tab3.model_config(25).depths == (2, 2, 2, 2)
+    with pytest.raises(ValueError, match=r"unknown config key 'data.crop_szie'.*did you mean 'crop_size'"):
+        load_experiment(REPO / "configs" / "demo.yaml", ["data.crop_szie=[64,64]"])
