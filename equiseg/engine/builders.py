@@ -106,4 +106,8 @@ def dataset_meta(ds: FolderDataset) -> dict[str, Any]:
         "palette": [list(c) for c in ds.palette],
         "modalities": list(ds.modalities),
         "ignore_index": int(ds.ignore_index),
+        "rgb_modalities": list(ds.rgb_modalities),
+        "norm_stats": {
+            m: {"mean": list(s.mean), "std": list(s.std), "scale": float(s.scale)} for m, s in ds.norm_stats.items()
+        },
     }

@@ -1,0 +1,65 @@
+"""Robustness benchmark under sensor failures (SPEC §5; Liao et al., CVPR-W 2025, arXiv 2503.18445).
+
+Entire-missing (EMM), random-missing (RMM) and noisy (NM) modalities on the normalised inputs, evaluated
+in one pass over the split, summarised as in the paper's Tab. 1 with its robustness score::
+
+    from equiseg.robustness import run_benchmark
+    result = run_benchmark(model.eval(), val_set, out_dir="runs/robustness")
+    result["summary"]["mean"]
+"""
+
+from equiseg.robustness.benchmark import TESTS, Variant, build_variants, corrupt_inputs, run_benchmark
+from equiseg.robustness.corruptions import (
+    EVENT_NAMES,
+    NM_LEVELS,
+    NoiseLevel,
+    apply_emm,
+    apply_nm,
+    apply_rmm,
+    find_event_index,
+    gaussian_noise,
+    missing_sets,
+    random_drop,
+    salt_and_pepper,
+    variant_generator,
+)
+from equiseg.robustness.report import (
+    TABLE1_COLUMNS,
+    build_summary,
+    combination_stats,
+    emm_weight,
+    robustness_score,
+    table1_markdown,
+    to_markdown,
+    weighted_miou,
+    write_report,
+)
+
+__all__ = [
+    "EVENT_NAMES",
+    "NM_LEVELS",
+    "TABLE1_COLUMNS",
+    "TESTS",
+    "NoiseLevel",
+    "Variant",
+    "apply_emm",
+    "apply_nm",
+    "apply_rmm",
+    "build_summary",
+    "build_variants",
+    "combination_stats",
+    "corrupt_inputs",
+    "emm_weight",
+    "find_event_index",
+    "gaussian_noise",
+    "missing_sets",
+    "random_drop",
+    "robustness_score",
+    "run_benchmark",
+    "salt_and_pepper",
+    "table1_markdown",
+    "to_markdown",
+    "variant_generator",
+    "weighted_miou",
+    "write_report",
+]
