@@ -337,6 +337,8 @@ class EvalConfig:
     stride: tuple[int, int] = (768, 768)
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    align: int | None = None  # round multi-scale sizes up to a multiple of this (CMNeXt: 32)
+    window_batch: int = 1  # slide windows per forward (raise on a GPU)
     convention: typing.Literal["reference", "present"] = "reference"
     per_case: bool = True
     num_panels: int = 4  # prediction panels written by `eval --panels` and the demo

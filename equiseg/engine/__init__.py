@@ -51,3 +51,6 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
 ]
+from equiseg.engine.inference import INFERENCE_MODES, infer_logits, slide_windows, window_counts  # noqa: E402
+
+__all__ += ["INFERENCE_MODES", "infer_logits", "slide_windows", "window_counts"]

@@ -81,6 +81,9 @@ def evaluate(
                 stride=cfg.stride,
                 scales=cfg.scales,
                 flip=cfg.flip,
+                align=cfg.align,
+                window_batch=cfg.window_batch,
+                num_classes=num_classes,
             )
             if logits.shape[-2:] != label.shape[-2:]:
                 logits = torch.nn.functional.interpolate(
