@@ -10,6 +10,14 @@ def __getattr__(name: str):
         from equiseg import api
 
         return getattr(api, name)
+    if name == "from_pretrained":
+        from equiseg.engine.export import from_pretrained
+
+        return from_pretrained
+    if name == "predict":
+        from equiseg.engine.predict import predict
+
+        return predict
     raise AttributeError(f"module 'equiseg' has no attribute {name!r}")
 
 
@@ -21,10 +29,12 @@ __all__ = [
     "ModelConfig",
     "create_model",
     "evaluate",
+    "from_pretrained",
     "list_models",
     "load_experiment",
     "load_mit_weights",
     "load_model",
+    "predict",
     "train",
     "__version__",
 ]
