@@ -6,6 +6,11 @@
     equiseg demo [--out DIR] [--quick]
     equiseg convert-weights SRC.safetensors DST.pth
     equiseg models
+    equiseg predict --checkpoint PATH --input DIR | MODALITY=FILE ... --out DIR [--overlay] [--raw]
+    equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 17] [--size H W]
+    equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
+    equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
+    equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         conditions=_csv(args.conditions),
         failures=_csv(args.failures),
         progress=not args.quiet,
+        muses_encoding=args.muses_encoding,
     )
-    print(json.dumps({k: v for k, v in summary.items() if k != "paths"}, indent=2, default=str))
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -93,6 +99,88 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from equiseg.engine.predict import parse_input_args, predict_to_dir
+
+    written = predict_to_dir(
+        args.checkpoint,
+        parse_input_args(args.input),
+        args.out,
+        overlay=args.overlay,
+        raw=args.raw,
+        split=args.split,
+        short_side=args.short_side,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    n = sum(p.name.endswith("_pred.png") for p in written)
+    print(f"wrote {n} prediction(s), {len(written)} file(s), to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from equiseg.engine.export import ExportVerificationError, export
+
+    try:
+        r = export(args.checkpoint, args.format, args.out, opset=args.opset, size=tuple(args.size),
+                   verify=not args.no_verify)
+    except ExportVerificationError as e:
+        print(f"equiseg export: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {r.path} and {r.config}")
+    for c in r.checks:
+        print(f"  onnxruntime vs PyTorch at B×H×W = {'×'.join(map(str, c.shape))}: max abs diff "
+              f"{c.max_abs_diff:.2e} (max |logit| {c.max_abs_ref:.2f}, relative {c.rel_diff:.1e})")
+    if r.note:
+        print(f"  {r.note}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from equiseg.engine.analysis import analyze, display_name
+
+    split = args.split or "val"
+    out = args.out or str(Path(args.checkpoint).parent / f"analysis_{split}")
+    r = analyze(args.config, args.checkpoint, args.set, split=args.split, out_dir=out,
+                max_samples=args.max_samples, progress=not args.quiet)
+    last = r["similarity"]["last_stage"]
+    print(f"cosine similarity with the fused feature, last stage, {r['num_samples']} samples: "
+          + ", ".join(f"{display_name(m)} {v:.2f}" for m, v in last.items()))
+    print(f"written: {out}/analysis.json, {out}/analysis.md, {out}/analysis.png")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from equiseg.engine.benchmark import run_robustness
+
+    split = args.split or "val"
+    out = args.out or str(Path(args.checkpoint).parent / f"robustness_{split}")
+    r = run_robustness(args.config, args.checkpoint, args.set, tests=args.tests, out_dir=out, seed=args.seed,
+                       split=args.split, max_samples=args.max_samples,
+                       model_aware_missing=args.model_aware_missing,
+                       variant_batch_size=args.variant_batch_size, convention=args.convention,
+                       progress=not args.quiet)
+    s = r["summary"]
+    keys = ("clean", "emm_avg", "emm_p0.1", "rmm_avg[0.5]", "nm_low", "nm_mid", "mean")
+    shown = {k: s[k] for k in keys if k in s}
+    print(", ".join(f"{k} {'–' if v is None else f'{v:.2f}'}" for k, v in shown.items())
+          + f"  ({r['convention']} convention, {r['num_samples']} samples)")
+    print(f"written: {out}/robustness.json, {out}/robustness.md, {out}/report.md")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from equiseg.engine.ablate import run_ablation
+
+    out = args.out or f"runs/ablation_{args.rows}{'_quick' if args.quick else ''}"
+    r = run_ablation(args.config, args.rows, args.set, out_dir=out, quick=args.quick, rows=_csv(args.only),
+                     max_samples=args.max_samples, resume=args.resume, progress=not args.quiet)
+    for row in r["rows"]:
+        print(f"  {row['id']:20s} mIoU {row['mIoU']:6.2f}  EMM(Avg) {row['emm_avg']:6.2f}")
+    print(f"written: {r['files']['markdown']}, {r['files']['json']}, {r['files']['chart']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="equiseg", description="EQUISeg: robust multimodal semantic segmentation.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -109,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--conditions", default=None, help="comma-separated subset of the conditions")
     s.add_argument("--failures", default=None, help="comma-separated subset of the sensor failures")
+    s.add_argument("--muses-encoding", choices=["npz", "png"], default="npz",
+                   help="MUSES layout: projected sensors as .npz (default) or 16-bit PNG")
     s.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train", help="train from a YAML config")
@@ -142,6 +232,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered model variants")
     m.set_defaults(func=cmd_models)
+
+    an = sub.add_parser("analyze", help="modality contributions: cosine similarity with the fused feature")
+    an.add_argument("config")
+    an.add_argument("--checkpoint", required=True)
+    an.add_argument("--out", default=None, help="default: CHECKPOINT_DIR/analysis_SPLIT")
+    an.add_argument("--split", default=None, help="default: the config's data.val_split")
+    an.add_argument("--max-samples", type=int, default=None)
+    an.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    an.set_defaults(func=cmd_analyze)
+
+    rb = sub.add_parser("robustness", help="robustness benchmark: missing (EMM, RMM), noisy (NM) modalities")
+    rb.add_argument("config")
+    rb.add_argument("--checkpoint", required=True)
+    rb.add_argument("--tests", default="emm,rmm,nm", help="comma-separated subset of emm,rmm,nm")
+    rb.add_argument("--out", default=None, help="default: CHECKPOINT_DIR/robustness_SPLIT")
+    rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
+    rb.add_argument("--split", default=None, help="default: the config's data.val_split")
+    rb.add_argument("--max-samples", type=int, default=None, help="first N samples only (not the protocol)")
+    rb.add_argument("--model-aware-missing", action="store_true",
+                    help="also evaluate EMM with missing modalities passed as None (reported separately)")
+    rb.add_argument("--variant-batch-size", type=int, default=1, help="corruption variants per forward (GPU)")
+    rb.add_argument("--convention", choices=["reference", "present"], default=None,
+                    help="mIoU convention (default: the config's eval.convention)")
+    rb.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    rb.set_defaults(func=cmd_robustness)
+
+    ab = sub.add_parser("ablate", help="train and evaluate the rows of the paper's Tab. 2 or Tab. 3")
+    ab.add_argument("config")
+    ab.add_argument("--rows", required=True, choices=["tab2", "tab3"], help="which ablation table")
+    ab.add_argument("--only", default=None, help="comma-separated row ids (default: every row)")
+    ab.add_argument("--quick", action="store_true", help="short schedule, val subset (demo setting, CPU)")
+    ab.add_argument("--out", default=None, help="default: runs/ablation_TABLE[_quick]")
+    ab.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N val samples")
+    ab.add_argument("--resume", action="store_true", help="reuse rows already finished in --out")
+    ab.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
+    ab.set_defaults(func=cmd_ablate)
+
+    pr = sub.add_parser("predict", help="segment a data set folder or per-modality files with a checkpoint")
+    pr.add_argument("--checkpoint", required=True, help="training checkpoint (or an `equiseg export` folder)")
+    pr.add_argument("--input", nargs="+", required=True, metavar="DIR_OR_FILES",
+                    help="a DeLiVER/MUSES-layout folder, or MODALITY=FILE items of one sample "
+                    "(any subset of the checkpoint's modalities; the others are absent)")
+    pr.add_argument("--out", required=True, help="output folder (<stem>_pred.png per sample)")
+    pr.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (50%% over RGB)")
+    pr.add_argument("--raw", action="store_true", help="also write <stem>_classes.png (uint8, 255 ignore)")
+    pr.add_argument("--split", default="val", help="split read from a data set folder")
+    pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    pr.add_argument("--short-side", type=int, default=None, metavar="N",
+                    help="resize as validation does (short side N, sides aligned to 32); default: keep size")
+    pr.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors (+ config.json)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--format", choices=["onnx", "safetensors"], required=True)
+    x.add_argument("--out", default=None, help="output folder (default: export/ beside the checkpoint)")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
+                   help="ONNX tracing size (the graph has dynamic batch, height and width)")
+    x.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    x.set_defaults(func=cmd_export)
     return p
 
 

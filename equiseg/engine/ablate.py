@@ -1,0 +1,465 @@
+"""Ablation runner (paper Tab. 2 and Tab. 3; issue 5 item 3): train every row of an ablation table
+with the same seed and schedule, evaluate it, and write one combined table laid out like the paper's.
+
+Rows. Every row starts from the user's config, sets the switches of the paper's full model
+(:data:`FULL_MODEL`: self-query hub, cross-attention, residual add, SGM with prototypes, random
+pairing, λ = 60 -- the first rows of Tab. 2 and Tab. 3 are that same model, EMM 44.77 in both), then
+applies the ``model`` section of the row's override file in ``equiseg/configs/ablations/``
+(``tab2_hub_mean.yaml`` …; their ``_base_`` and ``work_dir`` are not used). So the config can be any
+experiment -- ``configs/demo.yaml`` or ``configs/deliver_b0.yaml`` -- and a row differs from the first
+only by its ablated switch.
+
+Per row: training (``OUT/<row id>/``: checkpoints, log, config), then on the val split (the first
+``max_samples`` samples) the clean mIoU and EMM Avg of the robustness protocol
+(:func:`~equiseg.robustness.run_benchmark` with ``tests=("emm",)``, batch 1) and the per-modality
+cosine similarity with the fused feature (:func:`~equiseg.engine.analysis.modality_contributions`,
+last stage). The checkpoint evaluated is ``best.pt`` (best validation mIoU during training, the
+practice of the published numbers), else ``last.pt``. Deltas are against the first row run.
+
+Outputs: ``OUT/ablation_<table>.md`` (the paper's layout, then every measurement, then the paper's own
+numbers), ``OUT/ablation_<table>.json`` and a bar chart ``OUT/ablation_<table>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from equiseg.config import ExperimentConfig, load_experiment, load_yaml
+
+from .analysis import display_name, modality_contributions, write_analysis
+from .eval_setup import as_config, subset
+
+# The switches of the paper's full model (first row of both tables); rows change one of them.
+FULL_MODEL: dict[str, Any] = {
+    "hub": "selfquery",
+    "cross_attention": True,
+    "residual": True,
+    "sgm": True,
+    "prototype": True,
+    "pairing": "random",
+    "lambda_sgm": 60.0,
+}
+
+# --quick: a short schedule and a val subset, for the demo setting on a CPU (see `run_ablation`).
+QUICK_ITERS = 40
+QUICK_MAX_SAMPLES = 16
+QUICK_OVERRIDES: tuple[str, ...] = (
+    f"train.max_iters={QUICK_ITERS}",
+    f"train.warmup_iters={QUICK_ITERS // 10}",
+    f"train.val_interval={QUICK_ITERS}",
+    f"train.log_interval={QUICK_ITERS // 4}",
+)
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """One row of an ablation table.
+
+    Attributes:
+        id: Short identifier; also the row's work-dir name.
+        label: The paper's wording of the row.
+        override: File name of the row's override in ``equiseg/configs/ablations/`` (None: the full model).
+        paper: The paper's numbers for the row (MiT-B0, DeLiVER): ``mIoU``/``emm_avg`` and/or
+            ``similarity`` per modality.
+    """
+
+    id: str
+    label: str
+    override: str | None
+    paper: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _sims(rgb: float, depth: float, event: float, lidar: float) -> dict[str, float]:
+    return {"rgb": rgb, "depth": depth, "event": event, "lidar": lidar}
+
+
+TABLES: dict[str, tuple[str, tuple[AblationRow, ...]]] = {
+    "tab2": (
+        "Ablation of the CMTB (paper Tab. 2)",
+        (
+            AblationRow("cmtb", "CMTB", None, {"mIoU": 63.26, "emm_avg": 44.77}),
+            AblationRow(
+                "hub_mean",
+                "with Mean instead Self-Query Hub",
+                "tab2_hub_mean.yaml",
+                {"mIoU": 62.57, "emm_avg": 42.83},
+            ),
+            AblationRow(
+                "no_cross_attention",
+                "without Cross Attention",
+                "tab2_no_cross_attention.yaml",
+                {"mIoU": 61.92, "emm_avg": 39.36},
+            ),
+            AblationRow(
+                "no_add", "without Add operation", "tab2_no_add.yaml", {"mIoU": 58.69, "emm_avg": 38.61}
+            ),
+        ),
+    ),
+    "tab3": (
+        "Ablation of the SGM (paper Tab. 3)",
+        (
+            AblationRow(
+                "sgm_lambda60",
+                "EQUISeg + SGM (λ=60)",
+                None,
+                {"similarity": _sims(81.71, 89.72, 29.82, 32.24), "emm_avg": 44.77},
+            ),
+            AblationRow(
+                "no_sgm",
+                "without SGM",
+                "tab3_no_sgm.yaml",
+                {"similarity": _sims(88.14, 93.45, 8.25, 11.35), "emm_avg": 41.54},
+            ),
+            AblationRow(
+                "no_prototype",
+                "without Prototype Operation",
+                "tab3_no_prototype.yaml",
+                {"similarity": _sims(72.22, 80.36, 1.53, 2.16), "emm_avg": 39.84},
+            ),
+            AblationRow(
+                "cosine_pairing",
+                "with Cosine Similarity instead Randomly Paired",
+                "tab3_cosine_pairing.yaml",
+                {"similarity": _sims(82.03, 91.56, 22.66, 24.91), "emm_avg": 43.11},
+            ),
+            AblationRow(
+                "lambda1",
+                "EQUISeg + SGM (λ=1)",
+                "tab3_lambda1.yaml",
+                {"similarity": _sims(85.22, 91.64, 22.47, 26.75), "emm_avg": 43.46},
+            ),
+            AblationRow(
+                "lambda40",
+                "EQUISeg + SGM (λ=40)",
+                "tab3_lambda40.yaml",
+                {"similarity": _sims(83.02, 90.54, 28.11, 30.46), "emm_avg": 44.39},
+            ),
+            AblationRow(
+                "lambda80",
+                "EQUISeg + SGM (λ=80)",
+                "tab3_lambda80.yaml",
+                {"similarity": _sims(78.56, 87.41, 31.21, 32.43), "emm_avg": 44.53},
+            ),
+        ),
+    ),
+}
+
+
+def ablation_dir() -> Path:
+    """The packaged ablation override files (``equiseg/configs/ablations``)."""
+    return Path(str(resources.files("equiseg") / "configs" / "ablations"))
+
+
+def table_rows(table: str, rows: Sequence[str] | None = None) -> tuple[AblationRow, ...]:
+    """The rows of ``table`` (``"tab2"`` or ``"tab3"``), optionally only those with the given ids (in
+    table order)."""
+    if table not in TABLES:
+        raise ValueError(f"unknown ablation table {table!r}; choose from {', '.join(TABLES)}")
+    all_rows = TABLES[table][1]
+    if rows is None:
+        return all_rows
+    ids = [r.id for r in all_rows]
+    unknown = [r for r in rows if r not in ids]
+    if unknown:
+        raise ValueError(f"unknown row(s) {unknown} of {table}; choose from {', '.join(ids)}")
+    if not rows:
+        raise ValueError(f"no rows selected from {table}")
+    return tuple(r for r in all_rows if r.id in rows)
+
+
+def row_model_overrides(row: AblationRow) -> dict[str, Any]:
+    """The row's changes to the full model: the ``model`` section of its override file."""
+    if row.override is None:
+        return {}
+    path = ablation_dir() / row.override
+    model = load_yaml(path).get("model") or {}
+    if not isinstance(model, dict) or not model:
+        raise ValueError(f"{path}: expected a non-empty 'model' section")
+    return dict(model)
+
+
+def row_config(base: ExperimentConfig, row: AblationRow, work_dir: str | Path) -> ExperimentConfig:
+    """``base`` with the full model's switches, then the row's override, training into ``work_dir``."""
+    data = base.to_dict()
+    data["model"] = {**data["model"], **FULL_MODEL, **row_model_overrides(row)}
+    data["work_dir"] = str(work_dir)
+    return load_experiment(data)
+
+
+def run_ablation(
+    config: ExperimentConfig | str | Path | dict[str, Any],
+    table: str,
+    overrides: Iterable[str] = (),
+    *,
+    out_dir: str | Path = "runs/ablation",
+    quick: bool = False,
+    rows: Sequence[str] | None = None,
+    max_samples: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate every row of ``table`` and write the combined table.
+
+    Args:
+        config: The experiment to ablate (config object, YAML path or dict).
+        table: ``"tab2"`` (CMTB) or ``"tab3"`` (SGM).
+        overrides: Dotted ``a.b=c`` overrides applied to ``config`` (after the ``quick`` settings).
+        out_dir: Gets one work dir per row and the ``ablation_<table>.*`` files.
+        quick: A short schedule (:data:`QUICK_OVERRIDES`: ``QUICK_ITERS`` iterations, one validation
+            at the end) and the first :data:`QUICK_MAX_SAMPLES` val samples for the evaluation. On the
+            demo setting (``configs/demo.yaml``, 96 px data of ``equiseg demo --quick``) a row takes
+            about a minute on 2 CPU cores.
+        rows: Only these row ids (table order kept); default all.
+        max_samples: Evaluate on the first ``max_samples`` val samples (default: all; quick: 16).
+        resume: Reuse rows already finished in ``out_dir`` (their ``row.json``) when their config is
+            unchanged; a row whose config changed is an error (use another ``out_dir``).
+        progress: Progress bars.
+
+    Returns:
+        The content of ``ablation_<table>.json``: ``table``, ``title``, ``config``, ``overrides``,
+        ``quick``, ``split``, ``num_eval_samples``, ``convention``, ``modalities``, ``full_model``,
+        ``files`` and ``rows`` -- per row ``id``, ``label``, ``model_overrides``, ``work_dir``,
+        ``checkpoint``, ``iterations``, ``best_val_mIoU``, ``mIoU``, ``emm_avg``, ``similarity`` and
+        ``pixel_similarity`` (last stage, per modality), ``delta_mIoU``, ``delta_emm_avg``,
+        ``seconds``, ``paper``.
+    """
+    from equiseg.api import load_model
+    from equiseg.robustness import run_benchmark
+
+    from .builders import build_val_dataset
+    from .train import resolve_device, train
+
+    selected = table_rows(table, rows)
+    user_overrides = list(overrides)
+    base = as_config(config, [*(QUICK_OVERRIDES if quick else ()), *user_overrides])
+    if quick and max_samples is None:
+        max_samples = QUICK_MAX_SAMPLES
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(base.train.device)
+    val = build_val_dataset(base.data)
+    val_eval = subset(val, max_samples)
+    mods = list(base.data.modalities)
+
+    records: list[dict[str, Any]] = []
+    for row in selected:
+        work = out / row.id
+        cfg = row_config(base, row, work)
+        done = _finished_row(work, cfg) if resume else None
+        if done is not None:
+            records.append(done)
+            continue
+        t0 = time.perf_counter()
+        trained = train(cfg, work_dir=work, progress=progress)
+        t1 = time.perf_counter()
+        ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
+        model = load_model(ckpt, device=device)
+        rob = run_benchmark(
+            model,
+            val_eval,
+            tests=("emm",),
+            convention=cfg.eval.convention,
+            device=device,
+            progress=progress,
+            modality_names=mods,
+            class_names=list(val.classes),
+            ignore_index=val.ignore_index,
+            out_dir=work / "robustness",
+            model_name=row.label,
+        )
+        ana = modality_contributions(model, val_eval, device=device, progress=progress, modality_names=mods)
+        write_analysis(ana, work / "analysis", title=f"Modality contributions: {row.label}")
+        record = {
+            "id": row.id,
+            "label": row.label,
+            "model_overrides": row_model_overrides(row),
+            "work_dir": str(work),
+            "checkpoint": str(ckpt),
+            "iterations": trained.iterations,
+            "best_val_mIoU": trained.best_miou,
+            "mIoU": rob["summary"]["clean"],
+            "emm_avg": rob["summary"]["emm_avg"],
+            "similarity": ana["similarity"]["last_stage"],
+            "pixel_similarity": ana["pixel_similarity"]["last_stage"],
+            "seconds": {"train": round(t1 - t0, 1), "eval": round(time.perf_counter() - t1, 1)},
+            "config": cfg.to_dict(),
+        }
+        (work / "row.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+        records.append(record)
+        del model
+
+    for rec, row in zip(records, selected, strict=True):
+        rec["delta_mIoU"] = rec["mIoU"] - records[0]["mIoU"]
+        rec["delta_emm_avg"] = rec["emm_avg"] - records[0]["emm_avg"]
+        rec["paper"] = dict(row.paper)
+    result: dict[str, Any] = {
+        "table": table,
+        "title": TABLES[table][0],
+        "config": str(config) if isinstance(config, (str, Path)) else None,
+        "overrides": user_overrides,
+        "quick": quick,
+        "split": base.data.val_split,
+        "num_eval_samples": len(val_eval),
+        "convention": base.eval.convention,
+        "modalities": mods,
+        "full_model": dict(FULL_MODEL),
+        "rows": [{k: v for k, v in r.items() if k != "config"} for r in records],
+    }
+    stem = f"ablation_{table}"
+    files = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "chart": out / f"{stem}.png"}
+    result["files"] = {k: str(v) for k, v in files.items()}
+    _ablation_chart(result, files["chart"])
+    files["markdown"].write_text(ablation_markdown(result))
+    files["json"].write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n")
+    return result
+
+
+def _finished_row(work: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    path = work / "row.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    if rec.get("config") != json.loads(json.dumps(cfg.to_dict())):
+        raise ValueError(
+            f"{path}: this row was run with another config; remove {work} or use another output folder"
+        )
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown and chart
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def _with_delta(v: float | None, delta: float | None) -> str:
+    return _fmt(v) if delta is None or v is None else f"{_fmt(v)} ({delta:+.2f})"
+
+
+def _paper_layout(table: str, rows: Sequence[Mapping[str, Any]], mods: Sequence[str]) -> list[str]:
+    """Rows in the paper's layout; a row's deltas are shown unless it is the reference (first) row."""
+
+    def delta(r: Mapping[str, Any], key: str) -> float | None:
+        return None if r.get("reference") else r.get(f"delta_{key}")
+
+    if table == "tab2":
+        lines = ["| Structure | mIoU(%) | EMM(Avg) |", "|---|---:|---:|"]
+        for r in rows:
+            lines.append(
+                f"| {r['label']} | {_with_delta(r['mIoU'], delta(r, 'mIoU'))} | "
+                f"{_with_delta(r['emm_avg'], delta(r, 'emm_avg'))} |"
+            )
+        return lines
+    lines = [
+        "| Structure | " + " | ".join(display_name(m) for m in mods) + " | EMM(Avg) |",
+        "|---|" + "---:|" * (len(mods) + 1),
+    ]
+    for r in rows:
+        sims = " | ".join(_fmt(r["similarity"].get(m)) for m in mods)
+        lines.append(f"| {r['label']} | {sims} | {_with_delta(r['emm_avg'], delta(r, 'emm_avg'))} |")
+    return lines
+
+
+def _paper_rows(table: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The paper's numbers of the rows ``ids``, with its deltas against its own first row."""
+    ref = TABLES[table][1][0]
+    out = []
+    for row in TABLES[table][1]:
+        if row.id not in ids:
+            continue
+        r: dict[str, Any] = {
+            "label": row.label,
+            "reference": row.id == ref.id,
+            "similarity": row.paper.get("similarity", {}),
+        }
+        for key in ("mIoU", "emm_avg"):
+            v, v0 = row.paper.get(key), ref.paper.get(key)
+            r[key] = v
+            r[f"delta_{key}"] = None if v is None or v0 is None else v - v0
+        out.append(r)
+    return out
+
+
+def ablation_markdown(result: Mapping[str, Any]) -> str:
+    """The combined ablation table: the paper's layout, every measurement, then the paper's numbers."""
+    table, rows, mods = result["table"], result["rows"], result["modalities"]
+    first = rows[0]["label"] if rows else "–"
+    iters = sorted({r["iterations"] for r in rows})
+    measured = [{**r, "reference": i == 0} for i, r in enumerate(rows)]
+    lines = [
+        f"# {result['title']}",
+        "",
+        f"Config `{result['config'] or '(in memory)'}`"
+        + (f" with `{' '.join(result['overrides'])}`" if result["overrides"] else "")
+        + (
+            " — **quick mode** (short schedule, val subset: not comparable with the paper)"
+            if result["quick"]
+            else ""
+        )
+        + f". Every row trained with the same seed for {', '.join(map(str, iters))} iterations; evaluated on "
+        f"{result['num_eval_samples']} samples of the {result['split']} split, batch 1. mIoU and EMM(Avg) in "
+        f"%, **{result['convention']}** metric convention; EMM(Avg) = mean mIoU over the "
+        f"{2 ** len(mods) - 1} sets of present modalities with the missing ones zeroed (SPEC §5); "
+        "similarities = cosine similarity of each modality's last-stage feature with the fused feature, "
+        f"in %. Deltas against the first row ({first}).",
+        "",
+        *_paper_layout(table, measured, mods),
+        "",
+        "## All measurements",
+        "",
+        "| Row | Structure | mIoU | EMM(Avg) | "
+        + " | ".join(display_name(m) for m in mods)
+        + " | best val mIoU (training) | iterations | train s | eval s |",
+        "|---|---|" + "---:|" * (len(mods) + 6),
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['id']}` | {r['label']} | {_fmt(r['mIoU'])} | {_fmt(r['emm_avg'])} | "
+            + " | ".join(_fmt(r["similarity"].get(m)) for m in mods)
+            + f" | {_fmt(r['best_val_mIoU'])} | {r['iterations']} | {r['seconds']['train']:.0f} "
+            f"| {r['seconds']['eval']:.0f} |"
+        )
+    lines += ["", "Per row: `<row id>/` holds the checkpoints, `robustness/` (EMM tables) and `analysis/`."]
+    paper = _paper_rows(table, [r["id"] for r in rows])
+    if paper:
+        lines += [
+            "",
+            "## The paper's numbers (MiT-B0 on DeLiVER, full schedule; deltas against its first row)",
+            "",
+            *_paper_layout(table, paper, ["rgb", "depth", "event", "lidar"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _ablation_chart(result: Mapping[str, Any], path: Path) -> Path:
+    from equiseg.viz import bar_chart
+
+    rows = result["rows"]
+    return bar_chart(
+        [r["id"] for r in rows],
+        {"mIoU": [r["mIoU"] for r in rows], "EMM (Avg)": [r["emm_avg"] for r in rows]},
+        path,
+        title=f"{result['title']}: clean mIoU and EMM (Avg), %",
+        ylabel="%",
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

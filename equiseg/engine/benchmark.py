@@ -1,0 +1,82 @@
+"""``equiseg robustness``: the robustness benchmark (SPEC §5) of a trained checkpoint on a split of the
+config's data set, with its report (tables, charts, ``report.md``).
+
+The benchmark itself is :func:`equiseg.robustness.run_benchmark`; this module only loads the
+checkpoint and the val-transformed split (batch 1, as the protocol requires) and writes the outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from equiseg.engine.metrics import Convention
+
+
+def run_robustness(
+    config: Any,
+    checkpoint: str | Path,
+    overrides: Iterable[str] = (),
+    *,
+    tests: Sequence[str] | str = ("emm", "rmm", "nm"),
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    split: str | None = None,
+    max_samples: int | None = None,
+    model_aware_missing: bool = False,
+    variant_batch_size: int = 1,
+    rmm_rates: Sequence[float] = (0.25, 0.5, 0.75),
+    convention: Convention | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Benchmark ``checkpoint`` and (with ``out_dir``) write ``robustness.json``, ``robustness.md``,
+    ``robustness_missing.png``, ``robustness_noise.png`` and ``report.md``.
+
+    Args:
+        config: An :class:`~equiseg.config.ExperimentConfig`, a YAML path or a dict.
+        checkpoint: A training checkpoint.
+        overrides: Dotted ``a.b=c`` config overrides.
+        tests: Subset of ``("emm", "rmm", "nm")`` (or ``"emm,nm"``).
+        out_dir: Where the outputs go; None: nothing is written.
+        seed: Seed of the random corruptions.
+        split: Default ``data.val_split``.
+        max_samples: Use only the first ``max_samples`` samples (quick checks; not the protocol).
+        model_aware_missing: Also evaluate EMM with ``None`` inputs (reported separately).
+        variant_batch_size: Corruption variants per forward call (faster on a GPU).
+        rmm_rates: RMM drop rates.
+        convention: mIoU convention; default the config's ``eval.convention``.
+        progress: Show a progress bar.
+
+    Returns:
+        The benchmark result (see :func:`~equiseg.robustness.run_benchmark`) plus ``split``,
+        ``checkpoint`` and, with ``out_dir``, ``report`` (the path of ``report.md``).
+    """
+    from equiseg.robustness import run_benchmark
+    from equiseg.robustness.figures import write_robustness_report
+
+    from .eval_setup import load_eval_setup
+
+    setup = load_eval_setup(config, checkpoint, overrides, split=split, max_samples=max_samples)
+    result = run_benchmark(
+        setup.model,
+        setup.dataset,
+        tests=tests,
+        rmm_rates=rmm_rates,
+        seed=seed,
+        convention=convention or setup.cfg.eval.convention,
+        device=setup.device,
+        progress=progress,
+        modality_names=list(setup.cfg.data.modalities),
+        class_names=list(setup.model.meta.get("classes", [])) or None,
+        ignore_index=int(setup.model.meta.get("ignore_index", 255)),
+        model_aware_missing=model_aware_missing,
+        variant_batch_size=variant_batch_size,
+        model_name=setup.name,
+    )
+    result["split"] = setup.split
+    result["checkpoint"] = str(checkpoint)
+    if out_dir is not None:
+        title = f"Robustness of {setup.name} on {setup.cfg.data.dataset} {setup.split}"
+        result["report"] = str(write_robustness_report(result, out_dir, title=title, model_name=setup.name))
+    return result
