@@ -151,7 +151,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from equiseg.engine.benchmark import run_robustness
+    from equiseg.engine.robustness_run import run_robustness
 
     split = args.split or "val"
     out = args.out or str(Path(args.checkpoint).parent / f"robustness_{split}")
