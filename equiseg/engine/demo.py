@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -49,12 +50,25 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("equiseg") / "configs" / "demo.yaml"))
 
 
-def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False, progress: bool = True) -> Path:
-    """Run the whole demo into ``out_dir``; returns the path of ``report.md``."""
+def run_demo(
+    out_dir: str | Path = "demo_out",
+    *,
+    quick: bool = False,
+    progress: bool = True,
+    size: DemoSize | None = None,
+    overrides: Sequence[str] = (),
+) -> Path:
+    """Run the whole demo into ``out_dir``; returns the path of ``report.md``.
+
+    Args:
+        quick: the ~3-minute setting instead of the ~15-minute one.
+        size: explicit data/schedule sizes (tests use a tiny one).
+        overrides: extra ``a.b=c`` config overrides applied last.
+    """
     from equiseg.data.synth import generate
 
     out = Path(out_dir)
-    size = QUICK if quick else FULL
+    size = size or (QUICK if quick else FULL)
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -72,6 +86,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False, progress:
             f"train.max_iters={size.max_iters}",
             f"train.val_interval={size.val_interval}",
             f"train.warmup_iters={size.max_iters // 10}",
+            *overrides,
         ],
     )
     t0 = time.perf_counter()
