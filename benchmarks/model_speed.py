@@ -31,7 +31,6 @@ import equiseg
 from equiseg.engine import build_optimizer
 
 
-
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
@@ -157,7 +156,13 @@ def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) 
         ).to(device)
         sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
         for i in range(n):
-            sd.update({f"backbones.{i}.{k[9:]}": v for k, v in model.state_dict().items() if k.startswith("backbone.")})
+            sd.update(
+                {
+                    f"backbones.{i}.{k[9:]}": v
+                    for k, v in model.state_dict().items()
+                    if k.startswith("backbone.")
+                }
+            )
         loop.load_state_dict(sd)
 
         def fb(m):
@@ -169,10 +174,10 @@ def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) 
         row["loop_fwd"] = timeit(lambda: fwd(loop), device, args.repeats) / timeit(fwd, device, args.repeats)
         loop.train()
         model.train()
-        row["loop_fb"] = timeit(lambda: fb(loop), device, args.repeats) / timeit(lambda: fb(model), device, args.repeats)
+        row["loop_fb"] = timeit(lambda: fb(loop), device, args.repeats) / timeit(
+            lambda: fb(model), device, args.repeats
+        )
         del loop
-    del model, opt
-    gc.collect()
     return row
 
 

@@ -36,7 +36,12 @@ def run(name: str, root: Path, workers: int, iters: int, warmup: int) -> dict:
     cfg = load_experiment(
         {
             "model": {"name": model_name},
-            "data": {"root": str(root), "crop_size": [crop, crop], "batch_size": batch, "num_workers": workers},
+            "data": {
+                "root": str(root),
+                "crop_size": [crop, crop],
+                "batch_size": batch,
+                "num_workers": workers,
+            },
             "train": {"seed": 0},
         }
     )
@@ -50,8 +55,15 @@ def run(name: str, root: Path, workers: int, iters: int, warmup: int) -> dict:
     epoch = 0
     while done < warmup + iters:
         sampler.set_epoch(epoch)
-        loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
-                            drop_last=True, generator=torch.Generator().manual_seed(epoch))
+        loader = DataLoader(
+            ds,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(epoch),
+        )
         t = time.perf_counter()
         for inputs, labels in loader:
             if done == warmup:  # start the clock after warm-up (worker start-up, allocator, caches)
@@ -67,8 +79,13 @@ def run(name: str, root: Path, workers: int, iters: int, warmup: int) -> dict:
             t = time.perf_counter()
         epoch += 1
     total = time.perf_counter() - t_start
-    return {"setting": name, "workers": workers, "img_s": iters * batch / total, "wait": wait / total,
-            "step_s": total / iters}
+    return {
+        "setting": name,
+        "workers": workers,
+        "img_s": iters * batch / total,
+        "wait": wait / total,
+        "step_s": total / iters,
+    }
 
 
 def main(argv=None) -> None:
@@ -90,11 +107,21 @@ def main(argv=None) -> None:
             if size not in made:
                 made[size] = Path(tmp) / f"synth{size}"
                 n = max(4 * batch * (args.iters + args.warmup) // 4, 16)
-                generate(made[size], layout="deliver", splits={"train": n}, size=(size, size), seed=0, progress=False)
+                generate(
+                    made[size],
+                    layout="deliver",
+                    splits={"train": n},
+                    size=(size, size),
+                    seed=0,
+                    progress=False,
+                )
             for w in (int(k) for k in args.workers.split(",")):
                 r = run(name, made[size], w, args.iters, args.warmup)
-                print(f"| {name} | {model_name} | {crop} | {batch} | {w} | {r['img_s']:.2f} | {r['step_s']:.2f} | "
-                      f"{100 * r['wait']:.0f} % |", flush=True)
+                print(
+                    f"| {name} | {model_name} | {crop} | {batch} | {w} | {r['img_s']:.2f} | {r['step_s']:.2f} | "
+                    f"{100 * r['wait']:.0f} % |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

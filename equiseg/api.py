@@ -37,8 +37,9 @@ def train(
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train from a config (an :class:`ExperimentConfig`, a YAML path or a dict) plus ``a.b=c`` overrides."""
-    return _train(_config(config, overrides), work_dir=work_dir, resume=resume, progress=progress,
-                  stop_after=stop_after)
+    return _train(
+        _config(config, overrides), work_dir=work_dir, resume=resume, progress=progress, stop_after=stop_after
+    )
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> EQUISeg:
@@ -50,7 +51,9 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> EQ
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise ValueError(f"{checkpoint}: weights do not match the model config stored with them: {e}") from None
+        raise ValueError(
+            f"{checkpoint}: weights do not match the model config stored with them: {e}"
+        ) from None
     model.meta = dict(ckpt.get("meta", {}))
     return model.to(device).eval()
 
@@ -82,8 +85,15 @@ def evaluate(
             f"({cfg.model['name']}, {len(cfg.data.modalities)} modalities): {e}"
         ) from None
     model.to(device)
-    result = _evaluate(model, ds, cfg.eval, device=device, progress=progress, max_samples=max_samples,
-                       cases=None if case is None else [case])
+    result = _evaluate(
+        model,
+        ds,
+        cfg.eval,
+        device=device,
+        progress=progress,
+        max_samples=max_samples,
+        cases=None if case is None else [case],
+    )
     result["split"] = split or cfg.data.val_split
     result["checkpoint"] = str(checkpoint)
     if out_dir is not None:

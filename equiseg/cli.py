@@ -1,16 +1,16 @@
 """``equiseg`` command line: a thin layer over the Python API (every command has a function twin).
 
-    equiseg synth --out DIR --layout deliver --train 200 --val 50 --size 256 --seed 0
-    equiseg train CONFIG [--set a.b=c ...] [--work-dir DIR] [--resume [PATH]]
-    equiseg eval CONFIG --checkpoint PATH [--split val|test] [--case CASE] [--out DIR]
-    equiseg demo [--out DIR] [--quick]
-    equiseg convert-weights SRC.safetensors DST.pth
-    equiseg models
-    equiseg predict --checkpoint PATH --input DIR | MODALITY=FILE ... --out DIR [--overlay] [--raw]
-    equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 17] [--size H W]
-    equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
-    equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
-    equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
+equiseg synth --out DIR --layout deliver --train 200 --val 50 --size 256 --seed 0
+equiseg train CONFIG [--set a.b=c ...] [--work-dir DIR] [--resume [PATH]]
+equiseg eval CONFIG --checkpoint PATH [--split val|test] [--case CASE] [--out DIR]
+equiseg demo [--out DIR] [--quick]
+equiseg convert-weights SRC.safetensors DST.pth
+equiseg models
+equiseg predict --checkpoint PATH --input DIR | MODALITY=FILE ... --out DIR [--overlay] [--raw]
+equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 17] [--size H W]
+equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
+equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
+equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
 """
 
 from __future__ import annotations
@@ -49,18 +49,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = args.resume
     if resume == "":  # --resume with no path: the work dir's last.pt
         resume = True
-    result = train(args.config, args.set, work_dir=args.work_dir, resume=resume, progress=not args.quiet,
-                   stop_after=args.stop_after)
-    print(f"done: {result.iterations} iterations, best val mIoU {result.best_miou:.2f}, outputs in {result.work_dir}")
+    result = train(
+        args.config,
+        args.set,
+        work_dir=args.work_dir,
+        resume=resume,
+        progress=not args.quiet,
+        stop_after=args.stop_after,
+    )
+    print(
+        f"done: {result.iterations} iterations, best val mIoU {result.best_miou:.2f}, outputs in {result.work_dir}"
+    )
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from equiseg.api import evaluate
 
-    out = args.out or str(Path(args.checkpoint).parent / f"eval_{args.split or 'val'}{'_' + args.case if args.case else ''}")
-    r = evaluate(args.config, args.checkpoint, args.set, split=args.split, case=args.case, out_dir=out,
-                 progress=not args.quiet, max_samples=args.max_samples)
+    out = args.out or str(
+        Path(args.checkpoint).parent / f"eval_{args.split or 'val'}{'_' + args.case if args.case else ''}"
+    )
+    r = evaluate(
+        args.config,
+        args.checkpoint,
+        args.set,
+        split=args.split,
+        case=args.case,
+        out_dir=out,
+        progress=not args.quiet,
+        max_samples=args.max_samples,
+    )
     print(f"mIoU {r['mIoU']:.2f}  aAcc {r['aAcc']:.2f}  mAcc {r['mAcc']:.2f}  ({r['convention']} convention)")
     for c, m in r.get("per_case", {}).items():
         print(f"  {c:14s} mIoU {m['mIoU']:.2f}")
@@ -86,7 +104,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.src}: no Hugging Face MiT encoder keys found")
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
     torch.save(sd, args.dst)
-    print(f"wrote {len(sd)} tensors in the original mit_b*.pth layout to {args.dst} (dropped {len(dropped)} head keys)")
+    print(
+        f"wrote {len(sd)} tensors in the original mit_b*.pth layout to {args.dst} (dropped {len(dropped)} head keys)"
+    )
     return 0
 
 
@@ -95,7 +115,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in list_models():
         c = model_config(name)
-        print(f"{name}: embed_dims {list(c.embed_dims)}, depths {list(c.depths)}, decoder_dim {c.decoder_dim}")
+        print(
+            f"{name}: embed_dims {list(c.embed_dims)}, depths {list(c.depths)}, decoder_dim {c.decoder_dim}"
+        )
     return 0
 
 
@@ -122,15 +144,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     from equiseg.engine.export import ExportVerificationError, export
 
     try:
-        r = export(args.checkpoint, args.format, args.out, opset=args.opset, size=tuple(args.size),
-                   verify=not args.no_verify)
+        r = export(
+            args.checkpoint,
+            args.format,
+            args.out,
+            opset=args.opset,
+            size=tuple(args.size),
+            verify=not args.no_verify,
+        )
     except ExportVerificationError as e:
         print(f"equiseg export: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {r.path} and {r.config}")
     for c in r.checks:
-        print(f"  onnxruntime vs PyTorch at B×H×W = {'×'.join(map(str, c.shape))}: max abs diff "
-              f"{c.max_abs_diff:.2e} (max |logit| {c.max_abs_ref:.2f}, relative {c.rel_diff:.1e})")
+        print(
+            f"  onnxruntime vs PyTorch at B×H×W = {'×'.join(map(str, c.shape))}: max abs diff "
+            f"{c.max_abs_diff:.2e} (max |logit| {c.max_abs_ref:.2f}, relative {c.rel_diff:.1e})"
+        )
     if r.note:
         print(f"  {r.note}")
     return 0
@@ -141,11 +171,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     split = args.split or "val"
     out = args.out or str(Path(args.checkpoint).parent / f"analysis_{split}")
-    r = analyze(args.config, args.checkpoint, args.set, split=args.split, out_dir=out,
-                max_samples=args.max_samples, progress=not args.quiet)
+    r = analyze(
+        args.config,
+        args.checkpoint,
+        args.set,
+        split=args.split,
+        out_dir=out,
+        max_samples=args.max_samples,
+        progress=not args.quiet,
+    )
     last = r["similarity"]["last_stage"]
-    print(f"cosine similarity with the fused feature, last stage, {r['num_samples']} samples: "
-          + ", ".join(f"{display_name(m)} {v:.2f}" for m, v in last.items()))
+    print(
+        f"cosine similarity with the fused feature, last stage, {r['num_samples']} samples: "
+        + ", ".join(f"{display_name(m)} {v:.2f}" for m, v in last.items())
+    )
     print(f"written: {out}/analysis.json, {out}/analysis.md, {out}/analysis.png")
     return 0
 
@@ -155,16 +194,27 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
     split = args.split or "val"
     out = args.out or str(Path(args.checkpoint).parent / f"robustness_{split}")
-    r = run_robustness(args.config, args.checkpoint, args.set, tests=args.tests, out_dir=out, seed=args.seed,
-                       split=args.split, max_samples=args.max_samples,
-                       model_aware_missing=args.model_aware_missing,
-                       variant_batch_size=args.variant_batch_size, convention=args.convention,
-                       progress=not args.quiet)
+    r = run_robustness(
+        args.config,
+        args.checkpoint,
+        args.set,
+        tests=args.tests,
+        out_dir=out,
+        seed=args.seed,
+        split=args.split,
+        max_samples=args.max_samples,
+        model_aware_missing=args.model_aware_missing,
+        variant_batch_size=args.variant_batch_size,
+        convention=args.convention,
+        progress=not args.quiet,
+    )
     s = r["summary"]
     keys = ("clean", "emm_avg", "emm_p0.1", "rmm_avg[0.5]", "nm_low", "nm_mid", "mean")
     shown = {k: s[k] for k in keys if k in s}
-    print(", ".join(f"{k} {'–' if v is None else f'{v:.2f}'}" for k, v in shown.items())
-          + f"  ({r['convention']} convention, {r['num_samples']} samples)")
+    print(
+        ", ".join(f"{k} {'–' if v is None else f'{v:.2f}'}" for k, v in shown.items())
+        + f"  ({r['convention']} convention, {r['num_samples']} samples)"
+    )
     print(f"written: {out}/robustness.json, {out}/robustness.md, {out}/report.md")
     return 0
 
@@ -173,8 +223,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from equiseg.engine.ablate import run_ablation
 
     out = args.out or f"runs/ablation_{args.rows}{'_quick' if args.quick else ''}"
-    r = run_ablation(args.config, args.rows, args.set, out_dir=out, quick=args.quick, rows=_csv(args.only),
-                     max_samples=args.max_samples, resume=args.resume, progress=not args.quiet)
+    r = run_ablation(
+        args.config,
+        args.rows,
+        args.set,
+        out_dir=out,
+        quick=args.quick,
+        rows=_csv(args.only),
+        max_samples=args.max_samples,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
     for row in r["rows"]:
         print(f"  {row['id']:20s} mIoU {row['mIoU']:6.2f}  EMM(Avg) {row['emm_avg']:6.2f}")
     print(f"written: {r['files']['markdown']}, {r['files']['json']}, {r['files']['chart']}")
@@ -182,7 +241,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="equiseg", description="EQUISeg: robust multimodal semantic segmentation.")
+    p = argparse.ArgumentParser(
+        prog="equiseg", description="EQUISeg: robust multimodal semantic segmentation."
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -197,17 +258,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--conditions", default=None, help="comma-separated subset of the conditions")
     s.add_argument("--failures", default=None, help="comma-separated subset of the sensor failures")
-    s.add_argument("--muses-encoding", choices=["npz", "png"], default="npz",
-                   help="MUSES layout: projected sensors as .npz (default) or 16-bit PNG")
+    s.add_argument(
+        "--muses-encoding",
+        choices=["npz", "png"],
+        default="npz",
+        help="MUSES layout: projected sensors as .npz (default) or 16-bit PNG",
+    )
     s.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train", help="train from a YAML config")
     t.add_argument("config")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     t.add_argument("--work-dir", default=None)
-    t.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                   help="resume from PATH, or from WORK_DIR/last.pt when no path is given")
-    t.add_argument("--stop-after", type=int, default=None, help="stop after this many iterations (saving last)")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="resume from PATH, or from WORK_DIR/last.pt when no path is given",
+    )
+    t.add_argument(
+        "--stop-after", type=int, default=None, help="stop after this many iterations (saving last)"
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (overall, per class, per case)")
@@ -250,11 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     rb.add_argument("--split", default=None, help="default: the config's data.val_split")
     rb.add_argument("--max-samples", type=int, default=None, help="first N samples only (not the protocol)")
-    rb.add_argument("--model-aware-missing", action="store_true",
-                    help="also evaluate EMM with missing modalities passed as None (reported separately)")
+    rb.add_argument(
+        "--model-aware-missing",
+        action="store_true",
+        help="also evaluate EMM with missing modalities passed as None (reported separately)",
+    )
     rb.add_argument("--variant-batch-size", type=int, default=1, help="corruption variants per forward (GPU)")
-    rb.add_argument("--convention", choices=["reference", "present"], default=None,
-                    help="mIoU convention (default: the config's eval.convention)")
+    rb.add_argument(
+        "--convention",
+        choices=["reference", "present"],
+        default=None,
+        help="mIoU convention (default: the config's eval.convention)",
+    )
     rb.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     rb.set_defaults(func=cmd_robustness)
 
@@ -271,16 +351,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="segment a data set folder or per-modality files with a checkpoint")
     pr.add_argument("--checkpoint", required=True, help="training checkpoint (or an `equiseg export` folder)")
-    pr.add_argument("--input", nargs="+", required=True, metavar="DIR_OR_FILES",
-                    help="a DeLiVER/MUSES-layout folder, or MODALITY=FILE items of one sample "
-                    "(any subset of the checkpoint's modalities; the others are absent)")
+    pr.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="DIR_OR_FILES",
+        help="a DeLiVER/MUSES-layout folder, or MODALITY=FILE items of one sample "
+        "(any subset of the checkpoint's modalities; the others are absent)",
+    )
     pr.add_argument("--out", required=True, help="output folder (<stem>_pred.png per sample)")
     pr.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (50%% over RGB)")
     pr.add_argument("--raw", action="store_true", help="also write <stem>_classes.png (uint8, 255 ignore)")
     pr.add_argument("--split", default="val", help="split read from a data set folder")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
-    pr.add_argument("--short-side", type=int, default=None, metavar="N",
-                    help="resize as validation does (short side N, sides aligned to 32); default: keep size")
+    pr.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        metavar="N",
+        help="resize as validation does (short side N, sides aligned to 32); default: keep size",
+    )
     pr.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors (+ config.json)")
@@ -288,8 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=["onnx", "safetensors"], required=True)
     x.add_argument("--out", default=None, help="output folder (default: export/ beside the checkpoint)")
     x.add_argument("--opset", type=int, default=17)
-    x.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
-                   help="ONNX tracing size (the graph has dynamic batch, height and width)")
+    x.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[512, 512],
+        metavar=("H", "W"),
+        help="ONNX tracing size (the graph has dynamic batch, height and width)",
+    )
     x.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     x.set_defaults(func=cmd_export)
     return p

@@ -244,7 +244,9 @@ class ModelConfig:
         n = len(self.embed_dims)
         for name in ("depths", "num_heads", "sr_ratios"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n} (one per stage)")
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} entries, expected {n} (one per stage)"
+                )
         if n != 4:
             raise ValueError(f"embed_dims must have 4 stages, got {n}")
         for c, h in zip(self.embed_dims, self.num_heads):

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-
 # Tiny test models run faster on one thread than on two busy ones (and CI has 2 cores).
 torch.set_num_threads(1)
 

@@ -14,12 +14,14 @@ MODS4 = ("rgb", "depth", "event", "lidar")
 def tiny_model(n: int = 4, num_classes: int = 5, **overrides) -> equiseg.EQUISeg:
     kw = dict(TINY)
     kw.update(overrides)
-    return equiseg.create_model("equiseg_b0", num_classes=num_classes, modalities=MODS4[:n] if n <= 4
-                                else [f"m{i}" for i in range(n)], **kw)
+    return equiseg.create_model(
+        "equiseg_b0",
+        num_classes=num_classes,
+        modalities=MODS4[:n] if n <= 4 else [f"m{i}" for i in range(n)],
+        **kw,
+    )
 
 
 def rand_inputs(n: int, b: int = 2, h: int = 64, w: int = 64, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, 3, h, w, generator=g) for _ in range(n)]
-
-

@@ -18,7 +18,10 @@ from equiseg.engine.train import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {
-    "name": "equiseg_b0", "embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16,
+    "name": "equiseg_b0",
+    "embed_dims": [8, 16, 40, 64],
+    "depths": [1, 1, 1, 1],
+    "decoder_dim": 16,
     "drop_path_rate": 0.1,  # exercises the global RNG through resume
 }
 
@@ -33,14 +36,28 @@ def synth_root(tmp_path_factory) -> Path:
 
 
 def tiny_config(root: Path, work: Path, **train) -> equiseg.ExperimentConfig:
-    return load_experiment({
-        "model": dict(TINY_MODEL),
-        "data": {"root": str(root), "crop_size": [64, 64], "val_short_side": None, "batch_size": 2,
-                 "num_workers": 0},
-        "train": {"max_iters": 6, "warmup_iters": 2, "lr": 1e-3, "val_interval": 3, "log_interval": 1,
-                  "seed": 0, **train},
-        "work_dir": str(work),
-    })
+    return load_experiment(
+        {
+            "model": dict(TINY_MODEL),
+            "data": {
+                "root": str(root),
+                "crop_size": [64, 64],
+                "val_short_side": None,
+                "batch_size": 2,
+                "num_workers": 0,
+            },
+            "train": {
+                "max_iters": 6,
+                "warmup_iters": 2,
+                "lr": 1e-3,
+                "val_interval": 3,
+                "log_interval": 1,
+                "seed": 0,
+                **train,
+            },
+            "work_dir": str(work),
+        }
+    )
 
 
 def test_resume_is_bit_exact(synth_root, tmp_path):
@@ -110,7 +127,9 @@ def test_checkpoint_of_other_architecture_is_refused(synth_root, tmp_path):
 def _run(*args, env=None, timeout=300):
     e = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     e.update(env or {})
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=e, cwd=REPO, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=e, cwd=REPO, timeout=timeout
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
@@ -126,8 +145,17 @@ def _write_cfg(path: Path, root: Path, work: Path, **train) -> Path:
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(synth_root, tmp_path):
     cfg = _write_cfg(tmp_path / "ddp.yaml", synth_root, tmp_path / "ddp", max_iters=4, val_interval=4)
-    _run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "equiseg", "--quiet",
-         "train", str(cfg))
+    _run(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "equiseg",
+        "--quiet",
+        "train",
+        str(cfg),
+    )
     summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["iterations"] == 4
     assert summary["replicas_identical"] is True
@@ -139,18 +167,33 @@ def test_ddp_two_processes_gloo(synth_root, tmp_path):
 
 def test_cli_synth_train_eval(tmp_path):
     data = tmp_path / "data"
-    _run("-m", "equiseg", "--quiet", "synth", "--out", str(data), "--train", "4", "--val", "2", "--size", "64")
+    _run(
+        "-m", "equiseg", "--quiet", "synth", "--out", str(data), "--train", "4", "--val", "2", "--size", "64"
+    )
     cfg = _write_cfg(tmp_path / "c.yaml", data, tmp_path / "run", max_iters=2, val_interval=2)
     _run("-m", "equiseg", "--quiet", "train", str(cfg), "--set", "train.lr=5e-4")
     assert (tmp_path / "run" / "last.pt").exists()
-    r = _run("-m", "equiseg", "--quiet", "eval", str(cfg), "--checkpoint", str(tmp_path / "run" / "last.pt"),
-             "--out", str(tmp_path / "ev"))
+    r = _run(
+        "-m",
+        "equiseg",
+        "--quiet",
+        "eval",
+        str(cfg),
+        "--checkpoint",
+        str(tmp_path / "run" / "last.pt"),
+        "--out",
+        str(tmp_path / "ev"),
+    )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert {"mIoU", "aAcc", "mAcc", "per_class", "per_case"} <= set(metrics)
     assert "| mIoU |" in (tmp_path / "ev" / "metrics.md").read_text()
     assert "mIoU" in r.stdout
-    bad = subprocess.run([sys.executable, "-m", "equiseg", "train", str(cfg), "--set", "train.lrr=1"],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        [sys.executable, "-m", "equiseg", "train", str(cfg), "--set", "train.lrr=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "did you mean 'lr'" in bad.stderr and "Traceback" not in bad.stderr
 
 

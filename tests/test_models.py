@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_utils import MODS4, TINY, rand_inputs, tiny_model
 
 import equiseg
 from equiseg.config import ModelConfig
 from equiseg.models import EQUISeg, MixVisionTransformer, SegFormerHead
-
-from model_utils import MODS4, TINY, rand_inputs, tiny_model
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
@@ -72,7 +71,9 @@ def test_shared_batched_encoding_equals_per_modality_branches():
     separate = tiny_model(3, share_encoder=False).eval()
     sd = {k: v for k, v in shared.state_dict().items() if not k.startswith("backbone.")}
     for i in range(3):
-        sd.update({f"backbones.{i}.{k[9:]}": v for k, v in shared.state_dict().items() if k.startswith("backbone.")})
+        sd.update(
+            {f"backbones.{i}.{k[9:]}": v for k, v in shared.state_dict().items() if k.startswith("backbone.")}
+        )
     separate.load_state_dict(sd)
     x = rand_inputs(3)
     with torch.no_grad():
@@ -144,10 +145,15 @@ def _naive_cmtb(cmtb, tokens, H, W, P):
                 cands.append(maps[m])
                 continue
             dw = torch.nn.functional.conv2d(
-                maps[m], hub.score_dw.weight[m * C : (m + 1) * C], hub.score_dw.bias[m * C : (m + 1) * C],
-                padding=1, groups=C,
+                maps[m],
+                hub.score_dw.weight[m * C : (m + 1) * C],
+                hub.score_dw.bias[m * C : (m + 1) * C],
+                padding=1,
+                groups=C,
             )
-            s = torch.sigmoid(torch.nn.functional.conv2d(dw, hub.score_pw.weight[m : m + 1], hub.score_pw.bias[m : m + 1]))
+            s = torch.sigmoid(
+                torch.nn.functional.conv2d(dw, hub.score_pw.weight[m : m + 1], hub.score_pw.bias[m : m + 1])
+            )
             cands.append(s * maps[m] + maps[m])
         stack = torch.stack(cands)
         outs.append(stack.mean(0) if hub.mode == "mean" else stack.max(0).values)
@@ -169,7 +175,9 @@ def test_cmtb_equals_naive_per_primary_loop(mode, P):
             p.add_(torch.randn_like(p) * 0.1)  # make score nets and layer scales non-trivial
         H, W, B = 6, 5, 2
         tokens = torch.randn(P * B, H * W, 16)
-        torch.testing.assert_close(cmtb(tokens, H, W, P), _naive_cmtb(cmtb, tokens, H, W, P), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            cmtb(tokens, H, W, P), _naive_cmtb(cmtb, tokens, H, W, P), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_hub_primary_does_not_see_itself():
@@ -308,7 +316,9 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_config_yaml_round_trip(tmp_path):
-    cfg = equiseg.models.model_config("equiseg_b2", num_classes=19, modalities=["a", "b"], hub="mean", lambda_sgm=40)
+    cfg = equiseg.models.model_config(
+        "equiseg_b2", num_classes=19, modalities=["a", "b"], hub="mean", lambda_sgm=40
+    )
     cfg.to_yaml(tmp_path / "m.yaml")
     back = ModelConfig.from_yaml(tmp_path / "m.yaml")
     assert back == cfg

@@ -35,11 +35,13 @@ def test_kl_zero_for_identical_positive_otherwise_and_hand_value():
     present = torch.tensor([True, True, False])  # class 2 absent: ignored entirely
     assert prototype_kl(t, t.clone(), present).abs().item() < 1e-7
     s = torch.tensor([[[2.0, 1.0, -7.0], [0.0, 1.0, 9.0]]])
+
     # channel 0: p_t = softmax(1,2), p_s = softmax(2,1); channel 1: p_t = (.5,.5), p_s = softmax(0,1)
     def kl(a, b):
         pa = [math.exp(x) / sum(math.exp(y) for y in a) for x in a]
         pb = [math.exp(x) / sum(math.exp(y) for y in b) for x in b]
         return sum(p * math.log(p / q) for p, q in zip(pa, pb))
+
     expected = (kl([1, 2], [2, 1]) + kl([0, 0], [0, 1])) / 2
     got = prototype_kl(t, s, present)
     assert got.item() == pytest.approx(expected, rel=1e-5)
@@ -63,8 +65,10 @@ def test_pairing_odd_drops_one_and_is_reproducible():
     assert len(set(t.tolist()) | set(s.tolist())) == 4
     t2, s2 = random_pairs(5, torch.Generator().manual_seed(3))
     assert t.tolist() == t2.tolist() and s.tolist() == s2.tolist()
-    dropped = {(set(range(5)) - set(torch.cat(random_pairs(5, torch.Generator().manual_seed(k))).tolist())).pop()
-               for k in range(40)}
+    dropped = {
+        (set(range(5)) - set(torch.cat(random_pairs(5, torch.Generator().manual_seed(k))).tolist())).pop()
+        for k in range(40)
+    }
     assert dropped == set(range(5))  # the dropped modality is random, not always the last
     t4, s4 = random_pairs(4, torch.Generator().manual_seed(0))
     assert sorted(torch.cat([t4, s4]).tolist()) == [0, 1, 2, 3]
@@ -78,8 +82,10 @@ def test_sgm_loss_n1_zero_and_reproducible_with_generator():
     a = sgm_loss(feats, labels, 4, generator=torch.Generator().manual_seed(7))
     b = sgm_loss(feats, labels, 4, generator=torch.Generator().manual_seed(7))
     assert a.item() == b.item()
-    values = {round(sgm_loss(feats, labels, 4, generator=torch.Generator().manual_seed(k)).item(), 6)
-              for k in range(10)}
+    values = {
+        round(sgm_loss(feats, labels, 4, generator=torch.Generator().manual_seed(k)).item(), 6)
+        for k in range(10)
+    }
     assert len(values) > 1  # different pairings give different losses
 
 

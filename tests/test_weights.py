@@ -22,8 +22,11 @@ def _hf_encoder(variant: str, tmp_path):
 
     v = VARIANTS[variant]
     cfg = SegformerConfig(
-        hidden_sizes=v["hidden_sizes"], depths=v["depths"], num_attention_heads=[1, 2, 5, 8],
-        decoder_hidden_size=256, drop_path_rate=0.0,
+        hidden_sizes=v["hidden_sizes"],
+        depths=v["depths"],
+        num_attention_heads=[1, 2, 5, 8],
+        decoder_hidden_size=256,
+        drop_path_rate=0.0,
     )
     torch.manual_seed(0)
     model = SegformerModel(cfg).eval()
@@ -37,8 +40,9 @@ def _hf_encoder(variant: str, tmp_path):
 def _our_mit(variant: str) -> MixVisionTransformer:
     v = VARIANTS[variant]
     # HF uses LayerNorm eps 1e-5 everywhere; the original release 1e-6 in blocks and stage norms
-    return MixVisionTransformer(embed_dims=v["hidden_sizes"], depths=v["depths"], drop_path_rate=0.0,
-                                ln_eps=1e-5).eval()
+    return MixVisionTransformer(
+        embed_dims=v["hidden_sizes"], depths=v["depths"], drop_path_rate=0.0, ln_eps=1e-5
+    ).eval()
 
 
 @pytest.mark.parametrize("variant", ["b0", "b2"])
@@ -72,8 +76,9 @@ def test_hf_parity_through_original_layout(variant, tmp_path):
 def test_pretrained_initialises_every_branch(tmp_path):
     _, st_path = _hf_encoder("b0", tmp_path)
     for share in (True, False):
-        model = equiseg.create_model("equiseg_b0", modalities=["rgb", "depth", "event"], pretrained=st_path,
-                                     share_encoder=share)
+        model = equiseg.create_model(
+            "equiseg_b0", modalities=["rgb", "depth", "event"], pretrained=st_path, share_encoder=share
+        )
         ref = read_state_dict(st_path)["encoder.patch_embeddings.0.proj.weight"]
         for enc in model.encoders:
             torch.testing.assert_close(enc.patch_embed1.proj.weight, ref)
@@ -115,11 +120,18 @@ def test_full_model_state_round_trip_and_architecture_mismatch(tmp_path):
     kw = dict(TINY)
     a = equiseg.create_model("equiseg_b0", num_classes=5, modalities=["rgb", "depth"], **kw).eval()
     torch.save(a.state_dict(), tmp_path / "model.pth")
-    b = equiseg.create_model("equiseg_b0", num_classes=5, modalities=["rgb", "depth"],
-                             pretrained=tmp_path / "model.pth", **kw).eval()
+    b = equiseg.create_model(
+        "equiseg_b0", num_classes=5, modalities=["rgb", "depth"], pretrained=tmp_path / "model.pth", **kw
+    ).eval()
     x = [torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)]
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x))
     with pytest.raises(ValueError, match="checkpoint is for another EQUISeg architecture"):
-        equiseg.create_model("equiseg_b0", num_classes=5, modalities=["rgb", "depth"],
-                             pretrained=tmp_path / "model.pth", hub="mean", **kw)
+        equiseg.create_model(
+            "equiseg_b0",
+            num_classes=5,
+            modalities=["rgb", "depth"],
+            pretrained=tmp_path / "model.pth",
+            hub="mean",
+            **kw,
+        )

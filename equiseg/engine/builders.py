@@ -21,25 +21,33 @@ from equiseg.data import MUSES, DeLiVER, FolderDataset, build_train_transform, b
 def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None = None) -> FolderDataset:
     """The data set named by ``cfg.dataset`` for ``split`` (raw samples when ``transform`` is None)."""
     if cfg.dataset == "deliver":
-        return DeLiVER(cfg.root, split, cfg.modalities, case=case, transform=transform, depth_folder=cfg.depth_folder)
+        return DeLiVER(
+            cfg.root, split, cfg.modalities, case=case, transform=transform, depth_folder=cfg.depth_folder
+        )
     if cfg.dataset == "muses":
         return MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform)
     if cfg.dataset == "folder":
         if not cfg.spec:
             raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
-        return FolderDataset(cfg.spec, root=cfg.root, split=split, transform=transform, modalities=cfg.modalities, case=case)
+        return FolderDataset(
+            cfg.spec, root=cfg.root, split=split, transform=transform, modalities=cfg.modalities, case=case
+        )
     raise ValueError(f"data.dataset must be deliver, muses or folder, got {cfg.dataset!r}")
 
 
 def build_val_dataset(cfg: DataConfig, split: str | None = None, case: str | None = None) -> FolderDataset:
     """Validation data with the SPEC §2 val transform (short side resize, align, normalise)."""
     ds = build_dataset(cfg, split or cfg.val_split, case=case)
-    ds.transform = build_val_transform(ds.modalities, ds.norm_stats, short_side=cfg.val_short_side, align=cfg.val_align)
+    ds.transform = build_val_transform(
+        ds.modalities, ds.norm_stats, short_side=cfg.val_short_side, align=cfg.val_align
+    )
     return ds
 
 
 def _mix(*ints: int) -> int:
-    return int(np.random.SeedSequence([int(i) & 0xFFFF_FFFF for i in ints]).generate_state(1, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(i) & 0xFFFF_FFFF for i in ints]).generate_state(1, np.uint64)[0] >> 1
+    )
 
 
 class SeededTrainSet(Dataset):
@@ -69,7 +77,9 @@ class ResumableSampler(Sampler[int]):
     """``DistributedSampler`` order (seeded by ``seed + epoch``, sharded by rank) that can start
     ``skip`` samples into the epoch -- for resuming in the middle of an epoch."""
 
-    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(
+        self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True
+    ) -> None:
         self.inner = DistributedSampler(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
         )
@@ -87,7 +97,9 @@ class ResumableSampler(Sampler[int]):
         return len(self.inner) - self.skip
 
 
-def collate(batch: Sequence[tuple[list[torch.Tensor], torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def collate(
+    batch: Sequence[tuple[list[torch.Tensor], torch.Tensor]],
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """List of ``(inputs, label)`` -> (N tensors ``B×3×H×W``, labels ``B×H×W``)."""
     n = len(batch[0][0])
     inputs = [torch.stack([s[0][m] for s in batch]) for m in range(n)]
@@ -108,6 +120,7 @@ def dataset_meta(ds: FolderDataset) -> dict[str, Any]:
         "ignore_index": int(ds.ignore_index),
         "rgb_modalities": list(ds.rgb_modalities),
         "norm_stats": {
-            m: {"mean": list(s.mean), "std": list(s.std), "scale": float(s.scale)} for m, s in ds.norm_stats.items()
+            m: {"mean": list(s.mean), "std": list(s.std), "scale": float(s.scale)}
+            for m, s in ds.norm_stats.items()
         },
     }

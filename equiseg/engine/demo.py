@@ -25,7 +25,6 @@ from .builders import build_dataset, build_val_dataset
 from .evaluate import evaluate, metrics_markdown, write_metrics
 from .train import train
 
-
 CONVENTION_NOTE = (
     "'present' averages over the classes that occur; 'reference' averages over all 25 DeLiVER classes "
     "with the 9 the synthetic scenes never contain counted as 0, as published DeLiVER numbers do."
@@ -73,8 +72,14 @@ def run_demo(
 
     t0 = time.perf_counter()
     data = out / "data"
-    generate(data, layout="deliver", splits={"train": size.train, "val": size.val}, size=(size.size, size.size),
-             seed=0, progress=progress)
+    generate(
+        data,
+        layout="deliver",
+        splits={"train": size.train, "val": size.val},
+        size=(size.size, size.size),
+        seed=0,
+        progress=progress,
+    )
     times["data"] = time.perf_counter() - t0
 
     cfg = load_experiment(
@@ -112,26 +117,46 @@ def run_demo(
 
     t0 = time.perf_counter()
     subset = Subset(val, range(min(len(val), size.robustness_samples)))
-    rob = run_benchmark(model, subset, rmm_rates=(0.5,), convention=metrics["convention"],
-                        modality_names=list(val.modalities), class_names=list(val.classes),
-                        out_dir=out / "robustness", model_name="EQUISeg-B0", progress=progress)
+    rob = run_benchmark(
+        model,
+        subset,
+        rmm_rates=(0.5,),
+        convention=metrics["convention"],
+        modality_names=list(val.modalities),
+        class_names=list(val.classes),
+        out_dir=out / "robustness",
+        model_name="EQUISeg-B0",
+        progress=progress,
+    )
     times["robustness"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ana = modality_contributions(model, val, progress=progress)
     write_analysis(ana, out / "analysis")
     times["analysis"] = time.perf_counter() - t0
 
-    panel = _panels(model, val, build_dataset(cfg.data, cfg.data.val_split), out / "figures" / "predictions.png")
+    panel = _panels(
+        model, val, build_dataset(cfg.data, cfg.data.val_split), out / "figures" / "predictions.png"
+    )
     curve = _training_curve(result.work_dir / "log.jsonl", out / "figures" / "training.png")
     baseline = _majority_baseline(val, cfg.eval.convention)
     report = out / "report.md"
     sections = [robustness_section(rob, out), analysis_section(ana, out)]
     report.write_text(_report(cfg, size, metrics, times, baseline, panel, curve, out, quick, sections))
     (out / "demo_summary.json").write_text(
-        json.dumps({"mIoU": metrics["mIoU"], "convention": metrics["convention"],
-                    "reference_mIoU": metrics["other_convention"]["mIoU"], "majority_baseline_mIoU": baseline,
-                    "robustness": rob["summary"], "similarity_last_stage": ana["similarity"]["last_stage"],
-                    "seconds": times, "quick": quick, "iterations": result.iterations}, indent=2)
+        json.dumps(
+            {
+                "mIoU": metrics["mIoU"],
+                "convention": metrics["convention"],
+                "reference_mIoU": metrics["other_convention"]["mIoU"],
+                "majority_baseline_mIoU": baseline,
+                "robustness": rob["summary"],
+                "similarity_last_stage": ana["similarity"]["last_stage"],
+                "seconds": times,
+                "quick": quick,
+                "iterations": result.iterations,
+            },
+            indent=2,
+        )
     )
     return report
 
@@ -157,8 +182,12 @@ def _panels(model, val, raw, path: Path, max_rows: int = 6) -> Path:
         pred = model([x.unsqueeze(0) for x in inputs]).argmax(1)[0]
         raw_inputs, raw_label = raw.load(i)
         if pred.shape != raw_label.shape:
-            pred = torch.nn.functional.interpolate(pred[None, None].float(), size=raw_label.shape, mode="nearest")[0, 0]
-        rows.append({"inputs": raw_inputs, "label": raw_label, "pred": pred.long(), "title": "/".join(val.case_of(i))})
+            pred = torch.nn.functional.interpolate(
+                pred[None, None].float(), size=raw_label.shape, mode="nearest"
+            )[0, 0]
+        rows.append(
+            {"inputs": raw_inputs, "label": raw_label, "pred": pred.long(), "title": "/".join(val.case_of(i))}
+        )
     return prediction_panel(rows, val.modalities, val.palette, path, ignore_index=val.ignore_index)
 
 
@@ -180,8 +209,12 @@ def _training_curve(log: Path, path: Path) -> Path:
         logy=True,
     )
     if va:
-        line_chart({"val mIoU": ([r["iter"] for r in va], [r["val"]["mIoU"] for r in va])},
-                   path.with_name("val_miou.png"), title="validation mIoU (%)", xlabel="iteration")
+        line_chart(
+            {"val mIoU": ([r["iter"] for r in va], [r["val"]["mIoU"] for r in va])},
+            path.with_name("val_miou.png"),
+            title="validation mIoU (%)",
+            xlabel="iteration",
+        )
     return path
 
 
@@ -202,8 +235,18 @@ def _majority_baseline(val, convention: str) -> float:
     return m.compute(convention)["mIoU"]
 
 
-def _report(cfg, size: DemoSize, metrics: dict[str, Any], times, baseline: float, panel: Path, curve: Path,
-            out: Path, quick: bool, sections: list[str]) -> str:
+def _report(
+    cfg,
+    size: DemoSize,
+    metrics: dict[str, Any],
+    times,
+    baseline: float,
+    panel: Path,
+    curve: Path,
+    out: Path,
+    quick: bool,
+    sections: list[str],
+) -> str:
     rel = lambda p: p.relative_to(out).as_posix()  # noqa: E731
     other = metrics["other_convention"]
     lines = [

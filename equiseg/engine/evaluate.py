@@ -119,14 +119,25 @@ def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
     """Markdown tables: overall metrics, per case, per class."""
     conv = result.get("convention", "reference")
     lines = [f"## {title}", ""]
-    lines.append(f"Metrics in %, one confusion matrix over the split; convention: **{conv}** "
-                 + ("(classes with no union count as 0, as published numbers)" if conv == "reference"
-                    else "(classes with no union excluded)") + ".")
+    lines.append(
+        f"Metrics in %, one confusion matrix over the split; convention: **{conv}** "
+        + (
+            "(classes with no union count as 0, as published numbers)"
+            if conv == "reference"
+            else "(classes with no union excluded)"
+        )
+        + "."
+    )
     lines += ["", "| mIoU | aAcc | mAcc | samples |", "|---|---|---|---|"]
-    lines.append(f"| {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | {result.get('num_samples', '')} |")
+    lines.append(
+        f"| {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | {result.get('num_samples', '')} |"
+    )
     other = result.get("other_convention")
     if other:
-        lines += ["", f"Under the {other['convention']} convention: mIoU {other['mIoU']:.2f}, mAcc {other['mAcc']:.2f}."]
+        lines += [
+            "",
+            f"Under the {other['convention']} convention: mIoU {other['mIoU']:.2f}, mAcc {other['mAcc']:.2f}.",
+        ]
     if result.get("per_case"):
         lines += ["", "### Per case", "", "| case | mIoU | aAcc | mAcc |", "|---|---|---|---|"]
         for c, r in result["per_case"].items():

@@ -112,7 +112,11 @@ def train(
         model_cfg = cfg.model_config(train_set.base.num_classes)
         model = build_model(model_cfg, pretrained=cfg.pretrained).to(device)
         model = maybe_convert_sync_bn(model, device)
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.distributed else model
+        net = (
+            DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if dist.distributed
+            else model
+        )
 
         bs = dcfg.batch_size
         sampler = ResumableSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, seed=tcfg.seed)
@@ -129,8 +133,9 @@ def train(
         ckpt_interval = tcfg.checkpoint_interval if tcfg.checkpoint_interval > 0 else val_interval
 
         opt = build_optimizer(model, lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
-        sched = WarmupPolyLR(opt, max_iters=max_iters, warmup_iters=warmup, warmup_ratio=tcfg.warmup_ratio,
-                             power=tcfg.power)
+        sched = WarmupPolyLR(
+            opt, max_iters=max_iters, warmup_iters=warmup, warmup_ratio=tcfg.warmup_ratio, power=tcfg.power
+        )
         scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tcfg.amp == "fp16")
         sgm_gen = torch.Generator().manual_seed(tcfg.seed + dist.rank)
         loader_gen = torch.Generator().manual_seed(tcfg.seed)
@@ -138,11 +143,15 @@ def train(
         it, best, last_metrics = 0, -1.0, None
         ckpt_path = find_checkpoint(work, resume)
         if ckpt_path is not None:
-            ckpt = load_checkpoint(ckpt_path, required_keys=("model", "optimizer", "scheduler", "iter", "rng"))
+            ckpt = load_checkpoint(
+                ckpt_path, required_keys=("model", "optimizer", "scheduler", "iter", "rng")
+            )
             try:
                 model.load_state_dict(ckpt["model"])
             except RuntimeError as e:
-                raise ValueError(f"{ckpt_path}: checkpoint does not match the configured model: {e}") from None
+                raise ValueError(
+                    f"{ckpt_path}: checkpoint does not match the configured model: {e}"
+                ) from None
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             if ckpt.get("scaler"):
@@ -173,7 +182,10 @@ def train(
                 save_checkpoint(work / name, state(iteration))
 
         log = open(work / "log.jsonl", "a") if main else None
-        bar = tqdm(total=max_iters, initial=it, desc="train", disable=not (progress and main), dynamic_ncols=True)
+        tb = _tensorboard(work / "tensorboard") if main else None
+        bar = tqdm(
+            total=max_iters, initial=it, desc="train", disable=not (progress and main), dynamic_ncols=True
+        )
         stop_at = max_iters if stop_after is None else min(max_iters, it + stop_after)
         t_last, n_last, wait = time.perf_counter(), 0, 0.0
         net.train()
@@ -181,9 +193,17 @@ def train(
             epoch, skip = divmod(it, iters_per_epoch)
             sampler.set_epoch(epoch, skip * bs)
             train_set.epoch = epoch
-            loader = DataLoader(train_set, batch_size=bs, sampler=sampler, num_workers=dcfg.num_workers,
-                                collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
-                                generator=loader_gen, persistent_workers=False)
+            loader = DataLoader(
+                train_set,
+                batch_size=bs,
+                sampler=sampler,
+                num_workers=dcfg.num_workers,
+                collate_fn=collate,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
+                generator=loader_gen,
+                persistent_workers=False,
+            )
             t_data = time.perf_counter()
             for inputs, labels in loader:
                 wait += time.perf_counter() - t_data
@@ -191,8 +211,10 @@ def train(
                 labels = labels.to(device, non_blocking=True)
                 # Forward passes update BN running stats and draw random numbers; keep what the
                 # step changes besides the weights (a few KB) so a failed step can be undone.
-                before = ([b.clone() for b in model.buffers()],
-                          capture_rng_state(generators={"sgm": sgm_gen, "loader": loader_gen}))
+                before = (
+                    [b.clone() for b in model.buffers()],
+                    capture_rng_state(generators={"sgm": sgm_gen, "loader": loader_gen}),
+                )
                 with _autocast(device, tcfg.amp):
                     # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
                     out = net(inputs, labels=labels, generator=sgm_gen)
@@ -223,13 +245,24 @@ def train(
                     now = time.perf_counter()
                     # throughput over the last interval (None for the first: it includes start-up)
                     ips = (it - n_last) * bs * dist.world_size / max(now - t_last, 1e-9) if n_last else None
-                    rec = {"iter": it, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                           **{k: round(float(v), 6) for k, v in out.as_dict().items()},
-                           "img_per_s": None if ips is None else round(ips, 3), "data_wait_s": round(wait, 3)}
+                    rec = {
+                        "iter": it,
+                        "epoch": epoch,
+                        "lr": opt.param_groups[0]["lr"],
+                        **{k: round(float(v), 6) for k, v in out.as_dict().items()},
+                        "img_per_s": None if ips is None else round(ips, 3),
+                        "data_wait_s": round(wait, 3),
+                    }
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}",
-                                    ips="-" if ips is None else f"{ips:.1f}")
+                    if tb is not None:
+                        for k in ("loss", "loss_ce", "loss_sgm", "lr"):
+                            tb.add_scalar(f"train/{k}", rec[k], it)
+                    bar.set_postfix(
+                        loss=f"{rec['loss']:.3f}",
+                        lr=f"{rec['lr']:.2e}",
+                        ips="-" if ips is None else f"{ips:.1f}",
+                    )
                     t_last, n_last, wait = now, it, 0.0
                 if it % val_interval == 0 or it == max_iters:
                     if dist.distributed:  # BN running stats drift apart per rank; evaluate rank 0's
@@ -237,9 +270,19 @@ def train(
                     last_metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
                     net.train()
                     if main:
-                        log.write(json.dumps({"iter": it, "val": {k: last_metrics[k] for k in ("mIoU", "aAcc", "mAcc")}}) + "\n")
+                        log.write(
+                            json.dumps(
+                                {"iter": it, "val": {k: last_metrics[k] for k in ("mIoU", "aAcc", "mAcc")}}
+                            )
+                            + "\n"
+                        )
                         log.flush()
-                        bar.write(f"iter {it}: val mIoU {last_metrics['mIoU']:.2f}  aAcc {last_metrics['aAcc']:.2f}")
+                        bar.write(
+                            f"iter {it}: val mIoU {last_metrics['mIoU']:.2f}  aAcc {last_metrics['aAcc']:.2f}"
+                        )
+                        if tb is not None:
+                            for k in ("mIoU", "aAcc", "mAcc"):
+                                tb.add_scalar(f"val/{k}", last_metrics[k], it)
                     if last_metrics["mIoU"] > best:
                         best = last_metrics["mIoU"]
                         save("best.pt", it)
@@ -252,8 +295,15 @@ def train(
         bar.close()
         if log:
             log.close()
-        summary = {"iterations": it, "max_iters": max_iters, "best_mIoU": best, "world_size": dist.world_size,
-                   "replicas_identical": _replicas_identical(model) if dist.distributed else True}
+        if tb is not None:
+            tb.close()
+        summary = {
+            "iterations": it,
+            "max_iters": max_iters,
+            "best_mIoU": best,
+            "world_size": dist.world_size,
+            "replicas_identical": _replicas_identical(model) if dist.distributed else True,
+        }
         if main:
             (work / "train_summary.json").write_text(json.dumps(summary, indent=2))
         barrier()
@@ -261,6 +311,14 @@ def train(
     finally:
         cleanup()
 
+
+def _tensorboard(folder: Path):
+    """A TensorBoard writer when the ``tensorboard`` package is installed (optional), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
 
 
 def _broadcast_buffers(model: torch.nn.Module) -> None:
@@ -271,7 +329,9 @@ def _broadcast_buffers(model: torch.nn.Module) -> None:
 def _replicas_identical(model: torch.nn.Module) -> bool:
     """DDP sanity check: do all ranks hold bit-identical parameters? (gathers one checksum per rank)"""
     flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
-    probe = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64, device=flat.device)).sum()])
+    probe = torch.stack(
+        [flat.sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64, device=flat.device)).sum()]
+    )
     gathered = [torch.empty_like(probe) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(gathered, probe)
     return all(torch.equal(g, gathered[0]) for g in gathered)

@@ -47,7 +47,11 @@ class LossOutput:
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         """The scalar terms, detached, for logging."""
-        return {"loss": self.loss.detach(), "loss_ce": self.loss_ce.detach(), "loss_sgm": self.loss_sgm.detach()}
+        return {
+            "loss": self.loss.detach(),
+            "loss_ce": self.loss_ce.detach(),
+            "loss_sgm": self.loss_sgm.detach(),
+        }
 
 
 class EQUISeg(nn.Module):
@@ -147,7 +151,9 @@ class EQUISeg(nn.Module):
                 )
             present.append(i)
         if not present:
-            raise ValueError(f"all {self.num_modalities} modalities ({names}) are None; at least one is needed")
+            raise ValueError(
+                f"all {self.num_modalities} modalities ({names}) are None; at least one is needed"
+            )
         x = torch.cat([inputs[i] for i in present], dim=0) if len(present) > 1 else inputs[present[0]]
         return x, present
 
@@ -219,7 +225,9 @@ class EQUISeg(nn.Module):
         x, present = self._prepare(inputs)
         B, H, W = x.shape[0] // len(present), x.shape[-2], x.shape[-1]
         if labels.shape != (B, H, W):
-            raise ValueError(f"labels must have shape {(B, H, W)} (B×H×W of the inputs), got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have shape {(B, H, W)} (B×H×W of the inputs), got {tuple(labels.shape)}"
+            )
         if labels.dtype != torch.long:
             raise ValueError(f"labels must be int64, got {labels.dtype}")
         feats = self._encode(x, present)

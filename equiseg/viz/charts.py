@@ -62,7 +62,7 @@ def line_chart(
     d.text((L, H - B + 6), f"{x0:g}", fill=(0, 0, 0))
     d.text((W - R - 40, H - B + 6), f"{x1:g}", fill=(0, 0, 0))
     d.text(((W - len(xlabel) * 6) // 2, H - 16), _ascii(xlabel), fill=(0, 0, 0))
-    fmt = (lambda v: f"{10 ** v:.3g}") if logy else (lambda v: f"{v:.3g}")
+    fmt = (lambda v: f"{10**v:.3g}") if logy else (lambda v: f"{v:.3g}")
     d.text((4, T), fmt(y1), fill=(0, 0, 0))
     d.text((4, H - B - 12), fmt(y0), fill=(0, 0, 0))
     d.text((4, (T + H - B) // 2), _ascii(ylabel)[:9], fill=(0, 0, 0))
