@@ -41,8 +41,8 @@ class DemoSize:
     robustness_samples: int
 
 
-FULL = DemoSize(train=400, val=100, size=128, max_iters=600, val_interval=200, robustness_samples=50)
-QUICK = DemoSize(train=96, val=40, size=96, max_iters=120, val_interval=60, robustness_samples=20)
+FULL = DemoSize(train=400, val=100, size=128, max_iters=900, val_interval=300, robustness_samples=50)
+QUICK = DemoSize(train=96, val=40, size=96, max_iters=200, val_interval=100, robustness_samples=20)
 
 
 def demo_config_path() -> Path:
