@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment, load_yaml
+from equiseg.utils import to_jsonable
 
 from .analysis import display_name, modality_contributions, write_analysis
 from .eval_setup import as_config, subset
@@ -291,7 +292,7 @@ def run_ablation(
             "seconds": {"train": round(t1 - t0, 1), "eval": round(time.perf_counter() - t1, 1)},
             "config": cfg.to_dict(),
         }
-        (work / "row.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+        (work / "row.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
         records.append(record)
         del model
 
@@ -317,7 +318,7 @@ def run_ablation(
     result["files"] = {k: str(v) for k, v in files.items()}
     _ablation_chart(result, files["chart"])
     files["markdown"].write_text(ablation_markdown(result))
-    files["json"].write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n")
+    files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
 
 
@@ -451,15 +452,3 @@ def _ablation_chart(result: Mapping[str, Any], path: Path) -> Path:
         title=f"{result['title']}: clean mIoU and EMM (Avg), %",
         ylabel="%",
     )
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

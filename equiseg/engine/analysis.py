@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from equiseg.utils import to_jsonable
+
 NUM_STAGES = 4
 DEFINITION = (
     "per-sample cosine similarity (in %) between a modality's stage feature and the fused feature "
@@ -270,18 +272,6 @@ def analysis_chart(result: Mapping[str, Any], path: str | Path) -> Path:
     )
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_analysis(
     result: Mapping[str, Any], out_dir: str | Path, title: str = "Modality-contribution analysis"
 ) -> dict[str, Path]:
@@ -289,7 +279,7 @@ def write_analysis(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "analysis.json", "markdown": out / "analysis.md", "chart": out / "analysis.png"}
-    paths["json"].write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n")
+    paths["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     chart = analysis_chart(result, paths["chart"])
     md = analysis_markdown(result, title) + f"\n![similarity per stage]({chart.name})\n"
     paths["markdown"].write_text(md)

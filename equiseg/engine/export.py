@@ -43,6 +43,7 @@ from torch import nn
 
 from equiseg.config import ModelConfig, from_dict
 from equiseg.models import EQUISeg, build_model
+from equiseg.utils import to_jsonable
 
 __all__ = [
     "FORMATS",
@@ -109,18 +110,8 @@ class ExportResult:
 # ----------------------------------------------------------------------------------- config.json
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "to_dict"):  # NormStats
-        return _json_safe(obj.to_dict())
-    return obj
-
-
 def _model_meta(model: EQUISeg, meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    return _json_safe(dict(meta if meta is not None else getattr(model, "meta", None) or {}))
+    return to_jsonable(dict(meta if meta is not None else getattr(model, "meta", None) or {}))
 
 
 def _write_config(out_dir: Path, model: EQUISeg, meta: dict[str, Any], extra: Mapping[str, Any]) -> Path:
@@ -383,7 +374,7 @@ def _add_onnx_metadata(path: Path, info: Mapping[str, Any]) -> None:
         return
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "equiseg_config", json.dumps(_json_safe(info))
+    entry.key, entry.value = "equiseg_config", json.dumps(to_jsonable(info))
     onnx.save(proto, str(path))
 
 

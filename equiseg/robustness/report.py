@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from equiseg.utils import to_jsonable
+
 # The numbers averaged into the paper's robustness score: (summary key, Tab. 1 column header).
 HEADLINE_P = 0.1
 HEADLINE_RATE = 0.5
@@ -231,17 +233,6 @@ def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str
 # JSON
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON), tuples -> lists, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def write_report(
     result: Mapping[str, Any], out_dir: str | Path, model_name: str | None = None
 ) -> tuple[Path, Path]:
@@ -253,6 +244,6 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "robustness.json", out / "robustness.md"
-    json_path.write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n")
+    json_path.write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     md_path.write_text(to_markdown(result, model_name))
     return json_path, md_path
