@@ -208,3 +208,32 @@ def test_every_shipped_config_validates():
     assert tab3.model_config(25).lambda_sgm == 40.0 and tab3.model_config(25).depths == (2, 2, 2, 2)
     with pytest.raises(ValueError, match=r"unknown config key 'data.crop_szie'.*did you mean 'crop_size'"):
         load_experiment(REPO / "configs" / "demo.yaml", ["data.crop_szie=[64,64]"])
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(synth_root, tmp_path, monkeypatch):
+    """SIGINT mid-run finishes the iteration, saves last.pt, and resuming equals an uninterrupted run."""
+    import signal
+
+    from equiseg.models import EQUISeg
+
+    original = EQUISeg.compute_loss
+    calls = {"n": 0}
+
+    def interrupting(self, inputs, labels, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 3:  # during the third iteration, as a user pressing Ctrl-C would
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, inputs, labels, generator)
+
+    monkeypatch.setattr(EQUISeg, "compute_loss", interrupting)
+    cfg = tiny_config(synth_root, tmp_path / "int", val_interval=100)
+    result = equiseg.train(cfg, progress=False)
+    assert result.iterations == 3  # the interrupted iteration was completed, then training stopped
+    assert load_checkpoint(tmp_path / "int" / "last.pt")["iter"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(EQUISeg, "compute_loss", original)
+    equiseg.train(cfg, progress=False, resume=True)
+    equiseg.train(tiny_config(synth_root, tmp_path / "ref", val_interval=100), progress=False)
+    a = load_checkpoint(tmp_path / "int" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "ref" / "last.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

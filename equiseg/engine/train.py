@@ -12,6 +12,8 @@ creating a loader never advances the global one.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -98,6 +100,7 @@ def train(
     device = dist.device
     work = Path(work_dir or cfg.work_dir)
     main = dist.is_main
+    interrupt = None
     try:
         if main:
             work.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,8 @@ def train(
         stop_at = max_iters if stop_after is None else min(max_iters, it + stop_after)
         t_last, n_last, wait = time.perf_counter(), 0, 0.0
         net.train()
-        while it < stop_at:
+        interrupt = _GracefulInterrupt(bar, enabled=not dist.distributed)
+        while it < stop_at and not interrupt.requested:
             epoch, skip = divmod(it, iters_per_epoch)
             sampler.set_epoch(epoch, skip * bs)
             train_set.epoch = epoch
@@ -287,12 +291,14 @@ def train(
                         best = last_metrics["mIoU"]
                         save("best.pt", it)
                     write_metrics(last_metrics, work, title=f"Validation at iteration {it}")
-                if it % ckpt_interval == 0 or it == stop_at:
+                if it % ckpt_interval == 0 or it == stop_at or interrupt.requested:
                     save("last.pt", it)
-                if it >= stop_at:
+                if it >= stop_at or interrupt.requested:
                     break
                 t_data = time.perf_counter()
         bar.close()
+        if interrupt.requested and main:
+            print(f"interrupted: saved iteration {it} to {work / 'last.pt'}; continue with --resume")
         if log:
             log.close()
         if tb is not None:
@@ -309,7 +315,34 @@ def train(
         barrier()
         return TrainResult(work, it, best, last_metrics)
     finally:
+        if interrupt is not None:
+            interrupt.restore()
         cleanup()
+
+
+class _GracefulInterrupt:
+    """Ctrl-C (SIGINT) finishes the current iteration, saves ``last.pt`` and stops: no lost work, and
+    the saved state is that of a completed iteration, so ``--resume`` continues bit-exactly. A second
+    Ctrl-C aborts at once. Single process only (under torchrun every rank must stop at the same
+    iteration; there the periodic ``last.pt`` is the recovery point)."""
+
+    def __init__(self, bar, enabled: bool = True) -> None:
+        self.requested = False
+        self._bar = bar
+        self._old = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._bar.write("interrupt: finishing this iteration and saving last.pt (Ctrl-C again to abort)")
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 def _tensorboard(folder: Path):
