@@ -21,12 +21,6 @@ from equiseg.models import EQUISeg, build_model
 ConfigLike = ExperimentConfig | str | Path | dict[str, Any]
 
 
-def _config(config: ConfigLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    if isinstance(config, ExperimentConfig):
-        return load_experiment(config.to_dict(), overrides) if overrides else config
-    return load_experiment(config, overrides)
-
-
 def train(
     config: ConfigLike,
     overrides: Iterable[str] = (),
@@ -38,7 +32,11 @@ def train(
 ) -> TrainResult:
     """Train from a config (an :class:`ExperimentConfig`, a YAML path or a dict) plus ``a.b=c`` overrides."""
     return _train(
-        _config(config, overrides), work_dir=work_dir, resume=resume, progress=progress, stop_after=stop_after
+        load_experiment(config, overrides),
+        work_dir=work_dir,
+        resume=resume,
+        progress=progress,
+        stop_after=stop_after,
     )
 
 
@@ -72,7 +70,7 @@ def evaluate(
     """Evaluate a checkpoint on a split (optionally one case); writes metrics.json/.md to ``out_dir``."""
     from equiseg.engine.builders import build_val_dataset
 
-    cfg = _config(config, overrides)
+    cfg = load_experiment(config, overrides)
     device = resolve_device(cfg.train.device)
     ds = build_val_dataset(cfg.data, split, case=case)
     ckpt = load_checkpoint(checkpoint, required_keys=("model",))

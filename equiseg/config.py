@@ -61,7 +61,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except (TypeError, ValueError) as e:
                 errors.append(str(e))
-        raise ValueError(f"{where}: cannot interpret {value!r} as {tp}")
+        raise ValueError(f"{where}: cannot interpret {value!r} as {tp} ({'; '.join(errors)})")
     if origin is typing.Literal:
         if value not in args:
             raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
@@ -390,13 +390,18 @@ class ExperimentConfig:
 
 
 def load_experiment(
-    source: str | Path | dict[str, Any] | None = None, overrides: typing.Iterable[str] = ()
+    source: str | Path | dict[str, Any] | ExperimentConfig | None = None, overrides: typing.Iterable[str] = ()
 ) -> ExperimentConfig:
-    """Defaults <- YAML file (or dict) <- dotted ``a.b=c`` overrides, validated.
+    """Defaults <- YAML file (or dict, or an existing config) <- dotted ``a.b=c`` overrides, validated.
 
     A YAML file may start with ``_base_: other.yaml`` (relative to itself) to extend another config;
     nested mappings are merged key by key.
     """
+    overrides = list(overrides)
+    if isinstance(source, ExperimentConfig):
+        if not overrides:
+            return source
+        source = source.to_dict()
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):

@@ -35,7 +35,7 @@ from equiseg.config import ExperimentConfig, load_experiment, load_yaml
 from equiseg.utils import to_jsonable
 
 from .analysis import display_name, modality_contributions, write_analysis
-from .eval_setup import as_config, subset
+from .eval_setup import subset
 
 # The switches of the paper's full model (first row of both tables); rows change one of them.
 FULL_MODEL: dict[str, Any] = {
@@ -239,7 +239,7 @@ def run_ablation(
 
     selected = table_rows(table, rows)
     user_overrides = list(overrides)
-    base = as_config(config, [*(QUICK_OVERRIDES if quick else ()), *user_overrides])
+    base = load_experiment(config, [*(QUICK_OVERRIDES if quick else ()), *user_overrides])
     if quick and max_samples is None:
         max_samples = QUICK_MAX_SAMPLES
     out = Path(out_dir)

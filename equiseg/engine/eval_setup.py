@@ -44,16 +44,6 @@ class EvalSetup:
     name: str
 
 
-def as_config(
-    config: ExperimentConfig | str | Path | dict[str, Any], overrides: Iterable[str] = ()
-) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a config object, a YAML path or a dict, plus ``a.b=c`` overrides."""
-    overrides = list(overrides)
-    if isinstance(config, ExperimentConfig):
-        return load_experiment(config.to_dict(), overrides) if overrides else config
-    return load_experiment(config, overrides)
-
-
 def subset(dataset: Any, max_samples: int | None) -> Any:
     """The first ``max_samples`` samples of a map-style data set (the whole set when None)."""
     if max_samples is None or max_samples >= len(dataset):
@@ -79,7 +69,7 @@ def load_eval_setup(
     """
     from equiseg.api import load_model
 
-    cfg = as_config(config, overrides)
+    cfg = load_experiment(config, overrides)
     device = resolve_device(cfg.train.device)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
