@@ -14,9 +14,10 @@ from equiseg.config import ExperimentConfig, ModelConfig, from_dict, load_experi
 from equiseg.engine.checkpoint import load_checkpoint
 from equiseg.engine.evaluate import evaluate as _evaluate
 from equiseg.engine.evaluate import write_metrics
-from equiseg.engine.train import TrainResult, resolve_device
+from equiseg.engine.train import TrainResult
 from equiseg.engine.train import train as _train
 from equiseg.models import EQUISeg, build_model
+from equiseg.models.weights import load_state_dict_strict
 
 ConfigLike = ExperimentConfig | str | Path | dict[str, Any]
 
@@ -29,31 +30,39 @@ def train(
     resume: str | bool | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train from a config (an :class:`ExperimentConfig`, a YAML path or a dict) plus ``a.b=c`` overrides."""
+    """Train from a config (an :class:`ExperimentConfig`, a YAML path or a dict) plus ``a.b=c`` overrides.
+
+    See :func:`equiseg.engine.train.train` (``resume``, ``overwrite`` and the run-folder lock)."""
     return _train(
         load_experiment(config, overrides),
         work_dir=work_dir,
         resume=resume,
         progress=progress,
         stop_after=stop_after,
+        overwrite=overwrite,
     )
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> EQUISeg:
+    """The network a loaded checkpoint dict holds, built from its stored model config, weights loaded
+    strictly, ``meta`` attached. ``source`` names the file in errors."""
+    try:
+        cfg = from_dict(ModelConfig, ckpt["model_config"])
+    except ValueError as e:
+        raise ValueError(f"{source}: the checkpoint's model config is not valid here ({e})") from None
+    model = build_model(cfg)
+    load_state_dict_strict(model, ckpt["model"], source)
+    model.meta = dict(ckpt.get("meta", {}))
+    return model
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> EQUISeg:
     """An eval-mode EQUISeg from a training checkpoint (it carries its model config and class meta,
     available afterwards as ``model.meta``)."""
     ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
-    cfg = from_dict(ModelConfig, ckpt["model_config"])
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise ValueError(
-            f"{checkpoint}: weights do not match the model config stored with them: {e}"
-        ) from None
-    model.meta = dict(ckpt.get("meta", {}))
-    return model.to(device).eval()
+    return model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
 
 
 def evaluate(
@@ -67,33 +76,25 @@ def evaluate(
     progress: bool = True,
     max_samples: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split (optionally one case); writes metrics.json/.md to ``out_dir``."""
-    from equiseg.engine.builders import build_val_dataset
+    """Evaluate a checkpoint on a split (optionally one case); writes metrics.json/.md to ``out_dir``.
 
-    cfg = load_experiment(config, overrides)
-    device = resolve_device(cfg.train.device)
-    ds = build_val_dataset(cfg.data, split, case=case)
-    ckpt = load_checkpoint(checkpoint, required_keys=("model",))
-    model = build_model(cfg.model_config(ds.num_classes))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise ValueError(
-            f"{checkpoint}: checkpoint is for another architecture than the config's model "
-            f"({cfg.model['name']}, {len(cfg.data.modalities)} modalities): {e}"
-        ) from None
-    model.to(device)
+    The network is the checkpoint's; the config supplies data, device and metric settings, and every
+    model key it sets must agree with the checkpoint (see :func:`equiseg.engine.eval_setup.match_checkpoint`).
+    """
+    from equiseg.engine.eval_setup import load_eval_setup
+
+    setup = load_eval_setup(config, checkpoint, overrides, split=split, case=case)
     result = _evaluate(
-        model,
-        ds,
-        cfg.eval,
-        device=device,
+        setup.model,
+        setup.dataset,
+        setup.cfg.eval,
+        device=setup.device,
         progress=progress,
         max_samples=max_samples,
         cases=None if case is None else [case],
     )
-    result["split"] = split or cfg.data.val_split
+    result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)
     if out_dir is not None:
-        write_metrics(result, out_dir, title=f"{cfg.model['name']} on {cfg.data.dataset} {result['split']}")
+        write_metrics(result, out_dir, title=f"{setup.name} on {setup.cfg.data.dataset} {result['split']}")
     return result

@@ -1,7 +1,7 @@
 """``equiseg`` command line: a thin layer over the Python API (every command has a function twin).
 
 equiseg synth --out DIR --layout deliver --train 200 --val 50 --size 256 --seed 0
-equiseg train CONFIG [--set a.b=c ...] [--work-dir DIR] [--resume [PATH]]
+equiseg train CONFIG [--set a.b=c ...] [--work-dir DIR] [--resume [PATH] | --overwrite]
 equiseg eval CONFIG --checkpoint PATH [--split val|test] [--case CASE] [--out DIR]
 equiseg demo [--out DIR] [--quick]
 equiseg convert-weights SRC.safetensors DST.pth
@@ -11,6 +11,9 @@ equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 
 equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
 equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
 equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
+
+Exit codes: 0 done, 2 a user error (one line on stderr naming the file or key; ``--debug`` shows the
+traceback), 1 a failed run (non-finite loss), 130 interrupted (Ctrl-C; ``train`` saved ``last.pt``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from pathlib import Path
 
 def _csv(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of ``--max-samples``: an integer >= 1 (0 samples would report ``mIoU nan``, rc 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -56,7 +70,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=resume,
         progress=not args.quiet,
         stop_after=args.stop_after,
+        overwrite=args.overwrite,
     )
+    if result.interrupted:  # rc 130 as for SIGINT, so `train && eval` does not carry on
+        print(f"interrupted at iteration {result.iterations}; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(
         f"done: {result.iterations} iterations, best val mIoU {result.best_miou:.2f}, outputs in {result.work_dir}"
     )
@@ -245,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="equiseg", description="EQUISeg: robust multimodal semantic segmentation."
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synth", help="generate synthetic multimodal driving scenes (DeLiVER or MUSES layout)")
@@ -279,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume from PATH, or from WORK_DIR/last.pt when no path is given",
     )
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="WORK_DIR already holds a run: move it aside to WORK_DIR.replaced-<time>/ and start fresh",
+    )
+    t.add_argument(
         "--stop-after", type=int, default=None, help="stop after this many iterations (saving last)"
     )
     t.set_defaults(func=cmd_train)
@@ -290,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--case", default=None)
     e.add_argument("--out", default=None)
     e.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    e.add_argument("--max-samples", type=int, default=None)
+    e.add_argument("--max-samples", type=_positive_int, default=None)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="synthetic data -> training -> evaluation -> report, end to end")
@@ -311,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--checkpoint", required=True)
     an.add_argument("--out", default=None, help="default: CHECKPOINT_DIR/analysis_SPLIT")
     an.add_argument("--split", default=None, help="default: the config's data.val_split")
-    an.add_argument("--max-samples", type=int, default=None)
+    an.add_argument("--max-samples", type=_positive_int, default=None)
     an.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     an.set_defaults(func=cmd_analyze)
 
@@ -322,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--out", default=None, help="default: CHECKPOINT_DIR/robustness_SPLIT")
     rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     rb.add_argument("--split", default=None, help="default: the config's data.val_split")
-    rb.add_argument("--max-samples", type=int, default=None, help="first N samples only (not the protocol)")
+    rb.add_argument(
+        "--max-samples", type=_positive_int, default=None, help="first N samples only (not the protocol)"
+    )
     rb.add_argument(
         "--model-aware-missing",
         action="store_true",
@@ -344,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--only", default=None, help="comma-separated row ids (default: every row)")
     ab.add_argument("--quick", action="store_true", help="short schedule, val subset (demo setting, CPU)")
     ab.add_argument("--out", default=None, help="default: runs/ablation_TABLE[_quick]")
-    ab.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N val samples")
+    ab.add_argument(
+        "--max-samples", type=_positive_int, default=None, help="evaluate on the first N val samples"
+    )
     ab.add_argument("--resume", action="store_true", help="reuse rows already finished in --out")
     ab.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     ab.set_defaults(func=cmd_ablate)
@@ -391,13 +419,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_USER_ERROR = 2  # the input (a file, a key, a value) is wrong: the message says which
+EXIT_RUN_FAILED = 1  # the run itself failed (non-finite loss); the message says where
+EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports SIGINT
+
+
+def _one_line(exc: BaseException) -> str:
+    """The user-facing line of an exception: for errors re-raised from a DataLoader worker, the original
+    message without torch's wrapper and the worker's traceback."""
+    text = str(exc) or type(exc).__name__
+    if "in DataLoader worker process" in text and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
+    return " ".join(text.split())  # one line, whatever the message held
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. User errors print one line on stderr and return 2 (``--debug``: the traceback);
+    Ctrl-C returns 130; a failed run (non-finite loss) returns 1, also with one line."""
     args = build_parser().parse_args(argv)
+    from equiseg.engine.checkpoint import CheckpointError
+    from equiseg.engine.train import NonFiniteLossError
+    from equiseg.utils import disk_full_cause
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
-        print(f"equiseg {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"equiseg {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLossError as e:
+        if args.debug:
+            raise
+        print(f"equiseg {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"equiseg {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (CheckpointError, OSError) as e:  # corrupt/unsafe checkpoints, disk full
+        if args.debug:
+            raise
+        full = disk_full_cause(e)
+        if full is None and not isinstance(e, CheckpointError):
+            raise
+        msg = (
+            _one_line(e)
+            if full is None or isinstance(e, CheckpointError)
+            else (f"no space left on device while writing {full.filename or 'a file'}")
+        )
+        print(f"equiseg {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -4,12 +4,19 @@ One mechanism for every config in the project (model, data, training): defaults 
 dataclasses, a YAML file or dict overrides them, dotted ``a.b=c`` strings override those, and
 :func:`to_dict` writes the resolved result back out. A misspelt key is an error that names the key,
 the section it was found in, and the closest valid key -- never a silently ignored setting.
+
+Fields may also declare the values they accept (:func:`_field`: bounds such as ``ge=1`` / ``gt=0``, or a
+``check`` function); :func:`from_dict` enforces them after coercion, so a YAML file and a ``--set``
+override get the same one-line error naming the dotted key and what was expected, e.g.
+``train.lr: expected a number > 0, got -0.1``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -29,6 +36,8 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "coerce",
+    "check_value",
     "load_yaml",
     "save_yaml",
     "suggest",
@@ -115,11 +124,110 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``, filling defaults and checking every key and type.
+def _fmt_bound(b: float) -> str:
+    """A bound as users write it: ``32``, ``0.5``, ``1e-06``."""
+    return str(b) if isinstance(b, int) else f"{b:g}"
+
+
+def check_value(
+    value: Any,
+    where: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    check: typing.Callable[[Any], str | None] | None = None,
+    note: str | None = None,
+) -> None:
+    """Check an already-coerced value against bounds and/or a ``check`` function.
+
+    Lists and tuples are checked entry by entry (``where[i]``); ``None`` (an optional field left unset)
+    always passes. ``check(value)`` returns ``None`` when the value is fine, otherwise the text of what
+    was expected. ``note`` explains a sentinel inside the accepted range (``"0: use train.epochs"``)
+    and is shown in the error, so the user learns both the limit and what the special value means.
 
     Raises:
-        ValueError: an unknown key (with the closest valid one suggested) or a value of the wrong type.
+        ValueError: ``"<where>: expected an integer >= 1, got 0"``-style, one line.
+    """
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_value(v, f"{where}[{i}]", ge=ge, gt=gt, le=le, lt=lt, check=check, note=note)
+        return
+    if check is not None:
+        expected = check(value)
+        if expected is not None:
+            raise ValueError(f"{where}: expected {expected}, got {value!r}")
+    if ge is None and gt is None and le is None and lt is None:
+        return
+    # (bracket, operator, bound) of each side: "in [0, 1)" for two sides, ">= 1" for one
+    low = ("[", ">=", ge) if ge is not None else ("(", ">", gt) if gt is not None else None
+    high = ("]", "<=", le) if le is not None else (")", "<", lt) if lt is not None else None
+    if low and high:
+        bounds = f"in {low[0]}{_fmt_bound(low[2])}, {_fmt_bound(high[2])}{high[0]}"
+    else:
+        _, op, bound = low or high
+        bounds = f"{op} {_fmt_bound(bound)}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (ge is None or value >= ge) and (gt is None or value > gt)
+    ok = ok and (le is None or value <= le) and (lt is None or value < lt)
+    if not ok:
+        noun = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+        extra = f" ({note})" if note else ""
+        raise ValueError(f"{where}: expected {noun} {bounds}{extra}, got {value!r}")
+
+
+def coerce(value: Any, tp: Any, where: str, **constraints: Any) -> Any:
+    """Convert ``value`` to type ``tp`` as config fields are, then apply :func:`check_value`'s constraints.
+
+    The entry point for other YAML schemas (the folder data-set spec), so that every file a user
+    writes reports a bad value the same way: ``modalities.rgb.bgr: expected true/false, got 'flase'``.
+    """
+    out = _coerce(value, tp, where)
+    if constraints:
+        check_value(out, where, **constraints)
+    return out
+
+
+_CONSTRAINTS = "equiseg.constraints"  # dataclass field metadata key
+
+
+def _field(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
+    """A dataclass field with the constraints of :func:`check_value` (``ge``, ``gt``, ``le``, ``lt``,
+    ``check``, ``note``), enforced by :func:`from_dict` and by :func:`_validate`."""
+    return dataclasses.field(default=default, metadata={_CONSTRAINTS: constraints})
+
+
+def _check_field(field: dataclasses.Field, value: Any, where: str) -> None:
+    constraints = field.metadata.get(_CONSTRAINTS)
+    if constraints:
+        check_value(value, where, **constraints)
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    """Check every constrained field of a dataclass instance (for directly constructed configs)."""
+    for f in dataclasses.fields(obj):
+        _check_field(f, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device_form(value: Any) -> str | None:
+    """``train.device`` check: what :func:`equiseg.engine.train.resolve_device` accepts."""
+    if isinstance(value, str) and _DEVICE.fullmatch(value):
+        return None
+    return "one of auto | cpu | cuda | cuda:N | mps (N = 0, 1, ...)"
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, filling defaults and checking every key, type and constraint.
+
+    Raises:
+        ValueError: an unknown key (with the closest valid one suggested), a value of the wrong type,
+            or one outside what the field accepts (see :func:`_field`), naming the dotted key.
     """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
@@ -131,6 +239,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
             section = f" in section '{prefix}'" if prefix else ""
             raise ValueError(f"unknown config key '{where}'{section}{suggest(key, fields)}")
         kwargs[key] = _coerce(value, hints[key], where)
+        _check_field(fields[key], kwargs[key], where)
     obj = cls(**kwargs)
     return obj
 
@@ -165,16 +274,34 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
     return data
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line error (problem, context, a quoted snippet) as one line with line/column."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        text = ": ".join(p for p in (e.context, e.problem) if p) or "malformed YAML"
+        mark = e.problem_mark or e.context_mark
+        if mark is not None:
+            text += f" (line {mark.line + 1}, column {mark.column + 1})"
+    else:
+        text = str(e)
+    return " ".join(text.split())
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a clear error names the file when it is missing or not a mapping."""
+    """Read a YAML mapping; a clear error names the file when it is missing or not a mapping.
+
+    A syntax error is one line -- ``cfg.yaml: not valid YAML: mapping values are not allowed here
+    (line 3, column 8)`` -- so the CLI's one-line error report stays one line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         try:
             data = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
+            raise ValueError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not valid YAML: not UTF-8 text (byte {e.start})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -289,9 +416,16 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------------------
 
 
+# Inputs smaller than 32 px vanish in the last encoder stage (its stride is 32; SPEC §1.1).
+MIN_SIZE = 32
+
+
 @dataclasses.dataclass
 class DataConfig:
-    """Which data set, where, which modalities, and the crop/resize of SPEC §2."""
+    """Which data set, where, which modalities, and the crop/resize of SPEC §2.
+
+    Constrained fields (see :func:`_field`) are checked by :func:`from_dict` and on construction.
+    """
 
     dataset: typing.Literal["deliver", "muses", "folder"] = "deliver"
     root: str = "data/DELIVER"
@@ -300,34 +434,47 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     depth_folder: str = "hha"  # DeLiVER: read depth from hha/ (the reference) or depth/
-    crop_size: tuple[int, int] = (1024, 1024)
-    val_short_side: int | None = 1024  # None: evaluate at the stored size
-    val_align: int = 32
-    batch_size: int = 2  # per process (per GPU)
-    num_workers: int = 2
+    crop_size: tuple[int, int] = _field((1024, 1024), ge=MIN_SIZE)  # (h, w), each >= 32
+    val_short_side: int | None = _field(1024, ge=MIN_SIZE)  # >= 32; None: evaluate at the stored size
+    val_align: int = _field(32, ge=1)  # val sides rounded up to a multiple of this; 1: no rounding
+    batch_size: int = _field(2, ge=1)  # per process (per GPU)
+    num_workers: int = _field(2, ge=0)  # 0: load in the main process
     cases: tuple[str, ...] | None = None  # per-case evaluation; None: all cases the data set defines
+
+    def __post_init__(self) -> None:
+        _validate(self, "data")
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation recipe (SPEC §2): AdamW, linear warm-up then poly decay per iteration."""
+    """Optimisation recipe (SPEC §2): AdamW, linear warm-up then poly decay per iteration.
 
-    epochs: int = 200
-    max_iters: int = 0  # > 0 overrides epochs
-    lr: float = 6e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
-    warmup_epochs: float = 10.0
-    warmup_iters: int = -1  # >= 0 overrides warmup_epochs
-    warmup_ratio: float = 0.1
-    power: float = 0.9
-    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    Sentinels keep their meaning and are the only values allowed below the normal range:
+    ``max_iters: 0`` (use ``epochs``), ``warmup_iters: -1`` (use ``warmup_epochs``), ``val_interval: 0``
+    (once per epoch), ``checkpoint_interval: 0`` (at every validation), ``grad_clip: 0`` (no clipping).
+    """
+
+    epochs: int = _field(200, ge=1)
+    max_iters: int = _field(0, ge=0, note="0: use train.epochs")  # > 0 overrides epochs
+    lr: float = _field(6e-5, gt=0)
+    betas: tuple[float, float] = _field((0.9, 0.999), ge=0, lt=1)  # AdamW's, each in [0, 1)
+    weight_decay: float = _field(0.01, ge=0)
+    warmup_epochs: float = _field(10.0, ge=0)
+    warmup_iters: int = _field(-1, ge=-1, note="-1: use train.warmup_epochs")  # >= 0 overrides warmup_epochs
+    warmup_ratio: float = _field(0.1, ge=0, le=1)  # warm-up starts at lr * warmup_ratio
+    power: float = _field(0.9, gt=0)  # poly decay exponent
+    grad_clip: float = _field(0.0, ge=0, note="0: no clipping")  # max gradient norm; 0 disables clipping
     amp: typing.Literal["none", "fp16", "bf16"] = "none"  # CUDA only; ignored (with a warning) on CPU
-    seed: int = 3407
-    log_interval: int = 10  # iterations
-    val_interval: int = 0  # iterations between validations; 0: once per epoch
-    checkpoint_interval: int = 0  # iterations between `last` checkpoints; 0: at every validation
-    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    seed: int = _field(3407, ge=0, lt=2**32)  # numpy's limit
+    log_interval: int = _field(10, ge=1)  # iterations
+    # iterations between validations; 0: once per epoch
+    val_interval: int = _field(0, ge=0, note="0: once per epoch")
+    # iterations between `last` checkpoints; 0: at every validation
+    checkpoint_interval: int = _field(0, ge=0, note="0: at every validation")
+    device: str = _field("auto", check=_device_form)  # auto | cpu | cuda | cuda:N | mps
+
+    def __post_init__(self) -> None:
+        _validate(self, "train")
 
 
 @dataclasses.dataclass
@@ -335,15 +482,26 @@ class EvalConfig:
     """Inference and metric settings for validation / `equiseg eval`."""
 
     mode: typing.Literal["whole", "slide"] = "whole"
-    crop_size: tuple[int, int] = (1024, 1024)  # slide window
-    stride: tuple[int, int] = (768, 768)
-    scales: tuple[float, ...] = (1.0,)
+    crop_size: tuple[int, int] = _field((1024, 1024), ge=MIN_SIZE)  # slide window (h, w), each >= 32
+    stride: tuple[int, int] = _field((768, 768), ge=1)  # slide step (h, w); at most crop_size
+    scales: tuple[float, ...] = _field((1.0,), gt=0)  # multi-scale factors, each > 0
     flip: bool = False
-    align: int | None = None  # round multi-scale sizes up to a multiple of this (CMNeXt: 32)
-    window_batch: int = 1  # slide windows per forward (raise on a GPU)
+    # round multi-scale sizes up to a multiple of this (CMNeXt: 32); None: no rounding
+    align: int | None = _field(None, ge=1)
+    window_batch: int = _field(1, ge=1)  # slide windows per forward (raise on a GPU)
     convention: typing.Literal["reference", "present"] = "reference"
     per_case: bool = True
-    num_panels: int = 4  # prediction panels written by `eval --panels` and the demo
+    num_panels: int = _field(4, ge=0)  # prediction panels written by `eval --panels` and the demo
+
+    def __post_init__(self) -> None:
+        _validate(self, "eval")
+        if not self.scales:
+            raise ValueError("eval.scales: expected at least one scale, got []")
+        if self.mode == "slide" and any(s > c for s, c in zip(self.stride, self.crop_size)):
+            raise ValueError(
+                f"eval.stride: expected entries <= eval.crop_size {list(self.crop_size)} in slide mode "
+                f"(larger steps leave gaps), got {list(self.stride)}"
+            )
 
 
 @dataclasses.dataclass
@@ -375,7 +533,8 @@ class ExperimentConfig:
         """The :class:`ModelConfig` for a data set with ``num_classes`` classes."""
         from equiseg.models.registry import model_config
 
-        opts = {k: v for k, v in self.model.items() if k not in ("name", "pretrained")}
+        _ = self.pretrained_strict  # validated here, so a bad value fails when the config is loaded
+        opts = {k: v for k, v in self.model.items() if k not in ("name", "pretrained", "pretrained_strict")}
         try:
             return model_config(self.model["name"], num_classes, self.data.modalities, **opts)
         except ValueError as e:
@@ -384,6 +543,12 @@ class ExperimentConfig:
     @property
     def pretrained(self) -> str | None:
         return self.model.get("pretrained")
+
+    @property
+    def pretrained_strict(self) -> bool:
+        """``model.pretrained_strict`` (default true): refuse weights matching under
+        :data:`~equiseg.models.weights.MIN_COVERAGE` of the encoder's keys; false loads them anyway."""
+        return bool(_coerce(self.model.get("pretrained_strict", True), bool, "model.pretrained_strict"))
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,3 +23,16 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "to_dict"):
         return to_jsonable(obj.to_dict())
     return obj
+
+
+def disk_full_cause(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT ``OSError`` behind ``exc`` (itself or along its cause/context chain), if any.
+
+    torch's serialiser reports a full disk as a ``RuntimeError`` whose context is the ``OSError``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -18,6 +18,7 @@ import torch
 
 from equiseg.engine import (
     CorruptCheckpointError,
+    DiskFullError,
     UnsafeCheckpointError,
     capture_rng_state,
     load_checkpoint,
@@ -180,7 +181,7 @@ def test_crash_mid_write_keeps_old_file_and_no_temp(tmp_path: Path, monkeypatch:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crashing_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFullError, match="no space left on device while writing .*last.pt; the previous"):
         save_checkpoint(path, {"iteration": 2, "w": torch.ones(8)})
     monkeypatch.undo()
 

@@ -103,7 +103,7 @@ def test_robustness_command_errors(tiny_run, capsys) -> None:
     assert main(["--quiet", "robustness", str(cfg), "--checkpoint", str(ckpt), "--tests", "emm,xyz"]) == 2
     assert "unknown robustness test" in capsys.readouterr().err
     assert main(["--quiet", "robustness", str(cfg), "--checkpoint", str(ckpt) + ".missing"]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_charts_follow_the_tests_run(stub_result, tmp_path: Path) -> None:

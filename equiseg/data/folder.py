@@ -36,6 +36,10 @@ Modality options: ``bgr`` (the file was written by OpenCV: reverse colour channe
 files), ``lowres`` (the file may be smaller than the label; upsampled with nearest, like DeLiVER's
 low-resolution events). Every label value outside the declared raw values is an error.
 
+Values are parsed by the experiment config's typed machinery (:func:`equiseg.config.coerce`), so a
+bad one is an error naming its dotted key and what was expected (``modalities.rgb.bgr: expected
+true/false, got 'flase'``), prefixed with the spec file when the spec came from one.
+
 ``dataset[i]`` returns ``(inputs, label)``: a list of ``3×H×W`` tensors in the order of the
 modalities (uint8 for ``type: image``, float32 for ``type: array``) and an int64 ``H×W`` label, or
 the output of ``transform(inputs, label)``.
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 import re
 import string
@@ -54,12 +59,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import Dataset
 
-from equiseg.config import suggest
+from equiseg.config import coerce, load_yaml, suggest
 from equiseg.data.constants import IGNORE_INDEX, NormStats, check_palette, default_palette
-from equiseg.data.io import IMAGE_EXTENSIONS, read_image, to_chw_tensor, to_three_channels
+from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
 
 __all__ = ["FolderDataset", "DatasetSpec", "ModalitySpec", "LabelSpec", "Transform"]
 
@@ -67,6 +71,7 @@ Transform = Callable[[list[torch.Tensor], torch.Tensor], tuple[list[torch.Tensor
 
 _RESERVED = ("root", "split")
 _KINDS = ("image", "array")
+_RAW_MAX = (1 << 16) - 1  # label files are 8- or 16-bit: raw values (and the lookup table) span 0..65535
 
 
 def _check_keys(data: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
@@ -75,6 +80,22 @@ def _check_keys(data: Mapping[str, Any], valid: Sequence[str], where: str) -> No
     for key in data:
         if key not in valid:
             raise ValueError(f"{where}: unknown key '{key}'{suggest(str(key), valid)}")
+
+
+def _get(
+    data: Mapping[str, Any], key: str, tp: Any, default: Any, where: str = "", **constraints: Any
+) -> Any:
+    """``data[key]`` coerced to ``tp`` (with :func:`~equiseg.config.check_value` constraints), or
+    ``default`` when the key is absent or null; errors name ``where.key``."""
+    value = data.get(key)
+    if value is None:
+        return default
+    return coerce(value, tp, f"{where}.{key}" if where else key, **constraints)
+
+
+def _finite(value: float) -> str | None:
+    """``png_scale``/``png_shift`` check: nan or inf would silently turn every pixel into nan."""
+    return None if math.isfinite(value) else "a finite number"
 
 
 def _as_patterns(value: Any, where: str) -> tuple[str, ...]:
@@ -113,10 +134,11 @@ class ModalitySpec:
     _KEYS = ("path", "type", "norm", "rgb", "bgr", "png_scale", "png_shift", "lowres")
 
     def __post_init__(self) -> None:
+        where = f"modalities.{self.name}"
         if self.kind not in _KINDS:
-            raise ValueError(f"modality '{self.name}': type must be one of {_KINDS}, got {self.kind!r}")
+            raise ValueError(f"{where}: type must be one of {', '.join(_KINDS)}, got {self.kind!r}")
         if self.png_scale == 0:
-            raise ValueError(f"modality '{self.name}': png_scale must be non-zero")
+            raise ValueError(f"{where}.png_scale: expected a non-zero number, got {self.png_scale!r}")
         if self.norm is None:  # 8-bit images default to /255, arrays to their raw values
             object.__setattr__(self, "norm", NormStats(scale=255.0 if self.kind == "image" else 1.0))
 
@@ -126,9 +148,12 @@ class ModalitySpec:
         _check_keys(data, cls._KEYS, where)
         if "path" not in data:
             raise ValueError(f"{where}: missing required key 'path'")
-        kw = {k: data[k] for k in ("rgb", "bgr", "png_scale", "png_shift", "lowres") if k in data}
+        kw = {k: _get(data, k, bool, False, where) for k in ("rgb", "bgr", "lowres")}
+        kw["png_scale"] = _get(data, "png_scale", float, 1.0, where, check=_finite)
+        kw["png_shift"] = _get(data, "png_shift", float, 0.0, where, check=_finite)
         norm = NormStats.coerce(data["norm"], f"{where}.norm") if "norm" in data else None
-        return cls(name, _as_patterns(data["path"], f"{where}.path"), data.get("type", "image"), norm, **kw)
+        kind = _get(data, "type", str, "image", where)
+        return cls(name, _as_patterns(data["path"], f"{where}.path"), kind, norm, **kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,13 +181,18 @@ class LabelSpec:
         _check_keys(data, cls._KEYS, "label")
         if "path" not in data:
             raise ValueError("label: missing required key 'path'")
-        mapping = {int(k): int(v) for k, v in (data.get("mapping") or {}).items()}
-        ignore = tuple(int(v) for v in data.get("ignore_values", (IGNORE_INDEX,)))
+        raw = data.get("mapping") or {}
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"label.mapping: expected a mapping of raw value -> class, got {raw!r}")
+        mapping = {}
+        for k, v in raw.items():  # raw value (a file's 8/16-bit value) -> class; classes checked later
+            where = f"label.mapping[{k!r}]"
+            mapping[coerce(k, int, where, ge=0, le=_RAW_MAX)] = coerce(v, int, where)
         return cls(
             _as_patterns(data["path"], "label.path"),
-            int(data.get("channel", 0)),
-            int(data.get("offset", 0)),
-            ignore,
+            _get(data, "channel", int, 0, "label", ge=0),
+            _get(data, "offset", int, 0, "label"),
+            _get(data, "ignore_values", tuple[int, ...], (IGNORE_INDEX,), "label", ge=0, le=_RAW_MAX),
             mapping,
         )
 
@@ -240,23 +270,31 @@ class DatasetSpec:
         mods = data.get("modalities")
         if not isinstance(mods, Mapping) or not mods:
             raise ValueError("spec: 'modalities' must be a mapping of modality name -> settings")
+        names = tuple[str, ...]
         return cls(
             modalities={str(n): ModalitySpec.from_dict(str(n), m or {}) for n, m in mods.items()},
-            classes=tuple(str(c) for c in data.get("classes") or ()),
+            classes=_get(data, "classes", names, ()),
             label=LabelSpec.from_dict(data["label"]) if data.get("label") is not None else None,
-            palette=tuple(tuple(c) for c in data["palette"]) if data.get("palette") is not None else None,
-            ignore_index=int(data.get("ignore_index", IGNORE_INDEX)),
-            samples=data.get("samples"),
-            cases=tuple(str(c) for c in data.get("cases") or ()),
-            case_fields=tuple(str(f) for f in data.get("case_fields") or ()),
-            root=str(data["root"]) if data.get("root") is not None else base_dir,
-            split=str(data["split"]) if data.get("split") is not None else None,
-            name=str(data.get("name", "folder")),
+            palette=_get(data, "palette", tuple[tuple[int, ...], ...], None),
+            # the label lookup table is int16 and marks invalid raw values with -1
+            ignore_index=_get(data, "ignore_index", int, IGNORE_INDEX, ge=0, le=(1 << 15) - 1),
+            samples=_get(data, "samples", str, None),
+            cases=_get(data, "cases", names, ()),
+            case_fields=_get(data, "case_fields", names, ()),
+            root=_get(data, "root", str, base_dir),
+            split=_get(data, "split", str, None),
+            name=_get(data, "name", str, "folder"),
         )
 
     @classmethod
     def load(cls, spec: DatasetSpec | Mapping[str, Any] | str | os.PathLike) -> DatasetSpec:
-        """Accept a spec, a mapping, or the path of a YAML file."""
+        """Accept a spec, a mapping, or the path of a YAML file.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: a malformed file (one line naming the file, with line and column for a YAML
+                syntax error) or a bad value in it (the file, then the dotted key and what was expected).
+        """
         if isinstance(spec, DatasetSpec):
             return spec
         if isinstance(spec, Mapping):
@@ -264,10 +302,7 @@ class DatasetSpec:
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"data set spec {path} does not exist")
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a YAML mapping at the top level")
+        data = load_yaml(path)  # its errors already start with the path
         try:
             return cls.from_dict(data, base_dir=str(path.parent))
         except ValueError as e:
@@ -582,10 +617,15 @@ class FolderDataset(Dataset):
 
     # ------------------------------------------------------------------------------------ loading
     def load_modality(self, spec: ModalitySpec, path: Path) -> torch.Tensor:
-        """Decode one modality file to a 3×H×W tensor (uint8 for images, float32 for arrays)."""
+        """Decode one modality file to a 3×H×W tensor (uint8 for images, float32 for arrays).
+
+        Raises:
+            ValueError: an unreadable file, a wrong dtype, or NaN/Inf values (naming the file).
+        """
         if not path.is_file():
             raise FileNotFoundError(f"missing '{spec.name}' file {path}")
         array = read_image(path)
+        check_finite(array, path, spec.name)
         is_image_file = path.suffix.lower() in IMAGE_EXTENSIONS
         if spec.bgr and is_image_file and array.ndim == 3 and array.shape[2] >= 3:
             array = array[..., [2, 1, 0] + list(range(3, array.shape[2]))]

@@ -10,7 +10,10 @@ anti-diagonals for the Average/Paeth filters). :func:`write_png16` / :func:`read
 pair for writing such files (``bgr=True`` mirrors ``cv2.imwrite``/``cv2.imread``).
 
 Errors: a missing file raises :class:`FileNotFoundError`; an unreadable, truncated or malformed file
-raises :class:`ValueError`; both name the path and what was expected.
+raises :class:`ValueError`; both name the path and what was expected. :func:`check_finite` is the one
+NaN/Inf check every modality decoder (the data set loaders, ``predict``) runs on float arrays, so a
+corrupt ``.npz`` is an error naming the file in training, evaluation, the benchmark and prediction
+rather than a NaN loss or a silently wrong mIoU.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "encode_png",
     "decode_png",
     "read_array",
+    "check_finite",
     "to_three_channels",
     "to_chw_tensor",
     "IMAGE_EXTENSIONS",
@@ -345,6 +349,34 @@ def read_array(path: PathLike) -> np.ndarray:
         raise ValueError(f"{path}: cannot read array file ({e}); unreadable or truncated") from None
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: cannot read array file ({e}); unreadable or truncated") from None
+
+
+def check_finite(array: np.ndarray, where: PathLike, name: str) -> None:
+    """Refuse a decoded float modality array holding NaN/±Inf (or values beyond float32's range).
+
+    Integer arrays (8/16-bit images) cannot hold them and are not looked at; a float array costs one
+    ``np.isfinite`` pass (values are checked as the float32 the model will see, so a float64 1e300
+    counts too).
+
+    Args:
+        array: the file's decoded values.
+        where: the file (or sample) named in the message.
+        name: the modality named in the message.
+
+    Raises:
+        ValueError: ``{where}: modality '{name}' has N non-finite values (NaN/Inf) ...``.
+    """
+    if array.dtype.kind not in "fc":
+        return
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: what we look for
+        finite = np.isfinite(array.astype(np.float32, copy=False) if array.dtype.kind == "f" else array)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    raise ValueError(
+        f"{where}: modality '{name}' has {bad} non-finite value(s) (NaN/Inf) among {finite.size}; "
+        "inputs must be finite -- fix or regenerate the file, or leave the sample out"
+    )
 
 
 def read_image(path: PathLike, *, as_label: bool = False) -> np.ndarray:

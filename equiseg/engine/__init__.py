@@ -3,6 +3,7 @@
 from equiseg.engine.checkpoint import (
     CheckpointError,
     CorruptCheckpointError,
+    DiskFullError,
     UnsafeCheckpointError,
     capture_rng_state,
     load_checkpoint,
@@ -29,6 +30,7 @@ __all__ = [
     "CONVENTIONS",
     "CheckpointError",
     "CorruptCheckpointError",
+    "DiskFullError",
     "DistInfo",
     "SegMetrics",
     "UnsafeCheckpointError",
@@ -52,5 +54,6 @@ __all__ = [
     "seed_everything",
 ]
 from equiseg.engine.inference import INFERENCE_MODES, infer_logits, slide_windows, window_counts  # noqa: E402
+from equiseg.engine.rundir import RunDirError, RunLock  # noqa: E402
 
-__all__ += ["INFERENCE_MODES", "infer_logits", "slide_windows", "window_counts"]
+__all__ += ["INFERENCE_MODES", "RunDirError", "RunLock", "infer_logits", "slide_windows", "window_counts"]

@@ -258,7 +258,8 @@ def run_ablation(
             records.append(done)
             continue
         t0 = time.perf_counter()
-        trained = train(cfg, work_dir=work, progress=progress)
+        # an unfinished row (killed mid-training) continues from its last.pt under --resume
+        trained = train(cfg, work_dir=work, progress=progress, resume=resume and (work / "last.pt").is_file())
         t1 = time.perf_counter()
         ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
         model = load_model(ckpt, device=device)

@@ -39,9 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from equiseg.utils import disk_full_cause
+
 __all__ = [
     "CheckpointError",
     "CorruptCheckpointError",
+    "DiskFullError",
     "UnsafeCheckpointError",
     "capture_rng_state",
     "load_checkpoint",
@@ -59,6 +62,10 @@ class CheckpointError(RuntimeError):
 
 class CorruptCheckpointError(CheckpointError):
     """The file is empty, truncated, corrupt, or not a checkpoint at all."""
+
+
+class DiskFullError(CheckpointError):
+    """The device ran out of space while a checkpoint was written; the previous file is untouched."""
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -138,8 +145,12 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], *, c
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if disk_full_cause(exc) is not None:
+            raise DiskFullError(
+                f"no space left on device while writing {path}; the previous checkpoints are intact"
+            ) from None
         raise
     _fsync_dir(path.parent)
     return path

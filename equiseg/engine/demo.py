@@ -95,7 +95,7 @@ def run_demo(
         ],
     )
     t0 = time.perf_counter()
-    result = train(cfg, progress=progress)
+    result = train(cfg, progress=progress, overwrite=True)  # a re-run moves the previous demo run aside
     times["train"] = time.perf_counter() - t0
 
     # evaluate the best checkpoint, overall and per case

@@ -19,7 +19,10 @@ from torch import nn
 
 __all__ = [
     "DistInfo",
+    "agree_any",
+    "all_gather_objects",
     "all_reduce_sum",
+    "broadcast_error",
     "barrier",
     "cleanup",
     "get_rank",
@@ -167,6 +170,39 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed() and get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def agree_any(flag: torch.Tensor) -> bool:
+    """Whether ``flag`` (a 0-d bool/number tensor on this rank's device) is true on *any* rank.
+
+    One all-reduce (MAX) plus the one host sync the caller needed anyway, so every rank takes the same
+    branch after it -- e.g. all stop together on a non-finite loss instead of one rank raising while the
+    others wait in the gradient all-reduce until the timeout. Single process: ``bool(flag)``.
+    """
+    value = flag.detach().to(torch.float32).reshape(())
+    if is_distributed() and get_world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process. For rare paths
+    (error reports), not the hot loop."""
+    if not (is_distributed() and get_world_size() > 1):
+        return [obj]
+    out: list[object] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_error(message: str | None) -> str | None:
+    """Share rank 0's verdict of a check only rank 0 can make (e.g. on the run folder): returns rank 0's
+    ``message`` on every rank (None: the check passed). A no-op in a single process."""
+    if not (is_distributed() and get_world_size() > 1):
+        return message
+    box = [message if get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def cleanup() -> None:

@@ -3,11 +3,14 @@
 
 The network is rebuilt from the model config stored *in the checkpoint* (so an ablation checkpoint,
 e.g. ``hub: mean``, loads under the base config); the experiment config supplies the data set, the
-device and the metric convention. Both must agree on the modalities.
+device and the metric convention. Model keys the config sets must agree with the checkpoint, and the
+modalities are matched by name (:func:`match_checkpoint`). ``equiseg eval`` uses the same path.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +19,11 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from equiseg.config import ExperimentConfig, load_experiment
+from equiseg.config import ExperimentConfig, load_experiment, to_dict
 from equiseg.models import EQUISeg
 
 from .builders import build_val_dataset
+from .checkpoint import load_checkpoint
 from .train import resolve_device
 
 
@@ -45,12 +49,84 @@ class EvalSetup:
 
 
 def subset(dataset: Any, max_samples: int | None) -> Any:
-    """The first ``max_samples`` samples of a map-style data set (the whole set when None)."""
+    """The first ``max_samples`` samples of a map-style data set (the whole set when None).
+
+    ``max_samples < 1`` is refused whatever the data set's size (an empty data set included).
+    """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     if max_samples is None or max_samples >= len(dataset):
         return dataset
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     return Subset(dataset, range(max_samples))
+
+
+# ModelConfig fields that shape only the training losses or stochastic training layers, not the
+# network evaluated in eval mode: a config may differ from the checkpoint in them (e.g. an ablation
+# checkpoint with lambda_sgm 60 scored under the demo config's lambda_sgm 1) without changing a number.
+TRAINING_ONLY_MODEL_KEYS = frozenset(
+    {
+        "loss",
+        "ohem_thresh",
+        "sgm",
+        "prototype",
+        "pairing",
+        "lambda_sgm",
+        "drop_rate",
+        "attn_drop_rate",
+        "drop_path_rate",
+        "head_dropout",
+    }
+)
+_NOT_ARCHITECTURE = {"name", "pretrained", "pretrained_strict"}
+
+
+def match_checkpoint(
+    cfg: ExperimentConfig, ckpt: dict[str, Any], model: EQUISeg, source: str
+) -> ExperimentConfig:
+    """Check that ``cfg`` asks for the network ``ckpt`` holds, and order its modalities like the checkpoint.
+
+    The network is always the checkpoint's (rebuilt from its stored model config); the experiment config
+    supplies data, device and metric settings. Every model key the config *sets* must agree with the
+    checkpoint (except :data:`TRAINING_ONLY_MODEL_KEYS`), so ``--set model.residual=false`` cannot score
+    another network than it claims; keys the config leaves out are the checkpoint's.
+    ``data.modalities`` are matched by name: reordered to the checkpoint's order automatically, extra
+    ones dropped, a missing one refused.
+
+    Raises:
+        ValueError: another variant (``checkpoint is X, config asks for Y``), a differing model key
+            (named with both values), or a modality the checkpoint needs that ``data.modalities`` lacks.
+    """
+    saved_name = (ckpt.get("config") or {}).get("model", {}).get("name")
+    asked = cfg.model.get("name")
+    if saved_name is not None and asked != saved_name:
+        raise ValueError(f"{source}: checkpoint is {saved_name}, config asks for {asked}")
+    needed = list(model.modalities)
+    have = list(cfg.data.modalities)
+    missing = [m for m in needed if m not in have]
+    if missing:
+        raise ValueError(
+            f"{source}: the checkpoint's model takes modalities {needed}, but data.modalities {have} lacks "
+            f"{missing}"
+        )
+    if have != needed:
+        print(
+            f"note: data.modalities {have} matched by name to the checkpoint's {needed}"
+            + (f" (not used: {[m for m in have if m not in needed]})" if len(have) > len(needed) else ""),
+            file=sys.stderr,
+        )
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=tuple(needed)))
+    keys = [k for k in cfg.model if k not in _NOT_ARCHITECTURE and k not in TRAINING_ONLY_MODEL_KEYS]
+    if keys:
+        asked_cfg = cfg.model_config(model.cfg.num_classes)
+        for key in keys:
+            mine, theirs = getattr(asked_cfg, key), getattr(model.cfg, key)
+            if mine != theirs:
+                raise ValueError(
+                    f"{source}: model.{key} is {to_dict(mine)!r} in the config but {to_dict(theirs)!r} in the "
+                    "checkpoint; the checkpoint's network is the one evaluated: remove model."
+                    f"{key} from the config (or --set) or set it to the checkpoint's value"
+                )
+    return cfg
 
 
 def load_eval_setup(
@@ -60,30 +136,31 @@ def load_eval_setup(
     *,
     split: str | None = None,
     max_samples: int | None = None,
+    case: str | None = None,
 ) -> EvalSetup:
-    """Load ``checkpoint`` and the ``split`` of the config's data set.
+    """Load ``checkpoint``'s network and the ``split`` (optionally one ``case``) of the config's data set.
 
     Raises:
-        ValueError: The checkpoint's modalities differ from ``data.modalities`` (in order).
+        ValueError: the config asks for another network than the checkpoint's (see
+            :func:`match_checkpoint`), or the class counts differ.
         FileNotFoundError: The checkpoint or the data set is missing.
+        CheckpointError: The checkpoint is corrupt or unsafe.
     """
-    from equiseg.api import load_model
+    from equiseg.api import model_from_checkpoint
 
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     cfg = load_experiment(config, overrides)
     device = resolve_device(cfg.train.device)
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    model = load_model(checkpoint, device=device)
-    if tuple(model.modalities) != tuple(cfg.data.modalities):
-        raise ValueError(
-            f"{checkpoint}: the model was trained on modalities {list(model.modalities)} but the config's "
-            f"data.modalities are {list(cfg.data.modalities)}; set data.modalities to match (same order)"
-        )
+    ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
+    model = model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
+    cfg = match_checkpoint(cfg, ckpt, model, str(checkpoint))
     split = split or cfg.data.val_split
-    ds = build_val_dataset(cfg.data, split)
+    ds = build_val_dataset(cfg.data, split, case=case)
     if model.cfg.num_classes != ds.num_classes:
         raise ValueError(
             f"{checkpoint}: the model predicts {model.cfg.num_classes} classes, the {cfg.data.dataset} data "
             f"set has {ds.num_classes}"
         )
-    return EvalSetup(cfg, model, subset(ds, max_samples), split, device, str(cfg.model.get("name", "model")))
+    name = str((ckpt.get("config") or {}).get("model", {}).get("name") or cfg.model.get("name", "model"))
+    return EvalSetup(cfg, model, subset(ds, max_samples), split, device, name)

@@ -48,12 +48,17 @@ def evaluate(
             ``cases``/``case_of`` give each sample's cases for the per-case tables.
         cases: which cases to tabulate (default: every case the data set defines, if
             ``eval_cfg.per_case``).
-        max_samples: evaluate only the first ``max_samples`` samples (quick checks).
+        max_samples: evaluate only the first ``max_samples`` samples (quick checks); at least 1.
 
     Returns:
         ``{"mIoU", "aAcc", "mAcc", "per_class", "convention", "num_samples", "per_case": {case: {...}},
         "other_convention": {...}}`` (percentages).
+
+    Raises:
+        ValueError: ``max_samples < 1`` (zero samples would give ``mIoU nan``, not an error).
     """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     cfg = eval_cfg or EvalConfig()
     device = torch.device(device)
     classes = list(getattr(dataset, "classes", []))

@@ -49,7 +49,10 @@ __all__ = [
     "FORMATS",
     "ExportResult",
     "ExportVerificationError",
+    "MAX_OPSET",
+    "MIN_OPSET",
     "OnnxCheck",
+    "check_opset",
     "export",
     "export_onnx",
     "export_safetensors",
@@ -64,6 +67,21 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 17
+MIN_OPSET = 14  # the attention's scaled_dot_product_attention has no ONNX form before opset 14
+
+
+def _torchscript_max_opset() -> int:
+    """The highest opset torch's TorchScript exporter (``dynamo=False``) supports (20 in torch 2.x);
+    above it torch only warns that the opset "is not supported" and exports anyway."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return 20
+
+
+MAX_OPSET = _torchscript_max_opset()
 DEFAULT_SIZE = (512, 512)
 DEFAULT_RTOL = 1e-4  # max |onnx - torch| <= rtol · max |torch| (float32 round-off differs per kernel)
 
@@ -294,7 +312,7 @@ def export_onnx(
         model: the model; exported in eval mode, its mode is restored afterwards.
         out_dir: created if needed.
         size: ``(H, W)`` of the tracing inputs (batch 1); the graph accepts any size.
-        opset: ONNX opset (17 is the tested one).
+        opset: ONNX opset, :data:`MIN_OPSET`..:data:`MAX_OPSET` (14-20; 17 is the tested one).
         meta: classes / palette / norm_stats to store (default: ``model.meta``).
         verify: compare with PyTorch via onnxruntime at ``(1, H, W)`` and at a different batch and
             size (skipped, with a note, when onnxruntime is not installed).
@@ -304,8 +322,10 @@ def export_onnx(
         :class:`ExportResult` with the comparisons.
 
     Raises:
+        ValueError: an opset outside :data:`MIN_OPSET`..:data:`MAX_OPSET` (before anything is written).
         ExportVerificationError: a comparison is over the tolerance (the file is left for inspection).
     """
+    check_opset(opset)
     h, w = size
     if min(h, w) < 32:
         raise ValueError(f"--size must be at least 32×32 (the model's minimum input), got {h}×{w}")
@@ -366,6 +386,22 @@ def export_onnx(
     return result
 
 
+def check_opset(opset: int) -> None:
+    """Refuse an ONNX opset this model cannot be exported to with the TorchScript exporter.
+
+    Below :data:`MIN_OPSET` the attention has no ONNX form (torch fails deep in the trace with a
+    multi-line graph dump); above :data:`MAX_OPSET` torch's TorchScript exporter does not support it.
+
+    Raises:
+        ValueError: ``--opset 5 is not supported; supported opsets: 14-20 (17 is the tested default)``.
+    """
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(
+            f"--opset {opset} is not supported; supported opsets: {MIN_OPSET}-{MAX_OPSET} "
+            f"({DEFAULT_OPSET} is the tested default)"
+        )
+
+
 def _add_onnx_metadata(path: Path, info: Mapping[str, Any]) -> None:
     """Store ``info`` as the ONNX model's ``equiseg_config`` metadata (needs the ``onnx`` package)."""
     try:
@@ -403,6 +439,8 @@ def export(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if format == "onnx":
+        check_opset(opset)  # before the checkpoint is read
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
         model = load_checkpoint_model(model_or_checkpoint)
         out_dir = out_dir if out_dir is not None else Path(model_or_checkpoint).parent / "export"
@@ -417,14 +455,32 @@ def export(
 
 
 def load_checkpoint_model(checkpoint: PathLike, device: str | torch.device = "cpu") -> EQUISeg:
-    """A training checkpoint (:func:`equiseg.load_model`) or an export folder (:func:`from_pretrained`)
-    as an eval-mode model with its ``meta``; unreadable files are reported as ``ValueError``."""
-    from equiseg.api import load_model
-    from equiseg.engine.checkpoint import CheckpointError
+    """A training checkpoint or an export folder (:func:`from_pretrained`) as an eval-mode model with
+    its ``meta``.
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        ValueError: an unreadable / unsafe file, a malformed ``model_config``, or weights that do not
+            fit it -- one line each (:func:`~equiseg.models.weights.load_state_dict_strict`).
+    """
+    from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
+    from equiseg.models.weights import load_state_dict_strict
 
     if Path(checkpoint).is_dir():
         return from_pretrained(checkpoint, device)
     try:
-        return load_model(checkpoint, device)
+        ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
     except CheckpointError as e:  # corrupt / unsafe files: a user error with a one-line message
         raise ValueError(str(e)) from None
+    if not isinstance(ckpt["model"], Mapping) or not isinstance(ckpt["model_config"], Mapping):
+        raise ValueError(f"{checkpoint}: expected 'model' (a state dict) and 'model_config' (a mapping)")
+    try:
+        cfg = from_dict(ModelConfig, dict(ckpt["model_config"]))
+    except ValueError as e:
+        raise ValueError(f"{checkpoint}: model_config: {e}") from None
+    model = build_model(cfg)
+    load_state_dict_strict(
+        model, ckpt["model"], checkpoint, "weights do not match the model config stored with them"
+    )
+    model.meta = dict(ckpt.get("meta") or {})
+    return model.to(device).eval()

@@ -52,7 +52,7 @@ from equiseg.data import DELIVER_MODALITIES, MUSES_MODALITIES, FolderDataset, No
 from equiseg.data.constants import default_palette
 from equiseg.data.deliver import deliver_spec
 from equiseg.data.folder import DatasetSpec, ModalitySpec
-from equiseg.data.io import IMAGE_EXTENSIONS, read_image, to_chw_tensor, to_three_channels
+from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
 from equiseg.data.muses import muses_spec
 from equiseg.engine.inference import infer_logits
 from equiseg.models import EQUISeg
@@ -156,10 +156,11 @@ def _modality_specs(modalities: Sequence[str]) -> dict[str, ModalitySpec]:
     return {}
 
 
-def _decode(path: Path, spec: ModalitySpec | None) -> torch.Tensor:
+def _decode(path: Path, spec: ModalitySpec | None, name: str) -> torch.Tensor:
     """A modality file -> ``3×H×W`` tensor (uint8 for 8-bit images, float32 otherwise), decoded by
-    ``spec``'s rules (the data set loader's) when given."""
+    ``spec``'s rules (the data set loader's) when given; NaN/Inf values are refused naming the file."""
     array = read_image(path)
+    check_finite(array, path, name)
     is_image_file = path.suffix.lower() in IMAGE_EXTENSIONS
     if spec is not None and spec.bgr and is_image_file and array.ndim == 3 and array.shape[2] >= 3:
         array = array[..., [2, 1, 0] + list(range(3, array.shape[2]))]  # written by OpenCV
@@ -201,10 +202,12 @@ def _decode_sample(
         if isinstance(value, torch.Tensor):
             if value.ndim != 3 or value.shape[0] != 3:
                 raise ValueError(f"sample {index}: '{m}' must be a 3×H×W tensor, got {tuple(value.shape)}")
+            if value.is_floating_point():  # fp16/bf16 via float32, which numpy always has
+                check_finite(value.detach().cpu().float().numpy(), f"sample {index}", m)
             raw[i] = value.cpu()
             continue
         try:
-            raw[i] = _decode(Path(value), specs.get(m))
+            raw[i] = _decode(Path(value), specs.get(m), m)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"input '{m}': {e}") from None
         except ValueError as e:
@@ -551,7 +554,14 @@ def predict_to_dir(
 
     Returns:
         Every file written.
+
+    Raises:
+        ValueError: ``out_dir`` exists and is not a folder (checked before the model is loaded), and as
+            :func:`predict`.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, expected a folder (it is created if missing)")
     model, meta = load_for_inference(model_or_checkpoint, meta, device)
     if raw and model.cfg.num_classes > 255:
         raise ValueError(

@@ -25,14 +25,32 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from equiseg.config import ExperimentConfig, save_yaml
+from equiseg.config import ExperimentConfig, from_dict, save_yaml
 from equiseg.models import build_model
+from equiseg.models.weights import load_state_dict_strict
 
 from .builders import ResumableSampler, build_train_dataset, build_val_dataset, collate, dataset_meta
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .distributed import barrier, cleanup, init_distributed, maybe_convert_sync_bn
+from .distributed import (
+    agree_any,
+    all_gather_objects,
+    barrier,
+    broadcast_error,
+    cleanup,
+    init_distributed,
+    maybe_convert_sync_bn,
+)
 from .evaluate import evaluate, write_metrics
 from .optim import WarmupPolyLR, build_optimizer
+from .rundir import (
+    RunDirError,
+    RunLock,
+    check_resume_config,
+    holds_run,
+    move_run_aside,
+    remove_partial_writes,
+    truncate_log,
+)
 from .seeding import seed_everything
 
 
@@ -42,10 +60,14 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns. ``interrupted``: stopped by Ctrl-C (``last.pt`` holds iteration
+    ``iterations``; continue with ``resume=True``)."""
+
     work_dir: Path
     iterations: int
     best_miou: float
     last_metrics: dict[str, Any] | None
+    interrupted: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,6 +98,68 @@ def find_checkpoint(work_dir: Path, resume: str | bool | None) -> Path | None:
     return path
 
 
+def _comparable(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """A config dict normalised for comparison: coerced through the schema, and the model section as
+    the fully resolved network (so ``lr: 1e-3`` equals ``0.001`` and a default spelled out equals the
+    default left out)."""
+    exp = from_dict(ExperimentConfig, cfg)
+    out = exp.to_dict()
+    out["model"] = {
+        "name": exp.model["name"],
+        "pretrained": exp.model.get("pretrained"),
+        "pretrained_strict": exp.model.get("pretrained_strict", True),
+        **exp.model_config(num_classes).to_dict(),
+    }
+    return out
+
+
+def _open_run(
+    cfg: ExperimentConfig, work: Path, resume: str | bool | None, overwrite: bool
+) -> tuple[Path | None, list[str]]:
+    """Rank 0's start-up checks on the run folder (see :mod:`equiseg.engine.rundir`); the lock must be
+    held. Nothing is written before every check has passed. Returns the checkpoint to resume from and
+    notes to print."""
+    notes: list[str] = []
+    ckpt_path = find_checkpoint(work, resume)
+    if ckpt_path is None:
+        present = holds_run(work)
+        if present and not overwrite:
+            raise RunDirError(
+                f"{work} already holds a run ({', '.join(present)}); continue it with --resume, or start "
+                f"fresh in a new --work-dir, or pass --overwrite to move the old run aside "
+                f"(to {work.name}.replaced-<time>/; nothing is deleted)"
+            )
+    else:
+        if Path(ckpt_path).resolve().parent != work.resolve() and holds_run(work):
+            raise RunDirError(
+                f"--resume {ckpt_path}: {work} holds another run ({', '.join(holds_run(work))}); "
+                "resume into the checkpoint's own folder or an empty --work-dir"
+            )
+        ckpt = load_checkpoint(ckpt_path, required_keys=("config", "model_config", "iter"))
+        k = int(ckpt["model_config"]["num_classes"])
+        try:
+            saved = _comparable(ckpt["config"], k)
+        except ValueError as e:
+            raise RunDirError(
+                f"--resume {ckpt_path}: the checkpoint's config does not fit this version of equiseg ({e})"
+            ) from None
+        changed = check_resume_config(_comparable(cfg.to_dict(), k), saved, ckpt_path)
+        changed = [c for c in changed if c != "work_dir" and not c.startswith("model.pretrained")]
+        if changed:
+            notes.append(f"resume: changed {', '.join(changed)} (allowed mid-run)")
+        dropped = truncate_log(work / "log.jsonl", int(ckpt["iter"]))
+        if dropped:
+            notes.append(f"resume: dropped {dropped} log record(s) written after iteration {ckpt['iter']}")
+    # --- every check passed: from here on the folder may change
+    if ckpt_path is None and overwrite and holds_run(work):
+        notes.append(f"moved the previous run in {work} to {move_run_aside(work)}")
+    n, size = remove_partial_writes(work)
+    if n:
+        notes.append(f"removed {n} partial checkpoint file(s) ({size / 2**20:.1f} MB) left by killed writes")
+    save_yaml(cfg, work / "config.yaml")
+    return ckpt_path, notes
+
+
 def train(
     cfg: ExperimentConfig,
     *,
@@ -83,17 +167,26 @@ def train(
     resume: str | bool | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train EQUISeg as ``cfg`` says. Works single-process and under ``torchrun`` (DDP).
 
     Args:
         cfg: the experiment config.
         work_dir: overrides ``cfg.work_dir``; gets ``config.yaml``, ``log.jsonl``, ``last.pt``,
-            ``best.pt`` and ``metrics.json``.
-        resume: ``True`` resumes from ``work_dir/last.pt``, a path from that file.
+            ``best.pt`` and ``metrics.json``. It is locked for the run (``run.lock``).
+        resume: ``True`` resumes from ``work_dir/last.pt``, a path from that file. The config may
+            differ from the checkpoint's only in :data:`~equiseg.engine.rundir.SAFE_RESUME_KEYS`.
         progress: show a progress bar (rank 0).
         stop_after: stop after this many iterations of *this* call (as if killed), saving ``last``;
             the schedule still runs to ``max_iters``. For tests and time-boxed jobs.
+        overwrite: ``work_dir`` already holds a run: move it aside to ``WORK_DIR.replaced-<time>/`` and
+            start fresh (without it, such a folder is refused unless resuming).
+
+    Raises:
+        RunDirError: the folder is in use, holds a run (without ``resume``/``overwrite``), or the
+            resume config differs from the checkpoint's in keys that cannot change mid-run.
+        NonFiniteLossError: a loss term became NaN/Inf (``last.pt`` holds the step before).
     """
     tcfg, dcfg = cfg.train, cfg.data
     dist = init_distributed(resolve_device(tcfg.device))
@@ -101,10 +194,31 @@ def train(
     work = Path(work_dir or cfg.work_dir)
     main = dist.is_main
     interrupt = None
+    lock = RunLock(work)
     try:
+        if resume not in (None, False) and overwrite:
+            raise RunDirError("--resume and --overwrite exclude each other: continue the run, or replace it")
+        # Rank 0 checks the folder (under its lock) before anything is written; every rank follows.
+        error: Exception | None = None
+        notes: list[str] = []
         if main:
-            work.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, work / "config.yaml")
+            existed = work.exists()
+            try:
+                lock.acquire()
+                _, notes = _open_run(cfg, work, resume, overwrite)
+            except Exception as e:  # re-raised below, after the other ranks have heard of it
+                error = e
+                lock.release()
+                if not existed and work.is_dir() and not any(work.iterdir()):
+                    work.rmdir()  # a failed start leaves no trace
+        verdict = broadcast_error(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if verdict is not None:
+            raise RunDirError(verdict)
+        for note in notes:
+            print(note, flush=True)
+        resuming = resume not in (None, False)
         if tcfg.amp != "none" and device.type != "cuda":
             warnings.warn(f"train.amp={tcfg.amp} ignored on {device.type}: training in fp32", stacklevel=2)
         seed_everything(tcfg.seed)  # same on every rank: identical initial weights
@@ -113,7 +227,15 @@ def train(
         val_set = build_val_dataset(dcfg)
         meta = dataset_meta(train_set.base)
         model_cfg = cfg.model_config(train_set.base.num_classes)
-        model = build_model(model_cfg, pretrained=cfg.pretrained).to(device)
+        # On resume the weights come from the checkpoint: the pretrained file is neither read nor needed.
+        model = build_model(
+            model_cfg,
+            pretrained=None if resuming else cfg.pretrained,
+            pretrained_strict=cfg.pretrained_strict,
+        )
+        if main and getattr(model, "pretrained_report", None) is not None:
+            print(model.pretrained_report.summary(), flush=True)
+        model = model.to(device)
         model = maybe_convert_sync_bn(model, device)
         net = (
             DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -149,14 +271,12 @@ def train(
             ckpt = load_checkpoint(
                 ckpt_path, required_keys=("model", "optimizer", "scheduler", "iter", "rng")
             )
-            try:
-                model.load_state_dict(ckpt["model"])
-            except RuntimeError as e:
-                raise ValueError(
-                    f"{ckpt_path}: checkpoint does not match the configured model: {e}"
-                ) from None
+            load_state_dict_strict(model, ckpt["model"], f"--resume {ckpt_path}")
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
+            # A resumed run may change its length (train.max_iters / epochs): the poly decay continues
+            # from the current iteration towards the new end; warm-up is a property of the start.
+            sched.max_iters = max_iters
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
             it, best = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
@@ -208,8 +328,9 @@ def train(
                 generator=loader_gen,
                 persistent_workers=False,
             )
+            order = list(sampler)  # this rank's sample indices for the rest of the epoch (cheap)
             t_data = time.perf_counter()
-            for inputs, labels in loader:
+            for batch_no, (inputs, labels) in enumerate(loader):
                 wait += time.perf_counter() - t_data
                 inputs = [x.to(device, non_blocking=True) for x in inputs]
                 labels = labels.to(device, non_blocking=True)
@@ -223,16 +344,32 @@ def train(
                     # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
                     out = net(inputs, labels=labels, generator=sgm_gen)
                 # One host sync per step, on purpose: a non-finite loss must be caught *before*
-                # the optimizer step so that `last` holds the weights from before the failure.
-                if not torch.isfinite(out.loss.detach()).item():
+                # the optimizer step so that `last` holds the weights from before the failure. Under
+                # DDP the verdict is agreed across ranks (one all-reduce), so all stop together.
+                bad = ~torch.isfinite(out.loss.detach())
+                if agree_any(bad):
                     with torch.no_grad():
                         for b, saved in zip(model.buffers(), before[0]):
                             b.copy_(saved)
                     restore_rng_state(before[1], generators={"sgm": sgm_gen, "loader": loader_gen})
                     save("last.pt", it)
-                    terms = {k: float(v) for k, v in out.as_dict().items()}
+                    here = {
+                        "rank": dist.rank,
+                        "finite": not bool(bad),
+                        "terms": {k: float(v) for k, v in out.as_dict().items()},
+                        "samples": [
+                            _sample_name(train_set.base, i)
+                            for i in order[batch_no * bs : (batch_no + 1) * bs]
+                        ],
+                    }
+                    reports = [r for r in all_gather_objects(here) if not r["finite"]]
+                    where = "; ".join(
+                        (f"rank {r['rank']}: " if dist.distributed else "")
+                        + f"{r['terms']}, samples {', '.join(r['samples'])}"
+                        for r in reports
+                    )
                     raise NonFiniteLossError(
-                        f"non-finite loss at iteration {it} (epoch {epoch}): {terms}; "
+                        f"non-finite loss at iteration {it} (epoch {epoch}): {where}; "
                         f"saved the state from before this iteration to {work / 'last.pt'}"
                     )
                 opt.zero_grad(set_to_none=True)
@@ -297,8 +434,6 @@ def train(
                     break
                 t_data = time.perf_counter()
         bar.close()
-        if interrupt.requested and main:
-            print(f"interrupted: saved iteration {it} to {work / 'last.pt'}; continue with --resume")
         if log:
             log.close()
         if tb is not None:
@@ -313,11 +448,25 @@ def train(
         if main:
             (work / "train_summary.json").write_text(json.dumps(summary, indent=2))
         barrier()
-        return TrainResult(work, it, best, last_metrics)
+        return TrainResult(work, it, best, last_metrics, interrupted=interrupt.requested)
     finally:
         if interrupt is not None:
             interrupt.restore()
+        lock.release()
         cleanup()
+
+
+def _sample_name(ds: Any, index: int) -> str:
+    """``index (path of its first file, relative to the data root)`` for error messages."""
+    try:
+        path = next(iter(ds.paths(index).values()))
+        try:
+            path = Path(path).relative_to(ds.root)
+        except ValueError:
+            pass
+        return f"{index} ({path})"
+    except Exception:  # a message helper must never mask the error it reports
+        return str(index)
 
 
 class _GracefulInterrupt:

@@ -82,13 +82,27 @@ def model_config(
     return from_dict(ModelConfig, data)
 
 
-def build_model(cfg: ModelConfig, pretrained: str | Path | None = None) -> EQUISeg:
-    """Instantiate EQUISeg from a config; optionally load MiT or full-model weights (see weights.py)."""
+def build_model(
+    cfg: ModelConfig, pretrained: str | Path | None = None, pretrained_strict: bool = True
+) -> EQUISeg:
+    """Instantiate EQUISeg from a config; optionally load MiT or full-model weights (see weights.py).
+
+    Args:
+        cfg: the model configuration.
+        pretrained: MiT weights (into every branch) or a full EQUISeg state dict; None: random init.
+        pretrained_strict: refuse MiT weights matching under 90 % of the encoder's keys
+            (:data:`~equiseg.models.weights.MIN_COVERAGE`; ``model.pretrained_strict`` in a config).
+
+    Returns:
+        The model; ``model.pretrained_report`` is the :class:`~equiseg.models.weights.LoadResult` of the
+        weights (print its ``summary()``), or None without ``pretrained``.
+    """
     model = EQUISeg(cfg)
+    model.pretrained_report = None
     if pretrained is not None:
         from .weights import load_pretrained
 
-        load_pretrained(model, pretrained)
+        model.pretrained_report = load_pretrained(model, pretrained, strict=pretrained_strict)
     return model
 
 
@@ -97,6 +111,7 @@ def create_model(
     num_classes: int = 25,
     modalities: Sequence[str] = ("rgb", "depth", "event", "lidar"),
     pretrained: str | Path | None = None,
+    pretrained_strict: bool = True,
     **overrides: Any,
 ) -> EQUISeg:
     """Build a registered EQUISeg variant.
@@ -106,8 +121,13 @@ def create_model(
         num_classes: K (25 for DeLiVER, 19 for MUSES).
         modalities: names of the N inputs, in the order ``forward`` expects them.
         pretrained: path to ImageNet MiT weights (``mit_b*.pth`` or Hugging Face ``model.safetensors``),
-            loaded into every modality branch, or to a full EQUISeg checkpoint / export.
+            loaded into every modality branch, or to a full EQUISeg checkpoint / export. The load report
+            is ``model.pretrained_report`` (:class:`~equiseg.models.weights.LoadResult`).
+        pretrained_strict: refuse MiT weights that match under 90 % of the encoder's keys; False loads
+            whatever matches (the report says how much).
         **overrides: any :class:`~equiseg.config.ModelConfig` field (``share_encoder=False``,
             ``hub="mean"``, ``lambda_sgm=40`` ...). An unknown key is a ``ValueError``.
     """
-    return build_model(model_config(name, num_classes, modalities, **overrides), pretrained)
+    return build_model(
+        model_config(name, num_classes, modalities, **overrides), pretrained, pretrained_strict
+    )

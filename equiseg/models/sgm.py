@@ -14,6 +14,11 @@ channels, per pixel, averaged over all pixels of the stage grid); ``pairing="cos
 teachers but gives each, greedily in order, the most similar remaining modality by prototype cosine
 similarity (averaged over the stages). Everything is vectorised over modalities and pairs and never
 synchronises with the device.
+
+Numerics: :func:`sgm_loss` runs entirely in fp32 with autocast disabled. Under fp16 autocast the
+prototype sums (``onehot.T @ flat`` over e.g. 2×256×256 stage-1 pixels at 1024² crops) overflow fp16's
+65504 and make the prototypes inf and the loss NaN; the matmul would be autocast to fp16 even with fp32
+inputs, so casting alone is not enough.
 """
 
 from __future__ import annotations
@@ -126,21 +131,39 @@ def sgm_loss(
         generator: seeds the random pairing (and teacher choice); None uses torch's global RNG.
 
     Returns:
-        scalar tensor (0 when fewer than 2 modalities).
+        fp32 scalar tensor (0 when fewer than 2 modalities). Computed in fp32 with autocast disabled
+        whatever the caller's autocast state (see the module docstring); gradients flow back to the
+        features in their own dtype through the casts.
     """
+    if pairing not in ("random", "cosine"):
+        raise ValueError(f"pairing must be 'random' or 'cosine', got {pairing!r}")
+    with torch.autocast(device_type=feats[0].device.type, enabled=False):
+        return _sgm_loss_fp32(
+            [f.float() for f in feats], labels, num_classes, ignore_index, prototype, pairing, generator
+        )
+
+
+def _sgm_loss_fp32(
+    feats: list[torch.Tensor],
+    labels: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+    prototype: bool,
+    pairing: str,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """:func:`sgm_loss` on fp32 features, called with autocast off."""
     P = feats[0].shape[0]
     if P < 2:
         return feats[0].new_zeros(())
     protos = present = None
     if prototype or pairing == "cosine":
-        pp = [class_prototypes(f.float(), labels, num_classes, ignore_index) for f in feats]
+        pp = [class_prototypes(f, labels, num_classes, ignore_index) for f in feats]
         protos, present = [p for p, _ in pp], [m for _, m in pp]
     if pairing == "cosine":
         t_idx, s_idx = cosine_pairs(protos, present, generator)
-    elif pairing == "random":
-        t_idx, s_idx = random_pairs(P, generator)
     else:
-        raise ValueError(f"pairing must be 'random' or 'cosine', got {pairing!r}")
+        t_idx, s_idx = random_pairs(P, generator)
     device = feats[0].device
     t_idx, s_idx = t_idx.to(device), s_idx.to(device)
     total = feats[0].new_zeros((), dtype=torch.float32)
@@ -148,6 +171,6 @@ def sgm_loss(
         if prototype:
             kl = prototype_kl(protos[i][t_idx].detach(), protos[i][s_idx], present[i])
         else:
-            kl = pixel_kl(f[t_idx].detach().float(), f[s_idx].float())
+            kl = pixel_kl(f[t_idx].detach(), f[s_idx])
         total = total + kl.sum()
     return total

@@ -4,12 +4,20 @@ transformers-5 in-memory names), and full EQUISeg state dicts. No network access
 
 MiT weights initialise *every* modality branch (the CMNeXt release initialises only its RGB branch).
 Loading is strict about shapes (a mismatch is a ``ValueError`` naming the key and both shapes) and
-reports missing and unexpected keys instead of silently ignoring them.
+reports missing and unexpected keys instead of silently ignoring them: :meth:`LoadResult.summary` is the
+one-line report the trainer prints, and a file matching under :data:`MIN_COVERAGE` of the encoder's keys
+is refused unless ``strict=False`` (``model.pretrained_strict: false``) -- a file with 1 of 176 keys
+would otherwise train from a random encoder without a word.
+
+Full-model state dicts (checkpoints, exports) go through :func:`load_state_dict_strict`, which every
+caller loading a checkpoint's weights uses so that a mismatch is one line with counts and a few names
+(:func:`describe_state_dict_mismatch`), never torch's multi-kilobyte listing of every key.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,14 +26,127 @@ from torch import nn
 
 from .mit import MixVisionTransformer
 
+MIN_COVERAGE = 0.9  # strict loading refuses a file matching fewer of the encoder's (or model's) keys
+_SHOWN = 3  # names shown per list in one-line reports
+
 
 class LoadResult(NamedTuple):
-    """Keys of the model's MiT not found in the file, file keys the MiT has no place for, and
-    classifier keys dropped on purpose (ImageNet ``head.*``, HF ``classifier.*`` / ``decode_head.*``)."""
+    """What :func:`load_mit_weights` / :func:`load_pretrained` loaded.
+
+    Attributes:
+        missing_keys: keys of the model's MiT (or, for a full model, the model) not found in the file.
+        unexpected_keys: file keys the MiT has no place for.
+        ignored_keys: classifier keys dropped on purpose (ImageNet ``head.*``, HF ``classifier.*`` /
+            ``decode_head.*``).
+        matched: the encoder's keys loaded from the file (each branch gets the same ones).
+        total: the encoder's own keys (one MiT branch; the whole model's for a full state dict).
+        source: the file.
+        kind: ``"mit"`` (ImageNet MiT weights into every branch) or ``"full"`` (an EQUISeg state dict).
+    """
 
     missing_keys: list[str]
     unexpected_keys: list[str]
     ignored_keys: list[str]
+    matched: int = 0
+    total: int = 0
+    source: str = ""
+    kind: str = "mit"
+
+    @property
+    def coverage(self) -> float:
+        """``matched / total`` (1.0 for an empty model)."""
+        return self.matched / self.total if self.total else 1.0
+
+    def summary(self) -> str:
+        """One line, e.g. ``mit weights /p/mit_b0.pth: matched 176/176 encoder keys (100.0 %), 0 missing,
+        0 unexpected, 2 ignored (head.weight, head.bias)``."""
+        what = "encoder" if self.kind == "mit" else "model"
+        return (
+            f"{self.kind} weights {self.source}: matched {self.matched}/{self.total} {what} keys "
+            f"({100 * self.coverage:.1f} %), {_count_names(self.missing_keys, 'missing')}, "
+            f"{_count_names(self.unexpected_keys, 'unexpected')}, {_count_names(self.ignored_keys, 'ignored')}"
+        )
+
+
+def _count_names(names: Sequence[str], what: str, sep: str = ", ") -> str:
+    """``"2 missing (a, b)"`` / ``"5 unexpected (a, b, c, ...)"`` / ``"0 ignored"``."""
+    if not names:
+        return f"0 {what}"
+    shown = sep.join(names[:_SHOWN]) + (f"{sep}..." if len(names) > _SHOWN else "")
+    return f"{len(names)} {what} ({shown})"
+
+
+def describe_state_dict_mismatch(
+    model_sd: Mapping[str, torch.Tensor], file_sd: Mapping[str, torch.Tensor]
+) -> str:
+    """How a state dict differs from a model's, in one line; ``""`` when keys and shapes all match.
+
+    Args:
+        model_sd: the model's ``state_dict()``.
+        file_sd: the state dict read from a file.
+
+    Returns:
+        Counts and at most 3 names per kind (shape entries separated by ``;``), e.g. ``"12 missing keys
+        (fusions.0.a, fusions.0.b, fusions.1.a, ...), 0 unexpected keys, 1 shape mismatch
+        (head.linear_pred.weight: file (19, 32, 1, 1), model (5, 32, 1, 1))"``.
+    """
+    missing = [k for k in model_sd if k not in file_sd]
+    unexpected = [k for k in file_sd if k not in model_sd]
+    return _mismatch_line(missing, unexpected, _shape_mismatches(model_sd, file_sd))
+
+
+def _shape_mismatches(model_sd: Mapping[str, torch.Tensor], file_sd: Mapping[str, torch.Tensor]) -> list[str]:
+    return [
+        f"{k}: file {tuple(v.shape)}, model {tuple(model_sd[k].shape)}"
+        for k, v in file_sd.items()
+        if k in model_sd and tuple(model_sd[k].shape) != tuple(v.shape)
+    ]
+
+
+def _mismatch_line(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str]) -> str:
+    if not (missing or unexpected or shapes):
+        return ""
+    shape_part = _count_names(shapes, "shape mismatch" if len(shapes) == 1 else "shape mismatches", "; ")
+    return f"{_count_names(missing, 'missing keys')}, {_count_names(unexpected, 'unexpected keys')}, {shape_part}"
+
+
+def load_state_dict_strict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str | Path,
+    problem: str = "weights do not match the model",
+) -> None:
+    """``model.load_state_dict(state_dict)`` (strict), with a one-line ``ValueError`` on a mismatch.
+
+    Use this wherever a checkpoint's weights are loaded into a freshly built model, instead of turning
+    torch's ``RuntimeError`` (which lists every key, often kilobytes) into the message.
+
+    Args:
+        model: the module to load into.
+        state_dict: the weights.
+        source: the file, named first in the message.
+        problem: what the mismatch means to the user, e.g. ``"checkpoint is for another EQUISeg
+            architecture"`` or ``"weights do not match the model config stored with them"``.
+
+    Raises:
+        ValueError: ``f"{source}: {problem}: N missing keys (a, b, c, ...), M unexpected keys (...),
+            S shape mismatches (k: file (..), model (..); ...)"``; nothing is loaded when shapes
+            differ (the model is half-loaded for a key-set mismatch, as with torch's strict loading).
+    """
+    own = model.state_dict()
+    if _shape_mismatches(own, state_dict):  # torch raises for these even with strict=False
+        raise ValueError(f"{source}: {problem}: {describe_state_dict_mismatch(own, state_dict)}")
+    try:
+        # strict=False and our own check: torch's strict error text is the multi-KB dump; its
+        # missing/unexpected lists also account for modules' own compatibility hooks (BatchNorm's
+        # num_batches_tracked in old files), which a plain key comparison would not
+        result = model.load_state_dict(dict(state_dict), strict=False)
+    except RuntimeError as e:  # anything else torch refuses: its first line only
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{source}: {problem}: {first}") from None
+    if result.missing_keys or result.unexpected_keys:
+        detail = _mismatch_line(result.missing_keys, result.unexpected_keys, [])
+        raise ValueError(f"{source}: {problem}: {detail}")
 
 
 _HF_RULES = [  # (legacy HF suffix pattern, original suffix); i = stage index (0-based), j = block
@@ -129,7 +250,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> tuple[list[str], list[str]]:
+def _check_shapes(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
     own = module.state_dict()
     for k, v in sd.items():
         if k in own and own[k].shape != v.shape:
@@ -137,22 +258,25 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> t
                 f"{source}: shape mismatch for '{k}': file has {tuple(v.shape)}, model expects "
                 f"{tuple(own[k].shape)} (weights for another MiT variant?)"
             )
-    result = module.load_state_dict(sd, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)
 
 
-def load_mit_weights(model: nn.Module, path: str | Path) -> LoadResult:
+def load_mit_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
     """Load ImageNet MiT weights (either format) into every MiT branch of ``model``.
 
     Args:
         model: an :class:`~equiseg.models.EQUISeg` (all branches) or a :class:`MixVisionTransformer`.
         path: ``mit_b*.pth`` (original keys) or a Hugging Face ``*.safetensors``.
+        strict: refuse a file that matches fewer than :data:`MIN_COVERAGE` (90 %) of the encoder's keys
+            (``model.pretrained_strict: false`` in a config turns this off); shapes are always checked.
 
     Returns:
-        :class:`LoadResult`; ``missing_keys`` refer to the MiT's own names.
+        :class:`LoadResult`; ``missing_keys`` refer to the MiT's own names, ``matched``/``total`` to
+        one branch (every branch receives the same tensors). Print :meth:`LoadResult.summary`.
 
     Raises:
-        ValueError: unknown format (no MiT keys), or a shape mismatch (names key and shapes).
+        ValueError: unknown format (no MiT keys), a shape mismatch (names key and shapes), or, with
+            ``strict``, too low a coverage (the summary and how to load it anyway). Nothing is loaded
+            when it raises.
     """
     sd = read_state_dict(path)
     if _is_hf(sd):
@@ -169,29 +293,45 @@ def load_mit_weights(model: nn.Module, path: str | Path) -> LoadResult:
     if isinstance(model, MixVisionTransformer):
         encoders = [model]
     elif hasattr(model, "encoders"):
-        encoders = model.encoders
+        encoders = list(model.encoders)
     else:
         raise ValueError(f"cannot load MiT weights into a {type(model).__name__}")
-    missing: list[str] = []
-    unexpected: list[str] = []
+    for enc in encoders:  # all checks before any branch is touched
+        _check_shapes(enc, sd, str(path))
+    own = encoders[0].state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    result = LoadResult(missing, unexpected, ignored, len(own) - len(missing), len(own), str(path), "mit")
+    if strict and result.coverage < MIN_COVERAGE:
+        raise ValueError(
+            f"{result.summary()}: under {100 * MIN_COVERAGE:.0f} % of the encoder's keys (wrong file?); "
+            "set model.pretrained_strict: false to load it anyway"
+        )
     for enc in encoders:
-        missing, unexpected = _load_into(enc, sd, str(path))
-    return LoadResult(missing, unexpected, ignored)
+        enc.load_state_dict(sd, strict=False)
+    return result
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> LoadResult:
-    """Load a full EQUISeg state dict strictly, or MiT weights into every branch (dispatch on keys)."""
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
+    """Load a full EQUISeg state dict strictly, or MiT weights into every branch (dispatch on keys).
+
+    Args:
+        model: the model.
+        path: a full-model state dict (checkpoint weights, ``model.safetensors`` of an export) or MiT
+            weights (see :func:`load_mit_weights`).
+        strict: for MiT weights, the coverage check of :func:`load_mit_weights`; a full state dict
+            must always match exactly.
+
+    Returns:
+        :class:`LoadResult` (``kind="full"`` for a full state dict, then ``matched == total``).
+
+    Raises:
+        ValueError: a mismatch, in one line (:func:`load_state_dict_strict`), or as
+            :func:`load_mit_weights`.
+    """
     sd = read_state_dict(path)
     if any(k.startswith(("head.linear_pred", "fusions.")) for k in sd):
-        own = model.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        if missing or unexpected:
-            raise ValueError(
-                f"{path}: checkpoint is for another EQUISeg architecture: "
-                f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-            )
-        _load_into(model, sd, str(path))
-        return LoadResult([], [], [])
-    return load_mit_weights(model, path)
+        load_state_dict_strict(model, sd, path, "checkpoint is for another EQUISeg architecture")
+        total = len(model.state_dict())
+        return LoadResult([], [], [], total, total, str(path), "full")
+    return load_mit_weights(model, path, strict=strict)

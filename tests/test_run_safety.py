@@ -1,0 +1,448 @@
+"""Runs you can trust (issue 8): the run-folder lock, refusing to replace a run, resume config checks,
+leftovers of killed writes, disk full, checkpoint-built networks, exit codes and one-line errors.
+
+Every hostile case asserts the exit code (or exception), that the message names the file or key, and
+that nothing on disk changed that should not have.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import equiseg
+from equiseg.cli import main
+from equiseg.config import load_experiment
+from equiseg.engine import load_checkpoint
+from equiseg.engine.rundir import LOCK_NAME, RunDirError, RunLock, truncate_log
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = {"name": "equiseg_b0", "embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    from equiseg.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, layout="deliver", splits={"train": 4, "val": 2}, size=(64, 64), seed=0, progress=False)
+    return root
+
+
+def tiny(root: Path, work: Path, **train) -> dict:
+    return {
+        "model": dict(TINY_MODEL),
+        "data": {
+            "root": str(root),
+            "crop_size": [64, 64],
+            "val_short_side": None,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "train": {
+            "max_iters": 2,
+            "warmup_iters": 0,
+            "lr": 1e-3,
+            "val_interval": 2,
+            "log_interval": 1,
+            "seed": 0,
+            **train,
+        },
+        "work_dir": str(work),
+    }
+
+
+def write_cfg(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = main(["--quiet", *argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def assert_one_line(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root, tmp_path_factory) -> tuple[Path, Path]:
+    """A finished 2-iteration run: (its config file, its folder)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    work = tmp / "run"
+    cfg = write_cfg(tmp / "cfg.yaml", tiny(synth_root, work))
+    equiseg.train(str(cfg), progress=False)
+    return cfg, work
+
+
+# ---------------------------------------------------------------------------------- 1. the lock
+
+
+def test_a_live_lock_refuses_a_second_run(synth_root, tmp_path, capsys):
+    work = tmp_path / "run"
+    work.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        from equiseg.engine.rundir import _process_start
+
+        time.sleep(0.2)
+        (work / LOCK_NAME).write_text(
+            json.dumps(
+                {"pid": other.pid, "host": socket.gethostname(), "process_start": _process_start(other.pid)}
+            )
+        )
+        before = snapshot(work)
+        cfg = write_cfg(tmp_path / "c.yaml", tiny(synth_root, work))
+        rc, _, err = run_cli(["train", str(cfg)], capsys)
+        assert rc == 2
+        assert_one_line(err, str(work), f"pid {other.pid}", "in use by another run")
+        assert snapshot(work) == before  # the other run's lock untouched, nothing written
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_stale_lock_is_replaced_and_released(synth_root, tmp_path):
+    work = tmp_path / "run"
+    work.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid is now (almost surely) unused
+    (work / LOCK_NAME).write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+    result = equiseg.train(load_experiment(tiny(synth_root, work)), progress=False)
+    assert result.iterations == 2 and not (work / LOCK_NAME).exists()
+
+
+def test_lock_held_during_the_run_and_reused_pid_is_stale(tmp_path):
+    lock = RunLock(tmp_path / "w").acquire()
+    info = json.loads(lock.path.read_text())
+    assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+    with pytest.raises(RunDirError, match=f"pid {os.getpid()}"):
+        RunLock(tmp_path / "w").acquire()  # this very process holds it: refused too
+    # a lock naming our pid but another process start time belongs to a dead process whose pid was reused
+    lock.path.write_text(json.dumps({**info, "process_start": -1 if info["process_start"] else None}))
+    if info["process_start"] is not None:
+        RunLock(tmp_path / "w").acquire().release()
+    lock.held = False
+    other_host = {**info, "host": "elsewhere.example"}
+    (tmp_path / "w" / LOCK_NAME).write_text(json.dumps(other_host))
+    with pytest.raises(RunDirError, match="host elsewhere.example.*delete"):
+        RunLock(tmp_path / "w").acquire()
+
+
+# ------------------------------------------------------------------------ 2. no silent replacement
+
+
+def test_training_into_a_finished_run_is_refused(trained, capsys):
+    cfg, work = trained
+    before = snapshot(work)
+    rc, _, err = run_cli(["train", str(cfg)], capsys)
+    assert rc == 2
+    assert_one_line(err, str(work), "already holds a run", "--resume", "--overwrite")
+    assert snapshot(work) == before
+
+
+def test_overwrite_moves_the_old_run_aside(synth_root, tmp_path, capsys):
+    work = tmp_path / "run"
+    cfg = write_cfg(tmp_path / "c.yaml", tiny(synth_root, work, max_iters=1, val_interval=1))
+    assert run_cli(["train", str(cfg)], capsys)[0] == 0
+    before = snapshot(work)
+    rc, out, _ = run_cli(["train", str(cfg), "--overwrite"], capsys)
+    assert rc == 0 and "moved the previous run" in out
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and snapshot(aside[0]) == before  # byte for byte, nothing deleted
+    assert (work / "last.pt").is_file()
+    rc, _, err = run_cli(["train", str(cfg), "--overwrite", "--resume"], capsys)
+    assert rc == 2 and "exclude each other" in err
+
+
+# ------------------------------------------------------------------------------ 3. resume checks
+
+
+def test_resume_refuses_unsafe_changes_and_writes_nothing(trained, capsys):
+    cfg, work = trained
+    before = snapshot(work)
+    rc, _, err = run_cli(
+        ["train", str(cfg), "--resume", "--set", "train.lr=0.1", "data.crop_size=[32,32]"], capsys
+    )
+    assert rc == 2
+    assert_one_line(err, "train.lr: checkpoint 0.001, now 0.1", "data.crop_size", "train.max_iters")
+    assert snapshot(work) == before  # config.yaml is not rewritten by a failed resume
+    rc, _, err = run_cli(["train", str(cfg), "--resume", "--set", "model.name=equiseg_b1"], capsys)
+    assert rc == 2 and "checkpoint is equiseg_b0, config asks for equiseg_b1" in err
+    assert snapshot(work) == before
+
+
+def test_resume_with_safe_changes_drops_stale_log_records_and_partial_writes(synth_root, tmp_path, capsys):
+    work = tmp_path / "run"
+    cfg = write_cfg(tmp_path / "c.yaml", tiny(synth_root, work, max_iters=4, val_interval=100))
+    assert run_cli(["train", str(cfg), "--stop-after", "2"], capsys)[0] == 0
+    # as if the run had logged iteration 3 and died writing last.pt (SIGKILL mid-write)
+    with open(work / "log.jsonl", "a") as f:
+        f.write(json.dumps({"iter": 3, "loss": 1.0}) + "\n" + '{"iter": 4, "lo')
+    junk = work / ".last.pt.0123456789ab.tmp"
+    junk.write_bytes(b"\0" * 4096)
+    rc, out, err = run_cli(
+        ["train", str(cfg), "--resume", "--set", "train.max_iters=5", "train.log_interval=1"], capsys
+    )
+    assert rc == 0, err
+    assert "removed 1 partial checkpoint file" in out and "dropped 2 log record" in out
+    assert "changed train.max_iters" in out
+    assert not junk.exists()
+    iters = [json.loads(line)["iter"] for line in (work / "log.jsonl").read_text().splitlines()]
+    train_iters = [
+        i for i, line in zip(iters, (work / "log.jsonl").read_text().splitlines()) if "loss" in line
+    ]
+    assert train_iters == [1, 2, 3, 4, 5]  # no duplicates, no gap
+    assert load_checkpoint(work / "last.pt")["iter"] == 5
+    assert yaml.safe_load((work / "config.yaml").read_text())["train"]["max_iters"] == 5
+
+
+def test_truncate_log_keeps_untagged_records(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"note": "x"}\n{"iter": 1}\n{"iter": 2, "val": {}}\n{"iter": 3}\n')
+    assert truncate_log(log, 2) == 1
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"note": "x"},
+        {"iter": 1},
+        {"iter": 2, "val": {}},
+    ]
+
+
+# ---------------------------------------------------------------------------------- 5. disk full
+
+
+def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(trained, tmp_path, monkeypatch, capsys):
+    from equiseg.engine import checkpoint as ck
+
+    _, work = trained
+    target = tmp_path / "last.pt"
+    target.write_bytes((work / "last.pt").read_bytes())
+    before = target.read_bytes()
+    real_fdopen = os.fdopen
+
+    class Full:
+        """A file that takes 1000 bytes, then fails as a full disk does."""
+
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    monkeypatch.setattr(ck.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    state = load_checkpoint(work / "last.pt")
+    with pytest.raises(ck.DiskFullError) as info:
+        ck.save_checkpoint(target, state)
+    assert (
+        str(info.value)
+        == f"no space left on device while writing {target}; the previous checkpoints are intact"
+    )
+    assert target.read_bytes() == before and not list(tmp_path.glob(".last.pt.*.tmp"))
+
+
+# ------------------------------------------------------------------- 6. the checkpoint's network
+
+
+def test_eval_refuses_a_config_that_asks_for_another_network(trained, capsys):
+    cfg, work = trained
+    ckpt = str(work / "last.pt")
+    rc, _, err = run_cli(["eval", str(cfg), "--checkpoint", ckpt, "--set", "model.residual=false"], capsys)
+    assert rc == 2
+    assert_one_line(err, "last.pt", "model.residual is False in the config but True in the checkpoint")
+    rc, _, err = run_cli(["eval", str(cfg), "--checkpoint", ckpt, "--set", "model.name=equiseg_b2"], capsys)
+    assert rc == 2
+    assert_one_line(err, "checkpoint is equiseg_b0, config asks for equiseg_b2")
+    rc, _, err = run_cli(
+        ["eval", str(cfg), "--checkpoint", ckpt, "--set", "data.modalities=[rgb,depth,event]"], capsys
+    )
+    assert rc == 2
+    assert_one_line(err, "lacks ['lidar']")
+    for command in ("robustness", "analyze"):
+        rc, _, err = run_cli([command, str(cfg), "--checkpoint", ckpt, "--set", "model.hub=mean"], capsys)
+        assert rc == 2 and "model.hub is 'mean' in the config but 'selfquery'" in err, command
+    # training-only keys do not change the evaluated network: allowed
+    a = equiseg.evaluate(str(cfg), ckpt, ["model.lambda_sgm=3"], progress=False)
+    b = equiseg.evaluate(str(cfg), ckpt, progress=False)
+    assert a["mIoU"] == b["mIoU"]
+
+
+def test_eval_reorders_modalities_by_name(trained, capsys):
+    cfg, work = trained
+    ckpt = work / "last.pt"
+    ref = equiseg.evaluate(str(cfg), ckpt, progress=False)
+    shuffled = equiseg.evaluate(str(cfg), ckpt, ["data.modalities=[lidar,event,rgb,depth]"], progress=False)
+    assert shuffled["mIoU"] == ref["mIoU"] and shuffled["per_class"] == ref["per_class"]
+    assert "matched by name" in capsys.readouterr().err
+
+
+def test_predict_and_export_build_the_checkpoints_network(synth_root, tmp_path):
+    from equiseg.engine.export import load_checkpoint_model
+
+    work = tmp_path / "run"
+    data = tiny(synth_root, work, max_iters=1, val_interval=1)
+    data["model"]["hub"] = "mean"
+    data["model"]["residual"] = False
+    equiseg.train(load_experiment(data), progress=False)
+    model = load_checkpoint_model(work / "last.pt")
+    assert model.cfg.hub == "mean" and model.cfg.residual is False
+
+
+# ------------------------------------------------------------------------ 11./12. exit codes, lines
+
+
+def test_corrupt_checkpoints_are_one_line_in_every_command(trained, tmp_path, capsys):
+    cfg, work = trained
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((work / "last.pt").read_bytes()[:5000])
+    for argv in (
+        ["eval", str(cfg), "--checkpoint", str(bad)],
+        ["robustness", str(cfg), "--checkpoint", str(bad), "--out", str(tmp_path / "r")],
+        ["analyze", str(cfg), "--checkpoint", str(bad), "--out", str(tmp_path / "a")],
+        ["predict", "--checkpoint", str(bad), "--input", f"rgb={bad}", "--out", str(tmp_path / "p")],
+        ["export", "--checkpoint", str(bad), "--format", "safetensors", "--out", str(tmp_path / "x")],
+        ["train", str(cfg), "--resume", str(bad), "--work-dir", str(tmp_path / "w")],
+    ):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 2, argv
+        assert_one_line(err, str(bad))
+    assert not (tmp_path / "w").exists()  # the failed resume left no folder behind
+
+
+def test_debug_shows_the_traceback(trained, tmp_path):
+    cfg, _ = trained
+    with pytest.raises(FileNotFoundError):
+        main(["--quiet", "--debug", "eval", str(cfg), "--checkpoint", str(tmp_path / "none.pt")])
+
+
+def test_errors_in_dataloader_workers_are_one_line(synth_root, tmp_path, capsys):
+    """A corrupt file read by a DataLoader worker: the user sees the loader's one line, not two tracebacks."""
+    root = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "lidar").rglob("*.png"))[0]
+    victim.write_bytes(b"not a png")
+    data = tiny(root, tmp_path / "run")
+    data["data"]["num_workers"] = 1
+    cfg = write_cfg(tmp_path / "c.yaml", data)
+    rc, _, err = run_cli(["train", str(cfg)], capsys)
+    assert rc == 2
+    assert_one_line(err, victim.name)
+    assert "DataLoader worker" not in err
+
+
+def test_ctrl_c_exits_130_with_the_resume_hint(synth_root, tmp_path):
+    work = tmp_path / "run"
+    cfg = write_cfg(tmp_path / "c.yaml", tiny(synth_root, work, max_iters=100000, val_interval=100000))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "equiseg", "--quiet", "train", str(cfg)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (work / "log.jsonl").is_file():
+            time.sleep(0.1)
+        while time.time() < deadline and not (work / "log.jsonl").read_text().strip():
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    n = load_checkpoint(work / "last.pt")["iter"]
+    assert f"interrupted at iteration {n}; continue with --resume" in err
+    assert "Traceback" not in err
+    assert not (work / LOCK_NAME).exists()
+
+
+# ----------------------------------------------------------------------------- 14. DDP verdict
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _poisoned_worker(rank: int, port: int, cfg: dict, out: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from equiseg.engine.train import NonFiniteLossError
+    from equiseg.models import EQUISeg
+
+    original = EQUISeg.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(self, inputs, labels, generator=None):
+        result = original(self, inputs, labels, generator)
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 2:  # only rank 1's second batch is bad
+            result.loss = result.loss * float("nan")
+        return result
+
+    EQUISeg.compute_loss = poisoned
+    try:
+        equiseg.train(load_experiment(cfg), progress=False)
+        verdict = "finished"
+    except NonFiniteLossError as e:
+        verdict = str(e)
+    Path(out, f"rank{rank}.txt").write_text(verdict)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree_on_a_non_finite_loss(synth_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    work = tmp_path / "ddp"
+    cfg = tiny(synth_root, work, max_iters=4, val_interval=100)
+    cfg["data"]["batch_size"] = 1
+    ctx = mp.spawn(_poisoned_worker, args=(_free_port(), cfg, str(tmp_path)), nprocs=2, join=False)
+    deadline = time.time() + 240
+    while not ctx.join(timeout=5):
+        assert time.time() < deadline, "ranks hung instead of stopping together"
+    v0, v1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
+    for v in (v0, v1):  # both ranks stopped at the same iteration, naming rank 1's sample
+        assert v.startswith("non-finite loss at iteration 1 "), v
+        assert "rank 1: " in v and "rank 0:" not in v and "samples " in v
+    assert load_checkpoint(work / "last.pt")["iter"] == 1
