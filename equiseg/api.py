@@ -48,13 +48,17 @@ def train(
 def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> EQUISeg:
     """The network a loaded checkpoint dict holds, built from its stored model config, weights loaded
     strictly, ``meta`` attached. ``source`` names the file in errors."""
+    if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
+        raise ValueError(f"{source}: expected 'model' (a state dict) and 'model_config' (a mapping)")
     try:
         cfg = from_dict(ModelConfig, ckpt["model_config"])
     except ValueError as e:
-        raise ValueError(f"{source}: the checkpoint's model config is not valid here ({e})") from None
+        raise ValueError(f"{source}: model_config: {e}") from None
     model = build_model(cfg)
-    load_state_dict_strict(model, ckpt["model"], source)
-    model.meta = dict(ckpt.get("meta", {}))
+    load_state_dict_strict(
+        model, ckpt["model"], source, "weights do not match the model config stored with them"
+    )
+    model.meta = dict(ckpt.get("meta") or {})
     return model
 
 

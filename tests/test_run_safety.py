@@ -446,3 +446,58 @@ def test_ddp_ranks_agree_on_a_non_finite_loss(synth_root, tmp_path):
         assert v.startswith("non-finite loss at iteration 1 "), v
         assert "rank 1: " in v and "rank 0:" not in v and "samples " in v
     assert load_checkpoint(work / "last.pt")["iter"] == 1
+
+
+# -------------------------------------------------------------------------- 8. pretrained coverage
+
+
+def test_train_prints_the_weight_report_and_refuses_a_thin_file(synth_root, tmp_path, capsys):
+    model = equiseg.create_model(
+        "equiseg_b0", num_classes=25, **{k: v for k, v in TINY_MODEL.items() if k != "name"}
+    )
+    sd = model.encoders[0].state_dict()
+    torch.save(sd, tmp_path / "mit.pth")
+    torch.save(dict(list(sd.items())[:1]), tmp_path / "thin.pth")
+    full = tiny(synth_root, tmp_path / "a", max_iters=1, val_interval=1)
+    full["model"]["pretrained"] = str(tmp_path / "mit.pth")
+    rc, out, _ = run_cli(["train", str(write_cfg(tmp_path / "a.yaml", full))], capsys)
+    assert rc == 0 and f"matched {len(sd)}/{len(sd)} encoder keys (100.0 %)" in out
+    thin = dict(full, work_dir=str(tmp_path / "b"))
+    thin["model"] = dict(full["model"], pretrained=str(tmp_path / "thin.pth"))
+    rc, _, err = run_cli(["train", str(write_cfg(tmp_path / "b.yaml", thin))], capsys)
+    assert rc == 2
+    assert_one_line(err, "thin.pth", f"matched 1/{len(sd)}", "model.pretrained_strict: false")
+    assert not (tmp_path / "b" / "last.pt").exists()
+    thin["model"]["pretrained_strict"] = False
+    assert not (tmp_path / "b").exists()  # a run that failed to start leaves no folder behind
+    rc, out, _ = run_cli(["train", str(write_cfg(tmp_path / "b.yaml", thin))], capsys)
+    assert rc == 0 and f"matched 1/{len(sd)}" in out
+
+
+def test_paths_and_devices_that_cannot_work_are_one_line(trained, tmp_path, capsys):
+    cfg, work = trained
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [
+        (["train", str(cfg), "--work-dir", str(a_file)], "is a file, expected a folder"),
+        (["eval", str(cfg), "--checkpoint", str(work)], "is a folder, expected a checkpoint file"),
+        (["synth", "--out", str(a_file), "--train", "1", "--val", "1", "--size", "32"], "is a file"),
+        (["demo", "--out", str(a_file)], "is a file"),
+        (["convert-weights", str(cfg), str(tmp_path / "o.pth")], "not a readable PyTorch weights file"),
+    ]
+    if not torch.cuda.is_available():
+        cases += [
+            (
+                ["eval", str(cfg), "--checkpoint", str(work / "last.pt"), "--set", "train.device=cuda"],
+                "no CUDA",
+            ),
+            (
+                ["train", str(cfg), "--work-dir", str(tmp_path / "g"), "--set", "train.device=cuda:0"],
+                "no CUDA",
+            ),
+        ]
+    for argv, needle in cases:
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 2, argv
+        assert_one_line(err, needle)
+    assert a_file.read_text() == "x" and not (tmp_path / "g").exists()

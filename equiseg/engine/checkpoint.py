@@ -229,6 +229,10 @@ def load_checkpoint(
         UnsafeCheckpointError: Holds objects that ``weights_only`` loading refuses.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint {path} is a folder, expected a checkpoint file (e.g. {path}/best.pt)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:

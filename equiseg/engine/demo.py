@@ -67,6 +67,8 @@ def run_demo(
     from equiseg.data.synth import generate
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, expected a folder (it is created if missing)")
     size = size or (QUICK if quick else FULL)
     times: dict[str, float] = {}
 

@@ -463,8 +463,8 @@ def load_checkpoint_model(checkpoint: PathLike, device: str | torch.device = "cp
         ValueError: an unreadable / unsafe file, a malformed ``model_config``, or weights that do not
             fit it -- one line each (:func:`~equiseg.models.weights.load_state_dict_strict`).
     """
+    from equiseg.api import model_from_checkpoint
     from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
-    from equiseg.models.weights import load_state_dict_strict
 
     if Path(checkpoint).is_dir():
         return from_pretrained(checkpoint, device)
@@ -472,15 +472,4 @@ def load_checkpoint_model(checkpoint: PathLike, device: str | torch.device = "cp
         ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
     except CheckpointError as e:  # corrupt / unsafe files: a user error with a one-line message
         raise ValueError(str(e)) from None
-    if not isinstance(ckpt["model"], Mapping) or not isinstance(ckpt["model_config"], Mapping):
-        raise ValueError(f"{checkpoint}: expected 'model' (a state dict) and 'model_config' (a mapping)")
-    try:
-        cfg = from_dict(ModelConfig, dict(ckpt["model_config"]))
-    except ValueError as e:
-        raise ValueError(f"{checkpoint}: model_config: {e}") from None
-    model = build_model(cfg)
-    load_state_dict_strict(
-        model, ckpt["model"], checkpoint, "weights do not match the model config stored with them"
-    )
-    model.meta = dict(ckpt.get("meta") or {})
-    return model.to(device).eval()
+    return model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()

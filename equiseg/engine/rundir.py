@@ -156,6 +156,10 @@ class RunLock:
         return data if isinstance(data, dict) else None
 
     def acquire(self) -> RunLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise RunDirError(
+                f"work dir {self.folder} is a file, expected a folder (it is created if missing)"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             try:

@@ -70,10 +70,34 @@ class TrainResult:
     interrupted: bool = False
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; any other name must be usable on this machine.
+
+    Raises:
+        ValueError: an unknown device string, or one this PyTorch build / machine does not have
+            (``cuda`` without CUDA, ``cuda:3`` with two GPUs, ``mps`` off Apple silicon).
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} asked for, but this PyTorch build/machine has no CUDA "
+                "(torch.cuda.is_available() is False); use device auto or cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here; use auto or cpu")
+    return device
 
 
 def _autocast(device: torch.device, amp: str):
@@ -98,6 +122,9 @@ def find_checkpoint(work_dir: Path, resume: str | bool | None) -> Path | None:
     return path
 
 
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "iter", "rng", "config", "model_config")
+
+
 def _comparable(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
     """A config dict normalised for comparison: coerced through the schema, and the model section as
     the fully resolved network (so ``lr: 1e-3`` equals ``0.001`` and a default spelled out equals the
@@ -113,13 +140,14 @@ def _comparable(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
     return out
 
 
-def _open_run(
+def _check_run(
     cfg: ExperimentConfig, work: Path, resume: str | bool | None, overwrite: bool
-) -> tuple[Path | None, list[str]]:
+) -> tuple[list[str], dict[str, Any] | None]:
     """Rank 0's start-up checks on the run folder (see :mod:`equiseg.engine.rundir`); the lock must be
-    held. Nothing is written before every check has passed. Returns the checkpoint to resume from and
-    notes to print."""
+    held. Reads only; returns notes to print and the checkpoint to resume from (loaded, or None).
+    :func:`_prepare_run` makes the changes once the data, the model and the checkpoint have loaded."""
     notes: list[str] = []
+    ckpt = None
     ckpt_path = find_checkpoint(work, resume)
     if ckpt_path is None:
         present = holds_run(work)
@@ -135,7 +163,7 @@ def _open_run(
                 f"--resume {ckpt_path}: {work} holds another run ({', '.join(holds_run(work))}); "
                 "resume into the checkpoint's own folder or an empty --work-dir"
             )
-        ckpt = load_checkpoint(ckpt_path, required_keys=("config", "model_config", "iter"))
+        ckpt = load_checkpoint(ckpt_path, required_keys=_RESUME_KEYS)
         k = int(ckpt["model_config"]["num_classes"])
         try:
             saved = _comparable(ckpt["config"], k)
@@ -147,17 +175,24 @@ def _open_run(
         changed = [c for c in changed if c != "work_dir" and not c.startswith("model.pretrained")]
         if changed:
             notes.append(f"resume: changed {', '.join(changed)} (allowed mid-run)")
-        dropped = truncate_log(work / "log.jsonl", int(ckpt["iter"]))
-        if dropped:
-            notes.append(f"resume: dropped {dropped} log record(s) written after iteration {ckpt['iter']}")
-    # --- every check passed: from here on the folder may change
-    if ckpt_path is None and overwrite and holds_run(work):
+    return notes, ckpt
+
+
+def _prepare_run(cfg: ExperimentConfig, work: Path, resume_iter: int | None, overwrite: bool) -> list[str]:
+    """Rank 0, after every check has passed: move an old run aside (``overwrite``), remove leftovers of
+    killed writes, drop log records after the resumed iteration, write ``config.yaml``. Returns notes."""
+    notes: list[str] = []
+    if resume_iter is None and overwrite and holds_run(work):
         notes.append(f"moved the previous run in {work} to {move_run_aside(work)}")
     n, size = remove_partial_writes(work)
     if n:
         notes.append(f"removed {n} partial checkpoint file(s) ({size / 2**20:.1f} MB) left by killed writes")
+    if resume_iter is not None:
+        dropped = truncate_log(work / "log.jsonl", resume_iter)
+        if dropped:
+            notes.append(f"resume: dropped {dropped} log record(s) written after iteration {resume_iter}")
     save_yaml(cfg, work / "config.yaml")
-    return ckpt_path, notes
+    return notes
 
 
 def train(
@@ -195,29 +230,26 @@ def train(
     main = dist.is_main
     interrupt = None
     lock = RunLock(work)
+    existed, started = work.exists(), False
     try:
         if resume not in (None, False) and overwrite:
             raise RunDirError("--resume and --overwrite exclude each other: continue the run, or replace it")
         # Rank 0 checks the folder (under its lock) before anything is written; every rank follows.
         error: Exception | None = None
-        notes: list[str] = []
+        ckpt = None
         if main:
-            existed = work.exists()
             try:
                 lock.acquire()
-                _, notes = _open_run(cfg, work, resume, overwrite)
+                notes, ckpt = _check_run(cfg, work, resume, overwrite)
+                for note in notes:
+                    print(note, flush=True)
             except Exception as e:  # re-raised below, after the other ranks have heard of it
                 error = e
-                lock.release()
-                if not existed and work.is_dir() and not any(work.iterdir()):
-                    work.rmdir()  # a failed start leaves no trace
         verdict = broadcast_error(None if error is None else str(error))
         if error is not None:
             raise error
         if verdict is not None:
             raise RunDirError(verdict)
-        for note in notes:
-            print(note, flush=True)
         resuming = resume not in (None, False)
         if tcfg.amp != "none" and device.type != "cuda":
             warnings.warn(f"train.amp={tcfg.amp} ignored on {device.type}: training in fp32", stacklevel=2)
@@ -268,9 +300,8 @@ def train(
         it, best, last_metrics = 0, -1.0, None
         ckpt_path = find_checkpoint(work, resume)
         if ckpt_path is not None:
-            ckpt = load_checkpoint(
-                ckpt_path, required_keys=("model", "optimizer", "scheduler", "iter", "rng")
-            )
+            if ckpt is None:  # ranks > 0 (rank 0 loaded and checked it above)
+                ckpt = load_checkpoint(ckpt_path, required_keys=_RESUME_KEYS)
             load_state_dict_strict(model, ckpt["model"], f"--resume {ckpt_path}")
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
@@ -284,6 +315,12 @@ def train(
             if isinstance(rng, list):  # one state per rank
                 rng = rng[dist.rank] if dist.rank < len(rng) else rng[0]
             restore_rng_state(rng, generators={"sgm": sgm_gen, "loader": loader_gen})
+            ckpt = None  # its tensors were copied into the model and optimizer: free them
+        # Data, model, weights and checkpoint all loaded: only now does the run folder change.
+        if main:
+            for note in _prepare_run(cfg, work, it if ckpt_path is not None else None, overwrite):
+                print(note, flush=True)
+            started = True
 
         def state(iteration: int) -> dict[str, Any]:
             return {
@@ -453,6 +490,8 @@ def train(
         if interrupt is not None:
             interrupt.restore()
         lock.release()
+        if main and not started and not existed and work.is_dir() and not any(work.iterdir()):
+            work.rmdir()  # a run that failed to start leaves no trace
         cleanup()
 
 

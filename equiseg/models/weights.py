@@ -238,10 +238,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+    from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
+
+    try:  # weights_only loading with the checkpoint reader's one-line reasons (corrupt / unsafe / not torch)
+        obj = load_checkpoint(path, map_location="cpu")
+    except CheckpointError as e:
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({e})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

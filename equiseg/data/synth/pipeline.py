@@ -346,6 +346,8 @@ def generate(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"--out {out_dir} is a file, expected a folder (it is created if missing)")
     splits = dict(splits) if splits is not None else {"train": 200, "val": 50}
     for name, count in splits.items():
         if name not in SPLITS:
