@@ -329,6 +329,11 @@ class ModelConfig:
     The CMTB and SGM switches are the ablations of the paper's Tab. 2 and Tab. 3.
     """
 
+    # --- which network: the architecture class (registry.register_architecture) and, for the peers,
+    # whether to reproduce the released code's behaviour exactly, defects included (SPEC §7/§8)
+    arch: str = "equiseg"
+    reference_compat: bool = False
+
     # --- task
     num_classes: int = 25
     modalities: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
@@ -354,6 +359,10 @@ class ModelConfig:
     cross_attention: bool = True
     residual: bool = True
     ppx_layer_scale: float = 1e-2
+    # PPX blocks per stage and their MLP ratios: the paper does not say; one block per stage and
+    # CMNeXt's ratios (8, 8, 4, 4) by default (SPEC §1.3). CMNeXt itself stacks depths[s] blocks.
+    ppx_depths: tuple[int, ...] = (1, 1, 1, 1)
+    ppx_mlp_ratios: tuple[float, ...] = (8.0, 8.0, 4.0, 4.0)
 
     # --- head (SPEC §1.4)
     decoder_dim: int = 256
@@ -369,7 +378,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         n = len(self.embed_dims)
-        for name in ("depths", "num_heads", "sr_ratios"):
+        for name in ("depths", "num_heads", "sr_ratios", "ppx_depths", "ppx_mlp_ratios"):
             if len(getattr(self, name)) != n:
                 raise ValueError(
                     f"{name} has {len(getattr(self, name))} entries, expected {n} (one per stage)"

@@ -331,7 +331,7 @@ def test_config_yaml_round_trip(tmp_path):
 
 
 def test_box_mean_equals_avg_pool():
-    from equiseg.models.fusion import box_mean
+    from equiseg.models.modules.ppx import box_mean
 
     x = torch.randn(2, 3, 13, 9)
     for k in (3, 7, 11):

@@ -51,7 +51,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from equiseg.models.equiseg import MIN_INPUT_SIZE
+from equiseg.models.base import MIN_INPUT_SIZE
 
 InferenceMode = Literal["whole", "slide"]
 INFERENCE_MODES: tuple[str, ...] = ("whole", "slide")

@@ -1,11 +1,21 @@
-"""EQUISeg models: MiT backbone, CMTB fusion, SegFormer head, SGM loss, registry, weight loading."""
+"""Models, laid out like timm: ``backbones/`` (MiT), ``modules/`` (hub, PPX, CMTB, heads ...: each
+once), one file per architecture (``equiseg.py`` ...), the common interface (``base.py``), the registry,
+and weight loading."""
 
-from .equiseg import EQUISeg, LossOutput
-from .fusion import CMTB, PPX, SelfQueryHub
-from .head import SegFormerHead
+from .backbones import MixVisionTransformer
+from .base import LossOutput, SegModel
+from .equiseg import EQUISeg
 from .losses import cross_entropy, ohem_cross_entropy
-from .mit import MixVisionTransformer
-from .registry import build_model, create_model, list_models, model_config, register_model
+from .modules import CMTB, PPX, SegFormerHead, SelfQueryHub
+from .registry import (
+    build_model,
+    create_model,
+    list_architectures,
+    list_models,
+    model_config,
+    register_architecture,
+    register_model,
+)
 from .sgm import class_prototypes, sgm_loss
 from .weights import (
     MIN_COVERAGE,
@@ -27,6 +37,7 @@ __all__ = [
     "MixVisionTransformer",
     "PPX",
     "SegFormerHead",
+    "SegModel",
     "SelfQueryHub",
     "build_model",
     "class_prototypes",
@@ -34,6 +45,7 @@ __all__ = [
     "create_model",
     "cross_entropy",
     "describe_state_dict_mismatch",
+    "list_architectures",
     "list_models",
     "load_mit_weights",
     "load_pretrained",
@@ -41,6 +53,7 @@ __all__ = [
     "model_config",
     "ohem_cross_entropy",
     "read_state_dict",
+    "register_architecture",
     "register_model",
     "sgm_loss",
 ]

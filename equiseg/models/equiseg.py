@@ -15,9 +15,6 @@ zero-filled tensors are ordinary inputs and work unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,55 +22,25 @@ from torch import nn
 from equiseg.config import ModelConfig
 from equiseg.layers import init_weights
 
-from .fusion import CMTB
-from .head import SegFormerHead
-from .losses import cross_entropy, ohem_cross_entropy
-from .mit import MixVisionTransformer
+from .backbones import MixVisionTransformer, mit_kwargs
+from .base import MIN_INPUT_SIZE, Inputs, LossOutput, SegModel
+from .modules import CMTB, SegFormerHead
+from .registry import register_architecture, register_mit_variants, segformer_decoder_dim
 from .sgm import sgm_loss
 
-MIN_INPUT_SIZE = 32  # below this the stride-32 stage / spatial reductions run out of pixels
-
-Inputs = Sequence[torch.Tensor | None]
+__all__ = ["EQUISeg", "LossOutput", "MIN_INPUT_SIZE"]
 
 
-@dataclass
-class LossOutput:
-    """What :meth:`EQUISeg.compute_loss` returns. ``loss = loss_ce + lambda_sgm * loss_sgm`` (Eq. 8)."""
-
-    loss: torch.Tensor
-    loss_ce: torch.Tensor
-    loss_sgm: torch.Tensor
-    logits: torch.Tensor
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        """The scalar terms, detached, for logging."""
-        return {
-            "loss": self.loss.detach(),
-            "loss_ce": self.loss_ce.detach(),
-            "loss_sgm": self.loss_sgm.detach(),
-        }
-
-
-class EQUISeg(nn.Module):
+@register_architecture("equiseg")
+class EQUISeg(SegModel):
     """EQUISeg built from a :class:`~equiseg.config.ModelConfig` (see :func:`equiseg.create_model`)."""
 
+    has_modality_features = True
+
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.modalities = tuple(cfg.modalities)
-        self.num_modalities = n = len(self.modalities)
-        mit_kw = dict(
-            embed_dims=cfg.embed_dims,
-            depths=cfg.depths,
-            num_heads=cfg.num_heads,
-            sr_ratios=cfg.sr_ratios,
-            mlp_ratio=cfg.mlp_ratio,
-            qkv_bias=cfg.qkv_bias,
-            drop_rate=cfg.drop_rate,
-            attn_drop_rate=cfg.attn_drop_rate,
-            drop_path_rate=cfg.drop_path_rate,
-            ln_eps=cfg.ln_eps,
-        )
+        super().__init__(cfg)
+        n = self.num_modalities
+        mit_kw = mit_kwargs(cfg)
         if cfg.share_encoder:
             self.backbone = MixVisionTransformer(**mit_kw)
         else:
@@ -94,15 +61,16 @@ class EQUISeg(nn.Module):
                         residual=cfg.residual,
                         qkv_bias=cfg.qkv_bias,
                         ppx_layer_scale=cfg.ppx_layer_scale,
+                        ppx_depth=cfg.ppx_depths[s],
+                        ppx_mlp_ratio=cfg.ppx_mlp_ratios[s],
                     )
                     for s in range(4)
                 ]
             )
             self.fusions.apply(init_weights)
             for m in self.fusions.modules():  # init_weights resets every parameter; restore layer-scale
-                if hasattr(m, "layer_scale_init"):
-                    nn.init.constant_(m.layer_scale1, m.layer_scale_init)
-                    nn.init.constant_(m.layer_scale2, m.layer_scale_init)
+                if hasattr(m, "reset_layer_scale"):
+                    m.reset_layer_scale()
         self.head = SegFormerHead(cfg.embed_dims, cfg.decoder_dim, cfg.num_classes, cfg.head_dropout)
         self.head.apply(init_weights)
 
@@ -111,51 +79,6 @@ class EQUISeg(nn.Module):
     def encoders(self) -> list[MixVisionTransformer]:
         """The MiT branch(es): one shared module, or one per modality."""
         return [self.backbone] if self.cfg.share_encoder else list(self.backbones)
-
-    def _prepare(self, inputs: Inputs) -> tuple[torch.Tensor, list[int]]:
-        """Validate ``inputs`` and stack the present ones: ``(P·B)×3×H×W`` and their modality indices."""
-        names = ", ".join(self.modalities)
-        if not isinstance(inputs, (list, tuple)):
-            raise ValueError(
-                f"inputs must be a list of {self.num_modalities} tensors ({names}), got {type(inputs).__name__}"
-            )
-        if len(inputs) != self.num_modalities:
-            raise ValueError(
-                f"expected {self.num_modalities} inputs ({names}) in that order, got {len(inputs)}; "
-                "pass None for a missing modality"
-            )
-        present, ref = [], None
-        for i, x in enumerate(inputs):
-            if x is None:
-                continue
-            name = self.modalities[i]
-            if not isinstance(x, torch.Tensor):
-                raise ValueError(f"input '{name}' must be a tensor or None, got {type(x).__name__}")
-            if x.ndim != 4 or x.shape[1] != 3:
-                raise ValueError(
-                    f"input '{name}' must have shape B×3×H×W (every modality is 3-channel), got {tuple(x.shape)}"
-                )
-            if not x.is_floating_point():
-                raise ValueError(f"input '{name}' must be a normalised float tensor, got dtype {x.dtype}")
-            if ref is None:
-                ref = (self.modalities[i], x.shape)
-                if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-                    raise ValueError(
-                        f"input '{name}' is {x.shape[-2]}×{x.shape[-1]}; "
-                        f"inputs must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
-                    )
-            elif x.shape != ref[1]:
-                raise ValueError(
-                    f"input '{name}' has shape {tuple(x.shape)} but '{ref[0]}' has {tuple(ref[1])}; "
-                    "all modalities must share batch size and H×W"
-                )
-            present.append(i)
-        if not present:
-            raise ValueError(
-                f"all {self.num_modalities} modalities ({names}) are None; at least one is needed"
-            )
-        x = torch.cat([inputs[i] for i in present], dim=0) if len(present) > 1 else inputs[present[0]]
-        return x, present
 
     def _encode(self, x: torch.Tensor, present: list[int]) -> list[torch.Tensor]:
         """Run the four stages on ``(P·B)×3×H×W`` -> per stage ``P×B×C_s×h_s×w_s``."""
@@ -196,20 +119,10 @@ class EQUISeg(nn.Module):
     def encode(self, inputs: Inputs) -> list[torch.Tensor]:
         """The four stage outputs, each ``P×B×C_s×h_s×w_s`` (modality first; P = present modalities,
         in model order -- all N when none is None)."""
-        x, present = self._prepare(inputs)
+        x, present = self.prepare(inputs)
         return self._encode(x, present)
 
-    def forward(
-        self, inputs: Inputs, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor | LossOutput:
-        """``inputs``: N tensors ``B×3×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``.
-
-        With ``labels`` it returns :meth:`compute_loss`'s :class:`LossOutput` instead, so a training step
-        can go through a wrapper's ``forward`` (DDP arms its gradient hooks there).
-        """
-        if labels is not None:
-            return self.compute_loss(inputs, labels, generator)
-        x, present = self._prepare(inputs)
+    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
         return self._decode(self._encode(x, present), x.shape[-2:])
 
     def compute_loss(
@@ -222,21 +135,12 @@ class EQUISeg(nn.Module):
             labels: ``B×H×W`` int64, ``ignore_index`` (255) for unlabelled pixels.
             generator: seeds the SGM's random teacher/student pairing (None: torch's global RNG).
         """
-        x, present = self._prepare(inputs)
-        B, H, W = x.shape[0] // len(present), x.shape[-2], x.shape[-1]
-        if labels.shape != (B, H, W):
-            raise ValueError(
-                f"labels must have shape {(B, H, W)} (B×H×W of the inputs), got {tuple(labels.shape)}"
-            )
-        if labels.dtype != torch.long:
-            raise ValueError(f"labels must be int64, got {labels.dtype}")
+        x, present = self.prepare(inputs)
+        self.check_labels(x, present, labels)
         feats = self._encode(x, present)
-        logits = self._decode(feats, (H, W))
+        logits = self._decode(feats, x.shape[-2:])
         cfg = self.cfg
-        if cfg.loss == "ohem":
-            loss_ce = ohem_cross_entropy(logits, labels, cfg.ignore_index, cfg.ohem_thresh)
-        else:
-            loss_ce = cross_entropy(logits, labels, cfg.ignore_index)
+        loss_ce = self.segmentation_loss(logits, labels)
         if cfg.sgm and len(present) > 1:
             loss_sgm = sgm_loss(
                 feats,
@@ -250,3 +154,8 @@ class EQUISeg(nn.Module):
         else:
             loss_sgm = loss_ce.new_zeros(())
         return LossOutput(loss_ce + cfg.lambda_sgm * loss_sgm, loss_ce, loss_sgm, logits)
+
+
+# equiseg_b0 ... equiseg_b5. SegFormer's head widths (256 for B0/B1, 768 for B2+); CMNeXt's DeLiVER
+# config uses 512 for B2 (override decoder_dim=512).
+register_mit_variants("equiseg", "equiseg", segformer_decoder_dim)

@@ -1,8 +1,10 @@
 """Model registry: ``create_model("equiseg_b0", num_classes=25, modalities=[...], pretrained=...)``.
 
-Each variant is a registered function that only fills in the MiT configuration (SPEC §1.1), like
-timm's ``@register_model``; everything else comes from :class:`~equiseg.config.ModelConfig` defaults
-and the caller's overrides.
+Two levels, like timm: an *architecture* is a :class:`~equiseg.models.base.SegModel` subclass registered
+under a name (``@register_architecture("equiseg")``), and a *model* (variant) is a registered function
+that fills in the MiT configuration (SPEC §1.1) and the architecture's name (``arch``); everything else
+comes from :class:`~equiseg.config.ModelConfig` defaults and the caller's overrides. A model config
+carries ``arch``, so a checkpoint's stored config rebuilds the right class.
 """
 
 from __future__ import annotations
@@ -13,52 +15,70 @@ from typing import Any
 
 from equiseg.config import ModelConfig, from_dict, suggest
 
-from .equiseg import EQUISeg
+from .base import SegModel
 
 _MODELS: dict[str, Callable[[], dict[str, Any]]] = {}
+_ARCHS: dict[str, type[SegModel]] = {}
 
 
-def register_model(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    _MODELS[fn.__name__] = fn
+def register_architecture(name: str) -> Callable[[type[SegModel]], type[SegModel]]:
+    """Class decorator: ``ModelConfig(arch=name)`` builds this class."""
+
+    def wrap(cls: type[SegModel]) -> type[SegModel]:
+        _ARCHS[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_architectures() -> list[str]:
+    _import_architectures()
+    return sorted(_ARCHS)
+
+
+def _import_architectures() -> None:
+    """Import the architecture modules (each registers itself)."""
+    from . import equiseg  # noqa: F401
+
+
+def register_model(fn: Callable[[], dict[str, Any]], name: str | None = None) -> Callable[[], dict[str, Any]]:
+    """Register a variant: ``fn()`` returns the :class:`ModelConfig` fields it fixes (incl. ``arch``)."""
+    _MODELS[name or fn.__name__] = fn
     return fn
 
 
+def register_mit_variants(
+    prefix: str, arch: str, decoder_dim: Callable[[str], int], **fields: Any
+) -> list[str]:
+    """Register ``{prefix}_b0`` ... ``{prefix}_b5``: the six MiT sizes with ``arch``, the head width
+    ``decoder_dim(size)`` and any further fixed ``fields`` (a callable value is called with the size)."""
+    from .backbones import MIT_VARIANTS
+
+    names = []
+    for size, mit in MIT_VARIANTS.items():
+
+        def variant(size: str = size, mit: dict = mit) -> dict[str, Any]:
+            extra = {k: (v(size) if callable(v) else v) for k, v in fields.items()}
+            return dict(arch=arch, **mit, decoder_dim=decoder_dim(size), **extra)
+
+        names.append(f"{prefix}_{size}")
+        register_model(variant, names[-1])
+    return names
+
+
+def segformer_decoder_dim(size: str) -> int:
+    """SegFormer's head width: 256 for B0/B1, 768 for B2-B5."""
+    return 256 if size in ("b0", "b1") else 768
+
+
+def peer_decoder_dim(size: str) -> int:
+    """CMNeXt / CMX / StitchFusion's head width: 256 for B0/B1, 512 for B2-B5."""
+    return 256 if size in ("b0", "b1") else 512
+
+
 def list_models() -> list[str]:
+    _import_architectures()
     return sorted(_MODELS)
-
-
-_B1_PLUS = dict(embed_dims=(64, 128, 320, 512))
-
-
-@register_model
-def equiseg_b0() -> dict[str, Any]:
-    return dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_dim=256)
-
-
-@register_model
-def equiseg_b1() -> dict[str, Any]:
-    return dict(**_B1_PLUS, depths=(2, 2, 2, 2), decoder_dim=256)
-
-
-@register_model
-def equiseg_b2() -> dict[str, Any]:
-    # SegFormer-B2's head uses 768; CMNeXt's DeLiVER config uses 512 (override decoder_dim=512).
-    return dict(**_B1_PLUS, depths=(3, 4, 6, 3), decoder_dim=768)
-
-
-@register_model
-def equiseg_b3() -> dict[str, Any]:
-    return dict(**_B1_PLUS, depths=(3, 4, 18, 3), decoder_dim=768)
-
-
-@register_model
-def equiseg_b4() -> dict[str, Any]:
-    return dict(**_B1_PLUS, depths=(3, 8, 27, 3), decoder_dim=768)
-
-
-@register_model
-def equiseg_b5() -> dict[str, Any]:
-    return dict(**_B1_PLUS, depths=(3, 6, 40, 3), decoder_dim=768)
 
 
 def model_config(
@@ -68,6 +88,7 @@ def model_config(
     **overrides: Any,
 ) -> ModelConfig:
     """The :class:`ModelConfig` of a registered variant with ``overrides`` applied (validated)."""
+    _import_architectures()
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; choose from {', '.join(list_models())}")
     if isinstance(modalities, str):
@@ -79,13 +100,23 @@ def model_config(
         if key not in valid:
             raise ValueError(f"unknown override '{key}' for model '{name}'{suggest(key, valid)}")
     data.update(overrides)
-    return from_dict(ModelConfig, data)
+    cfg = from_dict(ModelConfig, data)
+    architecture(cfg.arch)  # validates the name
+    return cfg
+
+
+def architecture(name: str) -> type[SegModel]:
+    """The class registered as ``name``."""
+    _import_architectures()
+    if name not in _ARCHS:
+        raise ValueError(f"unknown architecture '{name}'; choose from {', '.join(sorted(_ARCHS))}")
+    return _ARCHS[name]
 
 
 def build_model(
     cfg: ModelConfig, pretrained: str | Path | None = None, pretrained_strict: bool = True
-) -> EQUISeg:
-    """Instantiate EQUISeg from a config; optionally load MiT or full-model weights (see weights.py).
+) -> SegModel:
+    """Instantiate ``cfg.arch`` from a config; optionally load MiT or full-model weights (weights.py).
 
     Args:
         cfg: the model configuration.
@@ -97,7 +128,7 @@ def build_model(
         The model; ``model.pretrained_report`` is the :class:`~equiseg.models.weights.LoadResult` of the
         weights (print its ``summary()``), or None without ``pretrained``.
     """
-    model = EQUISeg(cfg)
+    model = architecture(cfg.arch)(cfg)
     model.pretrained_report = None
     if pretrained is not None:
         from .weights import load_pretrained
@@ -113,11 +144,11 @@ def create_model(
     pretrained: str | Path | None = None,
     pretrained_strict: bool = True,
     **overrides: Any,
-) -> EQUISeg:
-    """Build a registered EQUISeg variant.
+) -> SegModel:
+    """Build a registered model (``list_models()``).
 
     Args:
-        name: ``equiseg_b0`` ... ``equiseg_b5``.
+        name: ``equiseg_b0`` ... ``equiseg_b5``, or a peer (``segformer_b0``, ``cmnext_b2`` ...).
         num_classes: K (25 for DeLiVER, 19 for MUSES).
         modalities: names of the N inputs, in the order ``forward`` expects them.
         pretrained: path to ImageNet MiT weights (``mit_b*.pth`` or Hugging Face ``model.safetensors``),

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .mit import MixVisionTransformer
+from .backbones import MixVisionTransformer
 
 MIN_COVERAGE = 0.9  # strict loading refuses a file matching fewer of the encoder's (or model's) keys
 _SHOWN = 3  # names shown per list in one-line reports
@@ -311,6 +311,11 @@ def load_mit_weights(model: nn.Module, path: str | Path, strict: bool = True) ->
         )
     for enc in encoders:
         enc.load_state_dict(sd, strict=False)
+    # Architectures whose other branches are not MiTs but start from MiT parts (e.g. CMNeXt's auxiliary
+    # patch embeddings, which its release leaves random) take what they need from the same tensors.
+    extra = getattr(model, "init_from_mit", None)
+    if callable(extra):
+        extra(sd)
     return result
 
 

@@ -13,11 +13,39 @@ plain SegFormer encoder.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from equiseg.layers import DropPath, MixFFN, OverlapPatchEmbed, SRAttention, init_weights
+
+# The six MiT sizes (SPEC §1.1); heads 1, 2, 5, 8 and sr ratios 8, 4, 2, 1 for all.
+MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
+    "b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2)),
+    "b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 6, 3)),
+    "b3": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 18, 3)),
+    "b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
+    "b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+}
+
+
+def mit_kwargs(cfg: Any) -> dict[str, Any]:
+    """The :class:`MixVisionTransformer` arguments of a :class:`~equiseg.config.ModelConfig` (every
+    architecture builds its MiT(s) from the same fields)."""
+    return dict(
+        embed_dims=cfg.embed_dims,
+        depths=cfg.depths,
+        num_heads=cfg.num_heads,
+        sr_ratios=cfg.sr_ratios,
+        mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias,
+        drop_rate=cfg.drop_rate,
+        attn_drop_rate=cfg.attn_drop_rate,
+        drop_path_rate=cfg.drop_path_rate,
+        ln_eps=cfg.ln_eps,
+    )
 
 
 class Block(nn.Module):

@@ -1,0 +1,171 @@
+"""What every architecture of equiseg shares (EQUISeg and its peers): one calling convention.
+
+* ``model(inputs)`` -- ``inputs`` is a list of N tensors ``B×3×H×W`` in the order of ``model.modalities``,
+  ``None`` for an absent modality (each architecture documents how it handles one) -> logits
+  ``B×K×H×W`` at the input size.
+* ``model(inputs, labels=..., generator=...)`` / ``model.compute_loss(inputs, labels, generator)`` ->
+  :class:`LossOutput` with the method's own training losses (a training step goes through ``forward``
+  so that a DDP wrapper arms its gradient hooks).
+* ``model.encode(inputs)`` -- per-modality stage features ``P×B×C_s×h_s×w_s`` where the architecture has
+  them (``model.has_modality_features``), for the modality-contribution analysis.
+* ``model.encoders`` -- the MiT module(s) that ImageNet weights initialise (every branch).
+* ``model.cfg`` -- the :class:`~equiseg.config.ModelConfig` it was built from (``arch`` names the class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from equiseg.config import ModelConfig
+
+from .losses import cross_entropy, ohem_cross_entropy
+
+MIN_INPUT_SIZE = 32  # below this the stride-32 stage / spatial reductions run out of pixels
+
+Inputs = Sequence[torch.Tensor | None]
+
+
+@dataclass
+class LossOutput:
+    """What ``compute_loss`` returns: ``loss`` is the total that is back-propagated.
+
+    ``loss_ce`` is the segmentation loss (CE or OHEM CE); ``loss_sgm`` EQUISeg's SGM term before λ (0 for
+    the peers); ``terms`` the method's other loss terms *before* their weights (e.g. MAGIC's consistency
+    losses), by name; ``logits`` the training logits at the input size.
+    """
+
+    loss: torch.Tensor
+    loss_ce: torch.Tensor
+    loss_sgm: torch.Tensor
+    logits: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """The scalar terms, detached, for logging."""
+        return {
+            "loss": self.loss.detach(),
+            "loss_ce": self.loss_ce.detach(),
+            "loss_sgm": self.loss_sgm.detach(),
+            **{k: v.detach() for k, v in self.terms.items()},
+        }
+
+
+class SegModel(nn.Module):
+    """Base class of every architecture: input validation, the forward/loss dispatch, the CE loss.
+
+    Subclasses implement :meth:`forward_logits` (present inputs stacked ``(P·B)×3×H×W`` -> logits at the
+    input size) and usually override :meth:`compute_loss` to add their own training losses.
+    """
+
+    has_modality_features = False  # True where encode() returns per-modality stage features
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.modalities = tuple(cfg.modalities)
+        self.num_modalities = len(self.modalities)
+
+    @property
+    def encoders(self) -> list[nn.Module]:
+        """The MiT module(s) ImageNet weights are loaded into (each gets the same tensors). An
+        architecture with non-MiT branches built from MiT parts also defines ``init_from_mit(sd)``,
+        called with the same (original-layout) state dict after the encoders are loaded."""
+        return []
+
+    # --- inputs ------------------------------------------------------------------------------------
+    def prepare(self, inputs: Inputs) -> tuple[torch.Tensor, list[int]]:
+        """Validate ``inputs`` and stack the present ones: ``(P·B)×3×H×W`` and their modality indices."""
+        names = ", ".join(self.modalities)
+        if not isinstance(inputs, (list, tuple)):
+            raise ValueError(
+                f"inputs must be a list of {self.num_modalities} tensors ({names}), got {type(inputs).__name__}"
+            )
+        if len(inputs) != self.num_modalities:
+            raise ValueError(
+                f"expected {self.num_modalities} inputs ({names}) in that order, got {len(inputs)}; "
+                "pass None for a missing modality"
+            )
+        present, ref = [], None
+        for i, x in enumerate(inputs):
+            if x is None:
+                continue
+            name = self.modalities[i]
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(f"input '{name}' must be a tensor or None, got {type(x).__name__}")
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise ValueError(
+                    f"input '{name}' must have shape B×3×H×W (every modality is 3-channel), got {tuple(x.shape)}"
+                )
+            if not x.is_floating_point():
+                raise ValueError(f"input '{name}' must be a normalised float tensor, got dtype {x.dtype}")
+            if ref is None:
+                ref = (self.modalities[i], x.shape)
+                if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+                    raise ValueError(
+                        f"input '{name}' is {x.shape[-2]}×{x.shape[-1]}; "
+                        f"inputs must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
+                    )
+            elif x.shape != ref[1]:
+                raise ValueError(
+                    f"input '{name}' has shape {tuple(x.shape)} but '{ref[0]}' has {tuple(ref[1])}; "
+                    "all modalities must share batch size and H×W"
+                )
+            present.append(i)
+        if not present:
+            raise ValueError(
+                f"all {self.num_modalities} modalities ({names}) are None; at least one is needed"
+            )
+        x = torch.cat([inputs[i] for i in present], dim=0) if len(present) > 1 else inputs[present[0]]
+        return x, present
+
+    def check_labels(self, x: torch.Tensor, present: list[int], labels: torch.Tensor) -> None:
+        B, H, W = x.shape[0] // len(present), x.shape[-2], x.shape[-1]
+        if labels.shape != (B, H, W):
+            raise ValueError(
+                f"labels must have shape {(B, H, W)} (B×H×W of the inputs), got {tuple(labels.shape)}"
+            )
+        if labels.dtype != torch.long:
+            raise ValueError(f"labels must be int64, got {labels.dtype}")
+
+    # --- the interface -----------------------------------------------------------------------------
+    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
+        """Stacked present inputs ``(P·B)×3×H×W`` -> logits ``B×K×H×W`` (subclasses)."""
+        raise TypeError(f"{type(self).__name__} does not implement forward_logits")
+
+    def encode(self, inputs: Inputs) -> list[torch.Tensor]:
+        """Per-modality stage features, each ``P×B×C_s×h_s×w_s`` (where ``has_modality_features``)."""
+        raise TypeError(f"{type(self).__name__} has no per-modality stage features to encode")
+
+    def forward(
+        self, inputs: Inputs, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor | LossOutput:
+        """``inputs``: N tensors ``B×3×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``.
+
+        With ``labels`` it returns :meth:`compute_loss`'s :class:`LossOutput` instead, so a training step
+        can go through a wrapper's ``forward`` (DDP arms its gradient hooks there).
+        """
+        if labels is not None:
+            return self.compute_loss(inputs, labels, generator)
+        x, present = self.prepare(inputs)
+        return self.forward_logits(x, present)
+
+    def segmentation_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CE or OHEM CE (``cfg.loss``) over the non-ignored pixels."""
+        cfg = self.cfg
+        if cfg.loss == "ohem":
+            return ohem_cross_entropy(logits, labels, cfg.ignore_index, cfg.ohem_thresh)
+        return cross_entropy(logits, labels, cfg.ignore_index)
+
+    def compute_loss(
+        self, inputs: Inputs, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """Forward + the segmentation loss (architectures with more training losses override this)."""
+        x, present = self.prepare(inputs)
+        self.check_labels(x, present, labels)
+        logits = self.forward_logits(x, present)
+        ce = self.segmentation_loss(logits, labels)
+        return LossOutput(ce, ce, ce.new_zeros(()), logits)
