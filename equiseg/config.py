@@ -376,6 +376,8 @@ class ModelConfig:
     pairing: typing.Literal["random", "cosine"] = "random"
     lambda_sgm: float = 60.0
 
+    # --- peers (SPEC §8): each architecture's own fields, one block per architecture, below this line
+
     def __post_init__(self) -> None:
         n = len(self.embed_dims)
         for name in ("depths", "num_heads", "sr_ratios", "ppx_depths", "ppx_mlp_ratios"):

@@ -6,6 +6,7 @@ from .backbones import MixVisionTransformer
 from .base import LossOutput, SegModel
 from .equiseg import EQUISeg
 from .losses import cross_entropy, ohem_cross_entropy
+from .reference import ReferenceLoad, load_reference_checkpoint
 from .modules import CMTB, PPX, SegFormerHead, SelfQueryHub
 from .registry import (
     build_model,
@@ -36,6 +37,7 @@ __all__ = [
     "LossOutput",
     "MixVisionTransformer",
     "PPX",
+    "ReferenceLoad",
     "SegFormerHead",
     "SegModel",
     "SelfQueryHub",
@@ -49,6 +51,7 @@ __all__ = [
     "list_models",
     "load_mit_weights",
     "load_pretrained",
+    "load_reference_checkpoint",
     "load_state_dict_strict",
     "model_config",
     "ohem_cross_entropy",

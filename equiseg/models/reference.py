@@ -1,0 +1,118 @@
+"""Released checkpoints of the public methods (CMNeXt, CMX, StitchFusion) in equiseg's models.
+
+A release is a full-model ``state_dict`` in the public code's names (``backbone.*``, ``decode_head.*``).
+:func:`load_reference_checkpoint` maps every key to the equivalent equiseg model's name *strictly*: a key
+no rule maps, a model key nothing fills, or a shape that differs is an error naming the first few --
+never the public benchmark scripts' ``strict=False``. Each architecture that has a public release
+implements ``reference_state_dict(sd) -> sd`` (usually with :func:`map_state_dict` and a rule table).
+
+The released weights were trained with the public code's defects (CMNeXt's auxiliary reshape,
+StitchFusion's list alias), so they score as published only in a model built with
+``reference_compat=True``; :func:`load_reference_checkpoint` warns when it is not.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .weights import load_state_dict_strict, read_state_dict
+
+__all__ = ["ReferenceLoad", "is_reference_state_dict", "load_reference_checkpoint", "map_state_dict"]
+
+Rule = tuple[str, str | Callable[[re.Match[str]], str]]
+
+
+@dataclass(frozen=True)
+class ReferenceLoad:
+    """What :func:`load_reference_checkpoint` loaded: the file, its format, how many tensors."""
+
+    path: str
+    format: str
+    tensors: int
+
+    def summary(self) -> str:
+        return f"{self.path}: {self.format}, {self.tensors} tensors mapped and loaded strictly"
+
+
+def is_reference_state_dict(sd: Mapping[str, object]) -> bool:
+    """Whether ``sd`` looks like a public release (``backbone.*`` and ``decode_head.*`` keys)."""
+    keys = [re.sub(r"^module\.", "", k) for k in sd]
+    return any(k.startswith("backbone.") for k in keys) and any(k.startswith("decode_head.") for k in keys)
+
+
+def map_state_dict(
+    sd: Mapping[str, torch.Tensor], rules: Iterable[Rule], source: str, drop: Iterable[str] = ()
+) -> dict[str, torch.Tensor]:
+    """Rename every key of ``sd`` by the first matching ``(regex, replacement)`` rule (``re.fullmatch``;
+    the replacement is a template with ``\\1`` groups or a callable of the match).
+
+    Args:
+        drop: regexes of keys to leave out on purpose (e.g. buffers the public code keeps but never
+            uses); they are not "unmapped".
+
+    Raises:
+        ValueError: keys no rule maps (the first few named), or two keys mapped to one name.
+    """
+    rules = [(re.compile(p), r) for p, r in rules]
+    drops = [re.compile(p) for p in drop]
+    out: dict[str, torch.Tensor] = {}
+    unmapped = []
+    for key, value in sd.items():
+        k = re.sub(r"^module\.", "", key)
+        if any(d.fullmatch(k) for d in drops):
+            continue
+        for pattern, repl in rules:
+            m = pattern.fullmatch(k)
+            if m:
+                new = repl(m) if callable(repl) else m.expand(repl)
+                if new in out:
+                    raise ValueError(f"{source}: keys map to the same name {new!r} (second: {key!r})")
+                out[new] = value
+                break
+        else:
+            unmapped.append(key)
+    if unmapped:
+        shown = ", ".join(unmapped[:5]) + (", ..." if len(unmapped) > 5 else "")
+        raise ValueError(f"{source}: {len(unmapped)} key(s) of the release have no place in the model: {shown}")
+    return out
+
+
+def load_reference_checkpoint(model: nn.Module, path: str | Path) -> ReferenceLoad:
+    """Load a public release's full-model state dict into the equivalent equiseg ``model``, strictly.
+
+    Args:
+        model: a peer built with the release's configuration (e.g. ``create_model("cmnext_b2",
+            num_classes=25, modalities=[...], reference_compat=True)``).
+        path: the released ``.pth`` (read with ``weights_only=True``; a ``state_dict``/``model``
+            wrapper is unwrapped; ``module.`` prefixes are dropped).
+
+    Raises:
+        ValueError: the architecture has no public release, the file is not one, or a key is unmapped,
+            missing or mis-shaped (the first few named).
+    """
+    arch = getattr(getattr(model, "cfg", None), "arch", type(model).__name__)
+    mapper = getattr(model, "reference_state_dict", None)
+    if not callable(mapper):
+        raise ValueError(f"{path}: architecture '{arch}' has no public release to load")
+    sd = read_state_dict(path)
+    if not is_reference_state_dict(sd):
+        raise ValueError(
+            f"{path}: not a released full-model state dict (expected 'backbone.*' and 'decode_head.*' keys, "
+            f"got e.g. {', '.join(list(sd)[:3])})"
+        )
+    mapped = mapper({re.sub(r"^module\.", "", k): v for k, v in sd.items()})
+    load_state_dict_strict(model, mapped, str(path), f"the {arch} release does not fit this model")
+    if not getattr(model.cfg, "reference_compat", False):
+        warnings.warn(
+            f"{path}: released {arch} weights loaded into a model built without reference_compat=True; "
+            "they were trained with the public code's behaviour and score as published only with it",
+            stacklevel=2,
+        )
+    return ReferenceLoad(str(path), f"{arch} release state dict (backbone.*, decode_head.*)", len(mapped))
