@@ -21,44 +21,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 import equiseg
 from equiseg.engine import build_optimizer
-
-
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# the CPU flash-attention kernel is missing from torch 2.13's flop registry
-_SDPA_OPS = {}
-if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _SDPA_OPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in ms."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1e3 * times[len(times) // 2]
+from equiseg.engine.profile import forward_flops, timeit
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
@@ -92,13 +61,6 @@ def peak_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def forward_flops(model, inputs) -> int:
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_SDPA_OPS) as fc:
-        model(inputs)
-    return fc.get_total_flops()
 
 
 def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) -> dict:

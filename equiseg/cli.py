@@ -11,6 +11,7 @@ equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 
 equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
 equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
 equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
+equiseg compare CONFIG --models equiseg_b0,cmnext_b0,... [--seeds 1,2,3] [--checkpoints NAME=PATH ...] [--quick]
 
 Exit codes: 0 done, 2 a user error (one line on stderr naming the file or key; ``--debug`` shows the
 traceback), 1 a failed run (non-finite loss), 130 interrupted (Ctrl-C; ``train`` saved ``last.pt``).
@@ -134,7 +135,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in list_models():
         c = model_config(name)
         print(
-            f"{name}: embed_dims {list(c.embed_dims)}, depths {list(c.depths)}, decoder_dim {c.decoder_dim}"
+            f"{name}: arch {c.arch}, embed_dims {list(c.embed_dims)}, depths {list(c.depths)}, "
+            f"decoder_dim {c.decoder_dim}"
         )
     return 0
 
@@ -258,6 +260,53 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mapping(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item or not item.split("=", 1)[0] or not item.split("=", 1)[1]:
+            raise ValueError(f"{flag}: expected NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from equiseg.engine.compare import run_compare
+
+    out = args.out or f"runs/compare{'_quick' if args.quick else ''}"
+    r = run_compare(
+        args.config,
+        _csv(args.models) or [],
+        args.set,
+        seeds=_ints(args.seeds, "--seeds"),
+        checkpoints=_mapping(args.checkpoints, "--checkpoints"),
+        out_dir=out,
+        quick=args.quick,
+        max_samples=args.max_samples,
+        progress=not args.quiet,
+    )
+    for name, m in r["models"].items():
+        mean = m["mean"]
+        shown = ", ".join(
+            f"{h} {'–' if mean[k] is None else f'{mean[k]:.2f}'}"
+            for k, h in (("clean", "mIoU"), ("emm_avg", "EMM"), ("mean", "Mean"))
+        )
+        print(f"  {name:20s} {shown}")
+    print(
+        f"written: {r['files']['markdown']}, {r['files']['json']}, {r['files']['chart']} ({r['seconds']:.0f} s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="equiseg", description="EQUISeg: robust multimodal semantic segmentation."
@@ -376,6 +425,27 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--resume", action="store_true", help="reuse rows already finished in --out")
     ab.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     ab.set_defaults(func=cmd_ablate)
+
+    cp = sub.add_parser(
+        "compare", help="train and score EQUISeg and its peers under one protocol (paper Tab. 1)"
+    )
+    cp.add_argument("config")
+    cp.add_argument("--models", required=True, help="comma-separated model names (equiseg models lists them)")
+    cp.add_argument("--seeds", default=None, help="comma-separated training seeds (default: train.seed)")
+    cp.add_argument(
+        "--checkpoints",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="score these files instead of training (equiseg checkpoints or public releases)",
+    )
+    cp.add_argument("--quick", action="store_true", help="short schedule and a val subset (demo data, CPU)")
+    cp.add_argument("--out", default=None, help="default: runs/compare[_quick]")
+    cp.add_argument(
+        "--max-samples", type=_positive_int, default=None, help="evaluate on the first N val samples"
+    )
+    cp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
+    cp.set_defaults(func=cmd_compare)
 
     pr = sub.add_parser("predict", help="segment a data set folder or per-modality files with a checkpoint")
     pr.add_argument("--checkpoint", required=True, help="training checkpoint (or an `equiseg export` folder)")

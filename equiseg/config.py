@@ -378,6 +378,26 @@ class ModelConfig:
 
     # --- peers (SPEC §8): each architecture's own fields, one block per architecture, below this line
 
+    # --- MAGIC / MAGIC++ (arch "magic", "magicpp"; arXiv 2407.11344, 2412.16876; no public code). What
+    # the papers leave open is chosen and explained in equiseg/models/magic.py.
+    # modalities the selection keeps per sample: the k most robust + the k most fragile (papers: Top-1
+    # and Last-1, k = 1); all present ones when 2k >= their number
+    magic_num_selected: int = 1
+    # "stage": each stage ranks its modalities by its own similarity (SPEC §8); "shared": one ranking per
+    # sample from the mean similarity over the four stages, used at every stage
+    magic_rank_scope: typing.Literal["stage", "shared"] = "stage"
+    # MAGIC++'s multi-scale selection (MASM) also measures the similarity on g×g average-pooled grids
+    # (g in this tuple) besides the full map, and averages; ignored by "magic"
+    magic_rank_grids: tuple[int, ...] = (1, 2, 4)
+    # total loss L = L_M + λ·L_S + β·L_C (papers' Eq.; their values not stated in the sources at hand)
+    magic_lambda_select: float = 1.0
+    magic_beta_consistency: float = 1.0
+    # temperature of the class-wise similarity distributions of the consistency loss L_C
+    magic_temperature: float = 0.1
+    # MAM/MIM blocks (CMNeXt-style pooling mixer + conv MLP): MLP ratio and layer-scale init
+    magic_mlp_ratio: float = 4.0
+    magic_layer_scale: float = 1e-2
+
     def __post_init__(self) -> None:
         n = len(self.embed_dims)
         for name in ("depths", "num_heads", "sr_ratios", "ppx_depths", "ppx_mlp_ratios"):

@@ -20,9 +20,10 @@ import torch
 from torch.utils.data import Subset
 
 from equiseg.config import ExperimentConfig, load_experiment, to_dict
-from equiseg.models import EQUISeg
+from equiseg.models import EQUISeg, build_model, load_reference_checkpoint
+from equiseg.models.reference import is_reference_state_dict
 
-from .builders import build_val_dataset
+from .builders import build_val_dataset, dataset_meta
 from .checkpoint import load_checkpoint
 from .train import resolve_device
 
@@ -152,11 +153,29 @@ def load_eval_setup(
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     cfg = load_experiment(config, overrides)
     device = resolve_device(cfg.train.device)
-    ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
-    model = model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
-    cfg = match_checkpoint(cfg, ckpt, model, str(checkpoint))
+    ckpt = load_checkpoint(checkpoint)
     split = split or cfg.data.val_split
-    ds = build_val_dataset(cfg.data, split, case=case)
+    if "model" in ckpt and "model_config" in ckpt:  # written by equiseg
+        model = model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
+        cfg = match_checkpoint(cfg, ckpt, model, str(checkpoint))
+        ds = build_val_dataset(cfg.data, split, case=case)
+        saved = (ckpt.get("config") or {}).get("model", {}).get("name", model.cfg.arch)
+        print(
+            f"note: {checkpoint}: equiseg checkpoint of {saved} (iteration {ckpt.get('iter', '?')})",
+            file=sys.stderr,
+        )
+    elif is_reference_state_dict(ckpt.get("state_dict", ckpt)):  # a public release: the config names it
+        ds = build_val_dataset(cfg.data, split, case=case)
+        model = build_model(cfg.model_config(ds.num_classes))
+        info = load_reference_checkpoint(model, checkpoint)
+        model.meta = dataset_meta(ds)
+        model = model.to(device).eval()
+        print(f"note: {info.summary()} into {cfg.model['name']}", file=sys.stderr)
+    else:
+        raise ValueError(
+            f"{checkpoint}: neither an equiseg checkpoint ('model' + 'model_config') nor a released full-model "
+            f"state dict ('backbone.*', 'decode_head.*'); it has keys {sorted(map(str, ckpt))[:5]}"
+        )
     if model.cfg.num_classes != ds.num_classes:
         raise ValueError(
             f"{checkpoint}: the model predicts {model.cfg.num_classes} classes, the {cfg.data.dataset} data "

@@ -6,8 +6,8 @@ from .backbones import MixVisionTransformer
 from .base import LossOutput, SegModel
 from .equiseg import EQUISeg
 from .losses import cross_entropy, ohem_cross_entropy
-from .reference import ReferenceLoad, load_reference_checkpoint
 from .modules import CMTB, PPX, SegFormerHead, SelfQueryHub
+from .reference import ReferenceLoad, load_reference_checkpoint
 from .registry import (
     build_model,
     create_model,

@@ -36,6 +36,7 @@ class EQUISeg(SegModel):
     """EQUISeg built from a :class:`~equiseg.config.ModelConfig` (see :func:`equiseg.create_model`)."""
 
     has_modality_features = True
+    cross_modal = True  # the CMTB after each stage and the SGM loss (False: the SegFormer baseline)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
@@ -48,7 +49,7 @@ class EQUISeg(SegModel):
         self.out_channels = tuple(cfg.embed_dims)
         # With one modality there is nothing to fuse: the model is a plain SegFormer.
         self.fusions = None
-        if n > 1:
+        if n > 1 and self.cross_modal:
             self.fusions = nn.ModuleList(
                 [
                     CMTB(
@@ -141,7 +142,7 @@ class EQUISeg(SegModel):
         logits = self._decode(feats, x.shape[-2:])
         cfg = self.cfg
         loss_ce = self.segmentation_loss(logits, labels)
-        if cfg.sgm and len(present) > 1:
+        if cfg.sgm and self.cross_modal and len(present) > 1:
             loss_sgm = sgm_loss(
                 feats,
                 labels,

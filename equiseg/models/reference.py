@@ -80,7 +80,9 @@ def map_state_dict(
             unmapped.append(key)
     if unmapped:
         shown = ", ".join(unmapped[:5]) + (", ..." if len(unmapped) > 5 else "")
-        raise ValueError(f"{source}: {len(unmapped)} key(s) of the release have no place in the model: {shown}")
+        raise ValueError(
+            f"{source}: {len(unmapped)} key(s) of the release have no place in the model: {shown}"
+        )
     return out
 
 

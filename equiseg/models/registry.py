@@ -38,7 +38,13 @@ def list_architectures() -> list[str]:
 
 def _import_architectures() -> None:
     """Import the architecture modules (each registers itself)."""
-    from . import equiseg  # noqa: F401
+    from . import (
+        cmnext,  # noqa: F401
+        cmx,  # noqa: F401
+        equiseg,  # noqa: F401
+        magic,  # noqa: F401
+        segformer,  # noqa: F401
+    )
 
 
 def register_model(fn: Callable[[], dict[str, Any]], name: str | None = None) -> Callable[[], dict[str, Any]]:

@@ -1,0 +1,407 @@
+"""``equiseg compare``: EQUISeg and its peers under one protocol, in the layout of the paper's Tab. 1.
+
+For every model and seed: train it under the same data and schedule (or take a given checkpoint), then
+on the val split run the clean evaluation, the full robustness benchmark (EMM, RMM at r = 0.25/0.5/0.75,
+NM low/mid/high; SPEC §5, batch 1, seeded) and the modality-contribution analysis (where the
+architecture has per-modality features), and measure its cost (parameters, GFLOPs of one forward at
+the evaluation size, inference img/s on this machine). One table in the paper's layout -- mIoU, EMM
+Avg, EMM p=0.1, RMM Avg, RMM p=0.1, NM low, NM mid, Mean, #Params, GFLOPs, img/s -- as mean ± std over
+the seeds, plus every model's per-combination EMM table side by side; JSON + Markdown + a chart.
+
+**Same data and schedule.** Each model's run is the given experiment config with ``model.name`` set to
+it and ``train.seed`` to the seed. Of the config's ``model`` section, only the method-independent keys
+(:data:`SHARED_MODEL_KEYS`: encoder shape, stochastic depth, head width, pretrained weights) apply to
+every model; EQUISeg's own switches (hub, SGM, λ, PPX ...) apply only to ``equiseg_*`` models, and each
+peer keeps its own loss and fields (e.g. CMNeXt's OHEM). CMX takes exactly two modalities: the first
+two of ``data.modalities``.
+
+**Resumable.** Every run has its folder ``OUT/<model>/seed<k>/`` (training run + ``result.json``); a
+finished run whose config is unchanged is reused, an unfinished one continues from its ``last.pt``,
+and a changed config is an error (use another ``--out``).
+
+**Given checkpoints** (``--checkpoints name=path``): the model is not trained; the file (an equiseg
+checkpoint, or a public release's state dict -- see :func:`equiseg.engine.eval_setup.load_eval_setup`)
+is scored once and reported without spread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equiseg.config import ExperimentConfig, load_experiment
+from equiseg.utils import to_jsonable
+
+from .eval_setup import subset
+
+# Keys of the config's model section that apply to every compared model (the rest is EQUISeg's own).
+SHARED_MODEL_KEYS = frozenset(
+    {
+        "embed_dims",
+        "depths",
+        "num_heads",
+        "sr_ratios",
+        "mlp_ratio",
+        "qkv_bias",
+        "drop_rate",
+        "attn_drop_rate",
+        "drop_path_rate",
+        "ln_eps",
+        "decoder_dim",
+        "head_dropout",
+        "pretrained",
+        "pretrained_strict",
+    }
+)
+# --quick: the demo setting on a CPU (one short schedule per model, a val subset)
+QUICK_ITERS = 60
+QUICK_MAX_SAMPLES = 12
+QUICK_OVERRIDES: tuple[str, ...] = (
+    f"train.max_iters={QUICK_ITERS}",
+    f"train.warmup_iters={QUICK_ITERS // 10}",
+    f"train.val_interval={QUICK_ITERS}",
+    f"train.log_interval={QUICK_ITERS // 4}",
+)
+# The Tab. 1 columns: (key in the robustness summary, header)
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("clean", "mIoU"),
+    ("emm_avg", "EMM Avg"),
+    ("emm_p0.1", "EMM p=0.1"),
+    ("rmm_avg[0.5]", "RMM Avg"),
+    ("rmm_p0.1[0.5]", "RMM p=0.1"),
+    ("nm_low", "NM low"),
+    ("nm_mid", "NM mid"),
+    ("mean", "Mean"),
+)
+COSTS: tuple[tuple[str, str], ...] = (
+    ("params_m", "#Params (M)"),
+    ("gflops", "GFLOPs"),
+    ("img_per_s", "img/s"),
+)
+
+
+def model_run_config(base: ExperimentConfig, name: str, seed: int | None, work_dir: Path) -> ExperimentConfig:
+    """``base`` for model ``name`` and ``seed`` (see the module docstring for which model keys carry over)."""
+    from equiseg.models import model_config
+
+    arch = model_config(name).arch  # validates the name
+    data = base.to_dict()
+    own = {k: v for k, v in data["model"].items() if k != "name"}
+    keep = own if arch == "equiseg" else {k: v for k, v in own.items() if k in SHARED_MODEL_KEYS}
+    data["model"] = {"name": name, **keep}
+    if arch == "cmx":
+        if len(data["data"]["modalities"]) < 2:
+            raise ValueError(
+                f"{name}: CMX needs two modalities, data.modalities has {data['data']['modalities']}"
+            )
+        data["data"]["modalities"] = list(data["data"]["modalities"][:2])
+    if seed is not None:
+        data["train"]["seed"] = int(seed)
+    data["work_dir"] = str(work_dir)
+    return load_experiment(data)
+
+
+def _finished(work: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    path = work / "result.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    if rec.get("config") != json.loads(json.dumps(to_jsonable(cfg.to_dict()))):
+        raise ValueError(
+            f"{path}: this run was made with another config; use another --out (or remove {work})"
+        )
+    return rec
+
+
+def score_model(
+    model: torch.nn.Module,
+    val: Any,
+    cfg: ExperimentConfig,
+    *,
+    device: torch.device,
+    out_dir: Path,
+    name: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Robustness benchmark (all tests), analysis and cost of one model on ``val``."""
+    from equiseg.robustness import run_benchmark
+
+    from .analysis import modality_contributions, write_analysis
+    from .profile import count_params, forward_flops, images_per_second
+
+    base = getattr(val, "dataset", val)
+    mods = list(cfg.data.modalities)
+    t0 = time.perf_counter()
+    rob = run_benchmark(
+        model,
+        val,
+        tests=("emm", "rmm", "nm"),
+        convention=cfg.eval.convention,
+        device=device,
+        progress=progress,
+        modality_names=mods,
+        class_names=list(base.classes),
+        ignore_index=base.ignore_index,
+        out_dir=out_dir / "robustness",
+        model_name=name,
+    )
+    similarity = None
+    if getattr(model, "has_modality_features", False):
+        ana = modality_contributions(model, val, device=device, progress=progress, modality_names=mods)
+        write_analysis(ana, out_dir / "analysis", title=f"Modality contributions: {name}")
+        similarity = ana["similarity"]["last_stage"]
+    inputs, _ = val[0]
+    x = [t.unsqueeze(0).to(device) for t in inputs]
+    cost = {
+        "params_m": count_params(model) / 1e6,
+        "gflops": forward_flops(model, x) / 1e9,
+        "img_per_s": images_per_second(model, x),
+        "eval_size": list(x[0].shape[-2:]),
+    }
+    return {
+        "summary": rob["summary"],
+        "emm": {c["name"]: c["mIoU"] for c in rob["emm"]["combinations"]},
+        "similarity": similarity,
+        "cost": cost,
+        "num_samples": rob["num_samples"],
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def run_compare(
+    config: ExperimentConfig | str | Path | dict[str, Any],
+    models: Sequence[str],
+    overrides: Iterable[str] = (),
+    *,
+    seeds: Sequence[int] | None = None,
+    checkpoints: Mapping[str, str | Path] | None = None,
+    out_dir: str | Path = "runs/compare",
+    quick: bool = False,
+    max_samples: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or take) every model of ``models`` for every seed, score it, and write the comparison.
+
+    Args:
+        config: The experiment (data, schedule, evaluation) every model runs under.
+        models: Registered model names (``equiseg_b0``, ``cmnext_b0`` ...), in table order.
+        overrides: ``a.b=c`` overrides of ``config`` (after the ``quick`` settings).
+        seeds: Training seeds (default: the config's ``train.seed``).
+        checkpoints: ``{model name: file}`` scored instead of trained (the name need not be in
+            ``models``; it is appended).
+        out_dir: One folder per run plus ``compare.json``/``.md``/``.png``.
+        quick: :data:`QUICK_OVERRIDES` and the first :data:`QUICK_MAX_SAMPLES` val samples.
+        max_samples: Evaluate on the first N val samples (default all; quick: 12).
+
+    Returns:
+        The content of ``compare.json``: ``models`` (per model ``runs`` and the ``mean``/``std`` of
+        every Tab. 1 column and cost), ``columns``, ``seeds``, ``files``, ``seconds`` and the settings.
+    """
+    from equiseg.api import load_model
+
+    from .builders import build_val_dataset
+    from .eval_setup import load_eval_setup
+    from .train import resolve_device, train
+
+    t_start = time.perf_counter()
+    checkpoints = dict(checkpoints or {})
+    names = list(dict.fromkeys([*models, *checkpoints]))
+    if not names:
+        raise ValueError("compare: no models given (--models a,b,...)")
+    user_overrides = list(overrides)
+    base = load_experiment(config, [*(QUICK_OVERRIDES if quick else ()), *user_overrides])
+    if quick and max_samples is None:
+        max_samples = QUICK_MAX_SAMPLES
+    seeds = [base.train.seed] if not seeds else list(dict.fromkeys(int(s) for s in seeds))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(base.train.device)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        runs = []
+        if name in checkpoints:
+            work = out / name / "checkpoint"
+            cfg = model_run_config(base, name, None, work)
+            setup = load_eval_setup(cfg, checkpoints[name], max_samples=max_samples)
+            rec = score_model(
+                setup.model,
+                setup.dataset,
+                setup.cfg,
+                device=device,
+                out_dir=work,
+                name=name,
+                progress=progress,
+            )
+            rec.update(seed=None, checkpoint=str(checkpoints[name]), trained=False)
+            runs.append(rec)
+        else:
+            for seed in seeds:
+                work = out / name / f"seed{seed}"
+                cfg = model_run_config(base, name, seed, work)
+                done = _finished(work, cfg)
+                if done is not None:
+                    runs.append(done)
+                    continue
+                t0 = time.perf_counter()
+                resume = (work / "last.pt").is_file()
+                trained = train(cfg, work_dir=work, progress=progress, resume=resume or None)
+                if trained.interrupted:
+                    raise KeyboardInterrupt
+                t1 = time.perf_counter()
+                ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
+                model = load_model(ckpt, device=device)
+                val = subset(build_val_dataset(cfg.data), max_samples)
+                rec = score_model(model, val, cfg, device=device, out_dir=work, name=name, progress=progress)
+                rec.update(
+                    seed=seed,
+                    checkpoint=str(ckpt),
+                    trained=True,
+                    iterations=trained.iterations,
+                    train_seconds=round(t1 - t0, 1),
+                    config=to_jsonable(cfg.to_dict()),
+                )
+                (work / "result.json").write_text(json.dumps(to_jsonable(rec), indent=2) + "\n")
+                runs.append(rec)
+                del model
+        summary_keys = [k for k, _ in COLUMNS]
+        mean = {}
+        std = {}
+        for k in summary_keys:
+            mean[k], std[k] = _mean_std([r["summary"].get(k) for r in runs])
+        for k, _ in COSTS:
+            mean[k], std[k] = _mean_std([r["cost"][k] for r in runs])
+        combos = list(runs[0]["emm"])
+        emm_mean = {c: _mean_std([r["emm"].get(c) for r in runs])[0] for c in combos}
+        results[name] = {
+            "runs": [{k: v for k, v in r.items() if k != "config"} for r in runs],
+            "mean": mean,
+            "std": std,
+            "emm": emm_mean,
+        }
+
+    result: dict[str, Any] = {
+        "config": str(config) if isinstance(config, (str, Path)) else None,
+        "overrides": user_overrides,
+        "quick": quick,
+        "seeds": seeds,
+        "split": base.data.val_split,
+        "convention": base.eval.convention,
+        "modalities": list(base.data.modalities),
+        "columns": [{"key": k, "header": h} for k, h in (*COLUMNS, *COSTS)],
+        "models": results,
+        "machine": _machine(),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    files = {"json": out / "compare.json", "markdown": out / "compare.md", "chart": out / "compare.png"}
+    result["files"] = {k: str(v) for k, v in files.items()}
+    compare_chart(result, files["chart"])
+    files["markdown"].write_text(compare_markdown(result))
+    files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
+    return result
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+
+
+def _cell(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def compare_markdown(result: Mapping[str, Any]) -> str:
+    """The comparison in the paper's Tab. 1 layout, then the per-combination EMM table."""
+    models = result["models"]
+    headers = [h for _, h in COLUMNS] + [h for _, h in COSTS]
+    seeds = ", ".join(map(str, result["seeds"]))
+    lines = [
+        "# EQUISeg and its peers (paper Tab. 1 layout)",
+        "",
+        f"Config `{result['config'] or '(in memory)'}`"
+        + (f" with `{' '.join(result['overrides'])}`" if result["overrides"] else "")
+        + (
+            " — **quick mode** (short schedule, val subset: not comparable with the paper)"
+            if result["quick"]
+            else ""
+        )
+        + f". Seeds {seeds}: mean ± sample std over seeds (a given checkpoint: one run, no spread). "
+        f"{result['split']} split, batch 1, **{result['convention']}** metric convention, in %. "
+        "EMM = missing modalities zeroed, RMM = random elements dropped (r = 0.5), NM = salt-and-pepper + "
+        "Gaussian noise (SPEC §5); Mean = the paper's robustness score (mean of the 7 columns before it). "
+        f"GFLOPs: one forward at the evaluation size; img/s: inference on {result['machine']['cpu']} "
+        f"({result['machine']['threads']} threads).",
+        "",
+        "| Method | " + " | ".join(headers) + " |",
+        "|---|" + "---:|" * len(headers),
+    ]
+    for name, r in models.items():
+        cells = [_cell(r["mean"][k], r["std"][k]) for k, _ in COLUMNS]
+        cells += [_cell(r["mean"][k], r["std"][k], 1 if k != "params_m" else 2) for k, _ in COSTS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    combos = list(next(iter(models.values()))["emm"])
+    lines += [
+        "",
+        "## EMM per set of present modalities (mIoU %, mean over seeds)",
+        "",
+        "| Present | " + " | ".join(models) + " |",
+        "|---|" + "---:|" * len(models),
+    ]
+    for c in combos:
+        lines.append(f"| {c} | " + " | ".join(_cell(models[m]["emm"].get(c), None) for m in models) + " |")
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| Method | seed | iterations | train s | eval s | checkpoint |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, r in models.items():
+        for run in r["runs"]:
+            lines.append(
+                f"| {name} | {run.get('seed', '–')} | {run.get('iterations', '–')} | "
+                f"{run.get('train_seconds', '–')} | {run['eval_seconds']} | `{run['checkpoint']}` |"
+            )
+    lines += ["", f"Total time: {result['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_chart(result: Mapping[str, Any], path: Path) -> Path:
+    from equiseg.viz import bar_chart
+
+    models = result["models"]
+    return bar_chart(
+        [h for _, h in COLUMNS],
+        {
+            name: [r["mean"][k] if r["mean"][k] is not None else 0.0 for k, _ in COLUMNS]
+            for name, r in models.items()
+        },
+        path,
+        title="Clean and robust mIoU (%), mean over seeds",
+        ylabel="%",
+    )

@@ -1,0 +1,129 @@
+"""``equiseg compare`` end to end on a tiny data set: two models, two seeds, reuse, given checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from equiseg.cli import main
+from equiseg.engine.compare import COLUMNS, model_run_config, run_compare
+
+TINY = {"embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16, "drop_path_rate": 0.0}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[dict, Path]:
+    from equiseg.data.synth import generate
+
+    tmp = tmp_path_factory.mktemp("compare")
+    generate(
+        tmp / "data", layout="deliver", splits={"train": 4, "val": 2}, size=(64, 64), seed=0, progress=False
+    )
+    cfg = {
+        "model": {"name": "equiseg_b0", "lambda_sgm": 1.0, **TINY},
+        "data": {
+            "root": str(tmp / "data"),
+            "crop_size": [64, 64],
+            "val_short_side": None,
+            "batch_size": 2,
+            "num_workers": 0,
+            "modalities": ["rgb", "depth", "lidar"],
+        },
+        "train": {"max_iters": 2, "warmup_iters": 0, "lr": 1e-3, "val_interval": 2, "log_interval": 1},
+        "eval": {"convention": "present"},
+    }
+    return cfg, tmp
+
+
+def test_model_run_config_keeps_shared_keys_only_for_peers(setup, tmp_path):
+    cfg, _ = setup
+    from equiseg.config import load_experiment
+
+    base = load_experiment(cfg)
+    e = model_run_config(base, "equiseg_b0", 5, tmp_path)
+    s = model_run_config(base, "segformer_b0", 5, tmp_path)
+    assert e.model["lambda_sgm"] == 1.0 and "lambda_sgm" not in s.model
+    assert (
+        s.model["embed_dims"] == TINY["embed_dims"]
+        and s.train.seed == 5
+        and s.model["name"] == "segformer_b0"
+    )
+
+
+def test_compare_two_models_two_seeds(setup, capsys):
+    cfg, tmp = setup
+    out = tmp / "out"
+    r = run_compare(cfg, ["equiseg_b0", "segformer_b0"], seeds=[1, 2], out_dir=out, progress=False)
+    assert list(r["models"]) == ["equiseg_b0", "segformer_b0"]
+    for name, m in r["models"].items():
+        assert [run["seed"] for run in m["runs"]] == [1, 2]
+        for key, _ in COLUMNS:
+            assert m["mean"][key] is not None and m["std"][key] is not None, (name, key)
+            vals = [run["summary"][key] for run in m["runs"]]
+            assert m["mean"][key] == pytest.approx(sum(vals) / 2)
+        assert m["mean"]["params_m"] > 0 and m["mean"]["gflops"] > 0 and m["mean"]["img_per_s"] > 0
+        assert len(m["emm"]) == 7  # 2^3 - 1 sets of present modalities
+        assert (out / name / "seed1" / "result.json").is_file()
+    md = (out / "compare.md").read_text()
+    assert "| Method | mIoU | EMM Avg | EMM p=0.1 | RMM Avg | RMM p=0.1 | NM low | NM mid | Mean |" in md
+    assert " ± " in md and "| rgb+depth+lidar |" in md
+    assert json.loads((out / "compare.json").read_text())["seeds"] == [1, 2]
+    assert (out / "compare.png").stat().st_size > 0
+    # finished runs are reused, not retrained
+    stamp = (out / "segformer_b0" / "seed2" / "best.pt").stat().st_mtime_ns
+    again = run_compare(cfg, ["equiseg_b0", "segformer_b0"], seeds=[1, 2], out_dir=out, progress=False)
+    assert (out / "segformer_b0" / "seed2" / "best.pt").stat().st_mtime_ns == stamp
+    assert again["models"]["segformer_b0"]["mean"] == r["models"]["segformer_b0"]["mean"]
+    # a given checkpoint is scored, not trained; the CLI prints the table's headline
+    ckpt = out / "equiseg_b0" / "seed1" / "best.pt"
+    path = tmp / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    argv = [
+        "--quiet",
+        "compare",
+        str(path),
+        "--models",
+        "segformer_b0",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--checkpoints",
+        f"equiseg_b0={ckpt}",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "segformer_b0" in printed and "equiseg_b0" in printed and "compare.md" in printed
+    given = json.loads((out / "compare.json").read_text())["models"]["equiseg_b0"]
+    assert given["runs"][0]["trained"] is False and given["std"]["clean"] is None
+    assert given["mean"]["clean"] == pytest.approx(r["models"]["equiseg_b0"]["runs"][0]["summary"]["clean"])
+
+
+def test_compare_errors(setup, tmp_path, capsys):
+    cfg, tmp = setup
+    path = tmp / "c2.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--quiet", "compare", str(path), "--models", "nope_b0", "--out", str(tmp_path)]) == 2
+    assert "unknown model 'nope_b0'" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "--quiet",
+                "compare",
+                str(path),
+                "--models",
+                "equiseg_b0",
+                "--seeds",
+                "x",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["--quiet", "compare", str(path), "--models", "equiseg_b0", "--checkpoints", "noequals"]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err
