@@ -1,9 +1,11 @@
-"""Model speed benchmark (issue 2): parameters, forward and training-step time, peak memory, FLOPs and
-achieved throughput of EQUISeg, plus the speed-up of the batched shared-weight encoder over a Python
-loop over modalities.
+"""Model speed benchmark (issues 2, 9): parameters, forward and training-step time, peak memory, FLOPs and
+achieved throughput of EQUISeg and every peer, plus the speed-up of EQUISeg's batched shared-weight
+encoder over a Python loop over modalities.
 
-    python benchmarks/model_speed.py                      # B0 and B2, N = 1, 2, 4, batch 2, 512×512
+    python benchmarks/model_speed.py                      # EQUISeg B0 and B2, N = 1, 2, 4, batch 2, 512×512
     python benchmarks/model_speed.py --variants b0 --n 4 --size 256 --repeats 2
+    python benchmarks/model_speed.py --n 2,4 \
+        --models equiseg_b0,segformer_b0,cmnext_b0,cmx_b0,stitchfusion_b0,magic_b0,magicpp_b0
 
 All ratios are measured in one process, so they hold even on a noisy machine: the fp32 matmul rate
 (2048² matrices) is measured first and every achieved GFLOP/s is reported against it. FLOPs are those of
@@ -63,10 +65,10 @@ def peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) -> dict:
+def bench_one(name: str, n: int, args, device: torch.device, mm_rate: float) -> dict:
     mods = ["rgb", "depth", "event", "lidar", "m5", "m6", "m7", "m8"][:n]
     torch.manual_seed(0)
-    model = equiseg.create_model(f"equiseg_{variant}", num_classes=25, modalities=mods).to(device)
+    model = equiseg.create_model(name, num_classes=25, modalities=mods).to(device)
     g = torch.Generator(device="cpu").manual_seed(0)
     x = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device) for _ in range(n)]
     labels = torch.randint(0, 25, (args.batch, args.size, args.size), generator=g).to(device)
@@ -97,7 +99,7 @@ def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) 
     step_ms = timeit(step, device, args.repeats)
     step_mem = peak_mb(device)
     row = dict(
-        variant=variant.upper(),
+        variant=name,
         n=n,
         params=params,
         fwd_ms=fwd_ms,
@@ -111,11 +113,9 @@ def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) 
     row["fwd_ratio"] = row["fwd_rate"] / mm_rate
     row["step_ratio"] = row["step_rate"] / mm_rate
     row["loop_fwd"] = row["loop_fb"] = float("nan")
-    if n > 1 and not args.no_loop:
+    if n > 1 and not args.no_loop and model.cfg.arch == "equiseg":
         # same network with the encoder run modality by modality (identical weights in each branch)
-        loop = equiseg.create_model(
-            f"equiseg_{variant}", num_classes=25, modalities=mods, share_encoder=False
-        ).to(device)
+        loop = equiseg.create_model(name, num_classes=25, modalities=mods, share_encoder=False).to(device)
         sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
         for i in range(n):
             sd.update(
@@ -145,7 +145,12 @@ def bench_one(variant: str, n: int, args, device: torch.device, mm_rate: float) 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="b0,b2")
+    p.add_argument("--variants", default="b0,b2", help="EQUISeg sizes (ignored with --models)")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="registered model names, e.g. equiseg_b0,segformer_b0,cmnext_b0,cmx_b0,stitchfusion_b0,magic_b0",
+    )
     p.add_argument("--n", default="1,2,4", help="numbers of modalities")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--size", type=int, default=512)
@@ -169,10 +174,18 @@ def main(argv=None) -> None:
     )
     print(hdr)
     print("|---" * 10 + "|")
-    for v in args.variants.split(","):
+    names = (
+        [m.strip() for m in args.models.split(",")]
+        if args.models
+        else [f"equiseg_{v.strip().lower()}" for v in args.variants.split(",")]
+    )
+    for name in names:
+        arch = equiseg.models.model_config(name).arch
         for n in (int(k) for k in args.n.split(",")):
-            r = bench_one(v.strip().lower(), n, args, device, mm)
-            loop = "–" if n == 1 or args.no_loop else f"{r['loop_fwd']:.2f} / {r['loop_fb']:.2f}"
+            if arch == "cmx" and n != 2:
+                continue  # CMX takes exactly two modalities
+            r = bench_one(name, n, args, device, mm)
+            loop = "–" if r["loop_fwd"] != r["loop_fwd"] else f"{r['loop_fwd']:.2f} / {r['loop_fb']:.2f}"
             print(
                 f"| {r['variant']} | {n} | {r['params']:.2f} | {r['gflops']:.1f} | {r['fwd_ms']:.0f} | "
                 f"{r['step_ms']:.0f} | {r['fwd_mem']:.0f} / {r['step_mem']:.0f} | "
