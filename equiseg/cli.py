@@ -144,8 +144,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from equiseg.engine.predict import parse_input_args, predict_to_dir
 
+    source = args.checkpoint
+    if args.config is not None:  # a released state dict: the config names the model and data set
+        from equiseg.engine.export import load_checkpoint_model
+
+        source = load_checkpoint_model(args.checkpoint, config=args.config)  # predict moves it to --device
     written = predict_to_dir(
-        args.checkpoint,
+        source,
         parse_input_args(args.input),
         args.out,
         overlay=args.overlay,
@@ -163,11 +168,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from equiseg.engine.export import ExportVerificationError, export
 
+    source = args.checkpoint
+    if args.config is not None:  # a released state dict: the config names the model and data set
+        from equiseg.engine.export import check_opset, load_checkpoint_model
+
+        if args.format == "onnx":
+            check_opset(args.opset)
+        source = load_checkpoint_model(args.checkpoint, config=args.config)
+    out = args.out or str(Path(args.checkpoint).parent / "export")
     try:
         r = export(
-            args.checkpoint,
+            source,
             args.format,
-            args.out,
+            out,
             opset=args.opset,
             size=tuple(args.size),
             verify=not args.no_verify,
@@ -458,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(any subset of the checkpoint's modalities; the others are absent)",
     )
     pr.add_argument("--out", required=True, help="output folder (<stem>_pred.png per sample)")
+    pr.add_argument(
+        "--config",
+        default=None,
+        help="for a public release's state dict: the config naming its model and data",
+    )
     pr.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (50%% over RGB)")
     pr.add_argument("--raw", action="store_true", help="also write <stem>_classes.png (uint8, 255 ignore)")
     pr.add_argument("--split", default="val", help="split read from a data set folder")
@@ -474,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors (+ config.json)")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--format", choices=["onnx", "safetensors"], required=True)
+    x.add_argument(
+        "--config",
+        default=None,
+        help="for a public release's state dict: the config naming its model and data",
+    )
     x.add_argument("--out", default=None, help="output folder (default: export/ beside the checkpoint)")
     x.add_argument("--opset", type=int, default=17)
     x.add_argument(

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from equiseg.config import DataConfig, ExperimentConfig
 from equiseg.data import MUSES, DeLiVER, FolderDataset, build_train_transform, build_val_transform
+from equiseg.data.folder import DatasetSpec
 
 
 def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None = None) -> FolderDataset:
@@ -113,14 +114,41 @@ def shard_indices(n: int, rank: int, world: int) -> list[int]:
 
 def dataset_meta(ds: FolderDataset) -> dict[str, Any]:
     """What a checkpoint carries so that inference needs nothing else."""
+    return spec_meta(ds.spec, ds.modalities)
+
+
+def spec_meta(spec: DatasetSpec, modalities: Sequence[str]) -> dict[str, Any]:
+    """:func:`dataset_meta` from a data set's spec alone (no files read): classes, palette, ignore index
+    and per-modality normalisation of ``modalities``."""
+    unknown = [m for m in modalities if m not in spec.modalities]
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown modalities {unknown}; valid: {', '.join(spec.modalities)}")
+    mods = [spec.modalities[m] for m in modalities]
     return {
-        "classes": list(ds.classes),
-        "palette": [list(c) for c in ds.palette],
-        "modalities": list(ds.modalities),
-        "ignore_index": int(ds.ignore_index),
-        "rgb_modalities": list(ds.rgb_modalities),
+        "classes": list(spec.classes),
+        "palette": [list(c) for c in spec.palette],
+        "modalities": list(modalities),
+        "ignore_index": int(spec.ignore_index),
+        "rgb_modalities": [m.name for m in mods if m.rgb],
         "norm_stats": {
-            m: {"mean": list(s.mean), "std": list(s.std), "scale": float(s.scale)}
-            for m, s in ds.norm_stats.items()
+            m.name: {"mean": list(m.norm.mean), "std": list(m.norm.std), "scale": float(m.norm.scale)}
+            for m in mods
         },
     }
+
+
+def config_meta(cfg: DataConfig) -> dict[str, Any]:
+    """:func:`spec_meta` of the data set a config names (DeLiVER, MUSES or a folder spec), without its files."""
+    from equiseg.data.deliver import deliver_spec
+    from equiseg.data.folder import DatasetSpec
+    from equiseg.data.muses import muses_spec
+
+    if cfg.dataset == "deliver":
+        spec = deliver_spec(cfg.depth_folder)
+    elif cfg.dataset == "muses":
+        spec = muses_spec()
+    elif cfg.spec:
+        spec = DatasetSpec.load(cfg.spec)
+    else:
+        raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
+    return spec_meta(spec, cfg.modalities)

@@ -454,22 +454,55 @@ def export(
     return export_onnx(model, out_dir, size=tuple(size), opset=opset, verify=verify)
 
 
-def load_checkpoint_model(checkpoint: PathLike, device: str | torch.device = "cpu") -> EQUISeg:
-    """A training checkpoint or an export folder (:func:`from_pretrained`) as an eval-mode model with
-    its ``meta``.
+def load_checkpoint_model(
+    checkpoint: PathLike, device: str | torch.device = "cpu", config: Any = None
+) -> EQUISeg:
+    """A training checkpoint, an export folder (:func:`from_pretrained`) or -- with ``config`` naming the
+    model and data set -- a public release's state dict, as an eval-mode model with its ``meta``.
+
+    Args:
+        config: an experiment config (path, dict or object) for a released file: ``model`` names the
+            architecture (e.g. ``configs/peers/cmnext_b2_deliver.yaml``), ``data`` the classes and
+            normalisation (read from the data set's definition, no files needed). Ignored for equiseg
+            checkpoints, which carry both.
 
     Raises:
         FileNotFoundError: no such file or folder.
-        ValueError: an unreadable / unsafe file, a malformed ``model_config``, or weights that do not
-            fit it -- one line each (:func:`~equiseg.models.weights.load_state_dict_strict`).
+        ValueError: an unreadable / unsafe file, a malformed ``model_config``, weights that do not
+            fit it, or a release without ``config`` -- one line each.
     """
+    import sys
+
     from equiseg.api import model_from_checkpoint
     from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
+    from equiseg.models.reference import is_reference_state_dict
 
     if Path(checkpoint).is_dir():
         return from_pretrained(checkpoint, device)
     try:
-        ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
+        ckpt = load_checkpoint(checkpoint)
     except CheckpointError as e:  # corrupt / unsafe files: a user error with a one-line message
         raise ValueError(str(e)) from None
-    return model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
+    if "model" in ckpt and "model_config" in ckpt:
+        return model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
+    if not is_reference_state_dict(ckpt.get("state_dict", ckpt)):
+        raise ValueError(
+            f"{checkpoint}: neither an equiseg checkpoint ('model' + 'model_config') nor a released full-model "
+            f"state dict ('backbone.*', 'decode_head.*'); it has keys {sorted(map(str, ckpt))[:5]}"
+        )
+    if config is None:
+        raise ValueError(
+            f"{checkpoint} is a released state dict: pass --config naming its model and data set "
+            "(e.g. configs/peers/cmnext_b2_deliver.yaml)"
+        )
+    from equiseg.config import load_experiment
+    from equiseg.engine.builders import config_meta
+    from equiseg.models import load_reference_checkpoint
+
+    cfg = load_experiment(config)
+    meta = config_meta(cfg.data)
+    model = build_model(cfg.model_config(len(meta["classes"])))
+    info = load_reference_checkpoint(model, checkpoint)
+    print(f"note: {info.summary()} into {cfg.model['name']}", file=sys.stderr)
+    model.meta = meta
+    return model.to(device).eval()
