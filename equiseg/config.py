@@ -378,25 +378,36 @@ class ModelConfig:
 
     # --- peers (SPEC §8): each architecture's own fields, one block per architecture, below this line
 
+    # --- StitchFusion (arch "stitchfusion"; LiBingyu01/StitchFusion; equiseg/models/stitchfusion.py)
+    # which adapter carries modality i into j: one per unordered pair ("every_one", the release's
+    # default), one per direction ("every_two"), or one for all pairs ("shared")
+    stitch_adapter: typing.Literal["every_one", "every_two", "shared"] = "every_one"
+    stitch_adapter_dim: int = _field(8, ge=1)  # the adapters' bottleneck width (8 in the release)
+    # stages whose MiT blocks carry adapters; the released DeLiVER checkpoint has them in stages 3-4 only
+    stitch_adapter_stages: tuple[bool, ...] = (True, True, True, True)
+    # per-stage fusion of the modality maps for the head: the model file's FeatureCross, or their sum
+    # (what the released DeLiVER checkpoint was trained with: it holds no FeatureCross weights)
+    stitch_fusion: typing.Literal["feature_cross", "sum"] = "feature_cross"
+
     # --- MAGIC / MAGIC++ (arch "magic", "magicpp"; arXiv 2407.11344, 2412.16876; no public code). What
     # the papers leave open is chosen and explained in equiseg/models/magic.py.
     # modalities the selection keeps per sample: the k most robust + the k most fragile (papers: Top-1
     # and Last-1, k = 1); all present ones when 2k >= their number
-    magic_num_selected: int = 1
+    magic_num_selected: int = _field(1, ge=1)
     # "stage": each stage ranks its modalities by its own similarity (SPEC §8); "shared": one ranking per
     # sample from the mean similarity over the four stages, used at every stage
     magic_rank_scope: typing.Literal["stage", "shared"] = "stage"
     # MAGIC++'s multi-scale selection (MASM) also measures the similarity on g×g average-pooled grids
     # (g in this tuple) besides the full map, and averages; ignored by "magic"
-    magic_rank_grids: tuple[int, ...] = (1, 2, 4)
+    magic_rank_grids: tuple[int, ...] = _field((1, 2, 4), ge=1)
     # total loss L = L_M + λ·L_S + β·L_C (papers' Eq.; their values not stated in the sources at hand)
-    magic_lambda_select: float = 1.0
-    magic_beta_consistency: float = 1.0
+    magic_lambda_select: float = _field(1.0, ge=0)
+    magic_beta_consistency: float = _field(1.0, ge=0)
     # temperature of the class-wise similarity distributions of the consistency loss L_C
-    magic_temperature: float = 0.1
+    magic_temperature: float = _field(0.1, gt=0)
     # MAM/MIM blocks (CMNeXt-style pooling mixer + conv MLP): MLP ratio and layer-scale init
-    magic_mlp_ratio: float = 4.0
-    magic_layer_scale: float = 1e-2
+    magic_mlp_ratio: float = _field(4.0, gt=0)
+    magic_layer_scale: float = _field(1e-2, ge=0)
 
     def __post_init__(self) -> None:
         n = len(self.embed_dims)

@@ -55,7 +55,9 @@ def test_every_parameter_gets_a_gradient(n):
 
 
 def test_all_variants_build():
-    assert [m for m in equiseg.list_models() if m.startswith("equiseg_")] == [f"equiseg_b{i}" for i in range(6)]
+    assert [m for m in equiseg.list_models() if m.startswith("equiseg_")] == [
+        f"equiseg_b{i}" for i in range(6)
+    ]
     depths = {"equiseg_b3": (3, 4, 18, 3), "equiseg_b4": (3, 8, 27, 3), "equiseg_b5": (3, 6, 40, 3)}
     for name, d in depths.items():
         cfg = equiseg.models.model_config(name)
@@ -304,7 +306,8 @@ def test_bad_inputs_raise_clear_errors():
         model([torch.randn(1, 3, 16, 16)] * 3)
     with pytest.raises(ValueError, match="labels must have shape"):
         model.compute_loss(x, torch.zeros(2, 32, 32, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"unknown model 'equiseg_b9'; choose from equiseg_b0"):
+    unknown = r"unknown model 'equiseg_b9' \(did you mean 'equiseg_b\d'\?\); models are .*one of cmnext, cmx, equiseg"
+    with pytest.raises(ValueError, match=unknown):
         equiseg.create_model("equiseg_b9")
     with pytest.raises(ValueError, match=r"unknown override 'lamda_sgm'.*did you mean 'lambda_sgm'"):
         equiseg.create_model("equiseg_b0", lamda_sgm=3)

@@ -16,7 +16,9 @@ import equiseg
 from equiseg.models import list_architectures, list_models, model_config
 from equiseg.robustness import run_benchmark
 
-TINY = dict(embed_dims=(8, 16, 40, 64), depths=(1, 1, 1, 1), decoder_dim=16, drop_path_rate=0.0)
+# 32 channels in stages 1-2 so that every peer's smallest layer (StitchFusion's SE gate, C // 16 units) has
+# more than one unit: a single ReLU unit may be off for every sample at init and rightly get no gradient
+TINY = dict(embed_dims=(32, 32, 40, 64), depths=(1, 1, 1, 1), decoder_dim=16, drop_path_rate=0.0)
 K = 5
 
 

@@ -4,10 +4,13 @@ and weight loading."""
 
 from .backbones import MixVisionTransformer
 from .base import LossOutput, SegModel
+from .cmnext import CMNeXt
+from .cmx import CMX
 from .equiseg import EQUISeg
 from .losses import cross_entropy, ohem_cross_entropy
+from .magic import MAGIC, MAGICPlusPlus
 from .modules import CMTB, PPX, SegFormerHead, SelfQueryHub
-from .reference import ReferenceLoad, load_reference_checkpoint
+from .reference import ReferenceLoad, detect_release, load_reference_checkpoint
 from .registry import (
     build_model,
     create_model,
@@ -17,7 +20,9 @@ from .registry import (
     register_architecture,
     register_model,
 )
+from .segformer import SegFormer
 from .sgm import class_prototypes, sgm_loss
+from .stitchfusion import StitchFusion
 from .weights import (
     MIN_COVERAGE,
     LoadResult,
@@ -30,7 +35,13 @@ from .weights import (
 )
 
 __all__ = [
+    "CMNeXt",
     "CMTB",
+    "CMX",
+    "MAGIC",
+    "MAGICPlusPlus",
+    "SegFormer",
+    "StitchFusion",
     "MIN_COVERAGE",
     "EQUISeg",
     "LoadResult",
@@ -47,6 +58,7 @@ __all__ = [
     "create_model",
     "cross_entropy",
     "describe_state_dict_mismatch",
+    "detect_release",
     "list_architectures",
     "list_models",
     "load_mit_weights",

@@ -24,7 +24,13 @@ from torch import nn
 
 from .weights import load_state_dict_strict, read_state_dict
 
-__all__ = ["ReferenceLoad", "is_reference_state_dict", "load_reference_checkpoint", "map_state_dict"]
+__all__ = [
+    "ReferenceLoad",
+    "detect_release",
+    "is_reference_state_dict",
+    "load_reference_checkpoint",
+    "map_state_dict",
+]
 
 Rule = tuple[str, str | Callable[[re.Match[str]], str]]
 
@@ -45,6 +51,27 @@ def is_reference_state_dict(sd: Mapping[str, object]) -> bool:
     """Whether ``sd`` looks like a public release (``backbone.*`` and ``decode_head.*`` keys)."""
     keys = [re.sub(r"^module\.", "", k) for k in sd]
     return any(k.startswith("backbone.") for k in keys) and any(k.startswith("decode_head.") for k in keys)
+
+
+# Keys only one public release has: how a file tells which method it is from.
+_SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("cmnext", r"backbone\.(extra_downsample_layers|extra_score_predictor)\."),
+    ("cmx", r"backbone\.extra_patch_embed\d\."),
+    ("stitchfusion", r"backbone\.(block\d\.\d+\.adap|feature_cross\.)"),
+)
+
+
+def detect_release(sd: Mapping[str, object]) -> str | None:
+    """Which public method's release ``sd`` is (``cmnext``, ``cmx``, ``stitchfusion``), from the keys
+    only one of them has; None if none matches. A release whose blocks carry no adapters and which
+    has no other method's keys is StitchFusion's plain-MiT layout only if nothing else fits, so it is
+    reported as None (the model's own mapping then decides)."""
+    keys = [re.sub(r"^module\.", "", k) for k in sd]
+    for arch, pattern in _SIGNATURES:
+        rx = re.compile(pattern)
+        if any(rx.match(k) for k in keys):
+            return arch
+    return None
 
 
 def map_state_dict(
@@ -109,7 +136,13 @@ def load_reference_checkpoint(model: nn.Module, path: str | Path) -> ReferenceLo
             f"{path}: not a released full-model state dict (expected 'backbone.*' and 'decode_head.*' keys, "
             f"got e.g. {', '.join(list(sd)[:3])})"
         )
-    mapped = mapper({re.sub(r"^module\.", "", k): v for k, v in sd.items()})
+    detected = detect_release(sd)
+    if detected is not None and detected != arch:
+        raise ValueError(f"{path} is a {detected} release, but the model (from the config) is {arch}")
+    try:
+        mapped = mapper({re.sub(r"^module\.", "", k): v for k, v in sd.items()})
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     load_state_dict_strict(model, mapped, str(path), f"the {arch} release does not fit this model")
     if not getattr(model.cfg, "reference_compat", False):
         warnings.warn(

@@ -9,6 +9,7 @@ carries ``arch``, so a checkpoint's stored config rebuilds the right class.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ def _import_architectures() -> None:
         equiseg,  # noqa: F401
         magic,  # noqa: F401
         segformer,  # noqa: F401
+        stitchfusion,  # noqa: F401
     )
 
 
@@ -96,7 +98,13 @@ def model_config(
     """The :class:`ModelConfig` of a registered variant with ``overrides`` applied (validated)."""
     _import_architectures()
     if name not in _MODELS:
-        raise ValueError(f"unknown model '{name}'; choose from {', '.join(list_models())}")
+        sizes = ", ".join(sorted({n.rsplit("_", 1)[0] for n in _MODELS}))
+        close = difflib.get_close_matches(name, list(_MODELS), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(
+            f"unknown model '{name}'{hint}; models are <architecture>_b0 ... _b5 with architecture one of "
+            f"{sizes} (`equiseg models` lists them)"
+        )
     if isinstance(modalities, str):
         raise ValueError(f"modalities must be a list of names, got the string {modalities!r}")
     data = _MODELS[name]()
