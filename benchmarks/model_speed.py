@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 from pathlib import Path
 
 import torch
@@ -65,10 +66,20 @@ def peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_one(name: str, n: int, args, device: torch.device, mm_rate: float) -> dict:
+def bench_one(
+    name: str, n: int, args, device: torch.device, mm_rate: float, reference: str | None = None
+) -> dict:
+    """One row. ``reference`` = ``KIND=ROOT``: time the public implementation from that checkout instead
+    (same sizes, inputs and optimizer; CE on its logits as the loss)."""
     mods = ["rgb", "depth", "event", "lidar", "m5", "m6", "m7", "m8"][:n]
     torch.manual_seed(0)
-    model = equiseg.create_model(name, num_classes=25, modalities=mods).to(device)
+    if reference is not None:
+        from reference_models import build_reference
+
+        kind, root = reference.split("=", 1)
+        model = build_reference(kind, root, name.rsplit("_", 1)[1], 25, n).to(device)
+    else:
+        model = equiseg.create_model(name, num_classes=25, modalities=mods).to(device)
     g = torch.Generator(device="cpu").manual_seed(0)
     x = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device) for _ in range(n)]
     labels = torch.randint(0, 25, (args.batch, args.size, args.size), generator=g).to(device)
@@ -90,8 +101,11 @@ def bench_one(name: str, n: int, args, device: torch.device, mm_rate: float) -> 
     sgen = torch.Generator().manual_seed(0)
 
     def step():
-        out = model.compute_loss(x, labels, generator=sgen)
-        out.loss.backward()
+        if reference is not None:
+            loss = torch.nn.functional.cross_entropy(model(x), labels, ignore_index=255)
+        else:
+            loss = model.compute_loss(x, labels, generator=sgen).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -99,7 +113,7 @@ def bench_one(name: str, n: int, args, device: torch.device, mm_rate: float) -> 
     step_ms = timeit(step, device, args.repeats)
     step_mem = peak_mb(device)
     row = dict(
-        variant=name,
+        variant=f"{name} (public code)" if reference is not None else name,
         n=n,
         params=params,
         fwd_ms=fwd_ms,
@@ -113,7 +127,7 @@ def bench_one(name: str, n: int, args, device: torch.device, mm_rate: float) -> 
     row["fwd_ratio"] = row["fwd_rate"] / mm_rate
     row["step_ratio"] = row["step_rate"] / mm_rate
     row["loop_fwd"] = row["loop_fb"] = float("nan")
-    if n > 1 and not args.no_loop and model.cfg.arch == "equiseg":
+    if n > 1 and not args.no_loop and reference is None and model.cfg.arch == "equiseg":
         # same network with the encoder run modality by modality (identical weights in each branch)
         loop = equiseg.create_model(name, num_classes=25, modalities=mods, share_encoder=False).to(device)
         sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
@@ -158,11 +172,22 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-loop", action="store_true", help="skip the per-modality loop comparison")
+    p.add_argument("--cmnext-root", default=None, help="checkout of jamycheung/DELIVER: time its CMNeXt too")
+    p.add_argument(
+        "--stitchfusion-root", default=None, help="checkout of LiBingyu01/StitchFusion: time it too"
+    )
+    p.add_argument(
+        "--cell", default=None, help=argparse.SUPPRESS
+    )  # internal: one row, as JSON, in this process
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mm = matmul_gflops(device)
+    if args.cell:  # a fresh process per public implementation (each registers a package named semseg)
+        name, n, ref = json.loads(args.cell)
+        print(json.dumps(bench_one(name, n, args, device, mm, ref)))
+        return
     print(
         f"# EQUISeg model speed — {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"batch {args.batch}, {args.size}×{args.size}, fp32"
@@ -184,15 +209,33 @@ def main(argv=None) -> None:
         for n in (int(k) for k in args.n.split(",")):
             if arch == "cmx" and n != 2:
                 continue  # CMX takes exactly two modalities
-            r = bench_one(name, n, args, device, mm)
-            loop = "–" if r["loop_fwd"] != r["loop_fwd"] else f"{r['loop_fwd']:.2f} / {r['loop_fb']:.2f}"
-            print(
-                f"| {r['variant']} | {n} | {r['params']:.2f} | {r['gflops']:.1f} | {r['fwd_ms']:.0f} | "
-                f"{r['step_ms']:.0f} | {r['fwd_mem']:.0f} / {r['step_mem']:.0f} | "
-                f"{r['fwd_rate']:.0f} ({100 * r['fwd_ratio']:.0f} %) | {r['step_rate']:.0f} "
-                f"({100 * r['step_ratio']:.0f} %) | {loop} |",
-                flush=True,
-            )
+            rows = [bench_one(name, n, args, device, mm)]
+            ref_root = {"cmnext": args.cmnext_root, "stitchfusion": args.stitchfusion_root}.get(arch)
+            if ref_root:
+                rows.append(_reference_cell(name, n, f"{arch}={ref_root}", argv))
+            for r in rows:
+                _print_row(r, n, args)
+
+
+def _reference_cell(name: str, n: int, reference: str, argv) -> dict:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--cell"]
+    cmd.append(json.dumps([name, n, reference]))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _print_row(r: dict, n: int, args) -> None:
+    loop = "–" if r["loop_fwd"] != r["loop_fwd"] else f"{r['loop_fwd']:.2f} / {r['loop_fb']:.2f}"
+    print(
+        f"| {r['variant']} | {n} | {r['params']:.2f} | {r['gflops']:.1f} | {r['fwd_ms']:.0f} | "
+        f"{r['step_ms']:.0f} | {r['fwd_mem']:.0f} / {r['step_mem']:.0f} | "
+        f"{r['fwd_rate']:.0f} ({100 * r['fwd_ratio']:.0f} %) | {r['step_rate']:.0f} "
+        f"({100 * r['step_ratio']:.0f} %) | {loop} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

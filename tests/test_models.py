@@ -355,3 +355,55 @@ def test_head_shapes():
     head = SegFormerHead((8, 16, 40, 64), 32, 5)
     feats = [torch.randn(2, c, 16 // 2**i, 12 // 2**i) for i, c in enumerate((8, 16, 40, 64))]
     assert head(feats).shape == (2, 5, 16, 12)
+
+
+def test_ppx_is_cmnext_mspa_block_exactly():
+    """PPX against a literal transcription of SPEC §1.3 with the same weights (train and eval BN)."""
+    import torch.nn.functional as F
+
+    from equiseg.models.modules.ppx import PPX
+
+    torch.manual_seed(0)
+    ppx = PPX(12, mlp_ratio=8.0, layer_scale=0.3)
+    with torch.no_grad():  # non-trivial BN statistics and layer scales so every term matters
+        for bn in (ppx.norm1, ppx.norm2):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.normal_(1, 0.2)
+            bn.bias.normal_()
+        ppx.layer_scale1.uniform_(0.2, 0.8)
+        ppx.layer_scale2.uniform_(0.2, 0.8)
+    x = torch.randn(2, 12, 13, 17)
+
+    def literal(x: torch.Tensor, old: bool = False) -> torch.Tensor:
+        """SPEC §1.3; ``old``: the earlier deviation (gate on u = y + pools, MLP on the gated x)."""
+        def bn(m, t):
+            return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+        def pooling_attention(z):
+            y = F.conv2d(z, ppx.mixer.dwconv.weight, ppx.mixer.dwconv.bias, padding=3, groups=z.shape[1])
+            pools = sum(F.avg_pool2d(y, k, 1, k // 2, count_include_pad=False) for k in (3, 7, 11))
+            u = y + pools
+            gate = torch.sigmoid(F.conv2d(u, ppx.mixer.gate.weight, ppx.mixer.gate.bias))
+            return gate * u + u if old else gate * z + z
+
+        def mlp(t):
+            m = ppx.mlp
+            h = F.conv2d(t, m.fc1.weight, m.fc1.bias)
+            h = F.gelu(F.conv2d(h, m.dwconv.weight, m.dwconv.bias, padding=1, groups=h.shape[1]))
+            return F.conv2d(h, m.fc2.weight, m.fc2.bias)
+
+        ls1, ls2 = ppx.layer_scale1.view(-1, 1, 1), ppx.layer_scale2.view(-1, 1, 1)
+        x = x + ls1 * pooling_attention(bn(ppx.norm1, x))
+        pooled = x.mean((2, 3))[:, None, :]  # B×1×C: eca over channels
+        eca = torch.sigmoid(F.conv1d(pooled, ppx.channel_gate.conv.weight, padding=1))[:, 0, :, None, None]
+        if old:
+            x = eca * x
+            return x + ls2 * mlp(bn(ppx.norm2, x))
+        return eca * x + ls2 * mlp(bn(ppx.norm2, x))  # the MLP reads the pre-gate x; no "x +"
+
+    ppx.eval()
+    with torch.no_grad():
+        assert torch.allclose(ppx(x), literal(x), atol=1e-5, rtol=1e-5)
+        # the earlier reading (issue 10) is a different function of the same weights
+        assert not torch.allclose(ppx(x), literal(x, old=True), atol=1e-2)
