@@ -229,6 +229,7 @@ def train(
     work = Path(work_dir or cfg.work_dir)
     main = dist.is_main
     interrupt = None
+    net = None
     lock = RunLock(work)
     existed, started = work.exists(), False
     try:
@@ -492,6 +493,10 @@ def train(
         lock.release()
         if main and not started and not existed and work.is_dir() and not any(work.iterdir()):
             work.rmdir()  # a run that failed to start leaves no trace
+        # Release the DDP wrapper (its reducer holds the process group) before the group is destroyed;
+        # a wrapper outliving its group -- e.g. kept alive by the traceback of a NonFiniteLossError --
+        # can abort the process at exit ("terminate called without an active exception").
+        net = None  # noqa: F841
         cleanup()
 
 
