@@ -391,6 +391,19 @@ def _paper_rows(table: str, ids: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def config_line(result: Mapping[str, Any]) -> str:
+    """``Config `X` with `overrides` — quick mode ...``: how a study's table was made (ablate, compare)."""
+    return (
+        f"Config `{result['config'] or '(in memory)'}`"
+        + (f" with `{' '.join(result['overrides'])}`" if result["overrides"] else "")
+        + (
+            " — **quick mode** (short schedule, val subset: not comparable with the paper)"
+            if result["quick"]
+            else ""
+        )
+    )
+
+
 def ablation_markdown(result: Mapping[str, Any]) -> str:
     """The combined ablation table: the paper's layout, every measurement, then the paper's numbers."""
     table, rows, mods = result["table"], result["rows"], result["modalities"]
@@ -400,13 +413,7 @@ def ablation_markdown(result: Mapping[str, Any]) -> str:
     lines = [
         f"# {result['title']}",
         "",
-        f"Config `{result['config'] or '(in memory)'}`"
-        + (f" with `{' '.join(result['overrides'])}`" if result["overrides"] else "")
-        + (
-            " — **quick mode** (short schedule, val subset: not comparable with the paper)"
-            if result["quick"]
-            else ""
-        )
+        config_line(result)
         + f". Every row trained with the same seed for {', '.join(map(str, iters))} iterations; evaluated on "
         f"{result['num_eval_samples']} samples of the {result['split']} split, batch 1. mIoU and EMM(Avg) in "
         f"%, **{result['convention']}** metric convention; EMM(Avg) = mean mIoU over the "

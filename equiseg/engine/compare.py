@@ -337,19 +337,15 @@ def _cell(mean: float | None, std: float | None, digits: int = 2) -> str:
 
 def compare_markdown(result: Mapping[str, Any]) -> str:
     """The comparison in the paper's Tab. 1 layout, then the per-combination EMM table."""
+    from .ablate import config_line
+
     models = result["models"]
     headers = [h for _, h in COLUMNS] + [h for _, h in COSTS]
     seeds = ", ".join(map(str, result["seeds"]))
     lines = [
         "# EQUISeg and its peers (paper Tab. 1 layout)",
         "",
-        f"Config `{result['config'] or '(in memory)'}`"
-        + (f" with `{' '.join(result['overrides'])}`" if result["overrides"] else "")
-        + (
-            " — **quick mode** (short schedule, val subset: not comparable with the paper)"
-            if result["quick"]
-            else ""
-        )
+        config_line(result)
         + f". Seeds {seeds}: mean ± sample std over seeds (a given checkpoint: one run, no spread). "
         f"{result['split']} split, batch 1, **{result['convention']}** metric convention, in %. "
         "EMM = missing modalities zeroed, RMM = random elements dropped (r = 0.5), NM = salt-and-pepper + "

@@ -69,7 +69,7 @@ from equiseg.layers.norm import ChannelLayerNorm
 from .backbones import MixVisionTransformer, mit_kwargs
 from .base import SegModel
 from .modules.frm_ffm import FFM, FRM, fusion_reference_rules, prefixed_rules
-from .modules.heads import SegFormerHead
+from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
 from .modules.hub import SelfQueryHub
 from .modules.parallel_embed import ParallelPatchEmbed
 from .modules.ppx import PPX
@@ -213,17 +213,8 @@ class CMNeXt(SegModel):
         rules += fusion_reference_rules(
             r"backbone\.FRMs\.(?P<s>\d)\.", "frms.{s}.", r"backbone\.FFMs\.(?P<s>\d)\.", "ffms.{s}."
         )
-        rules += [
-            (r"decode_head\.linear_c(\d)\.proj\.(weight|bias)", lambda m: f"head.linear_c.{stage(m)}.{m[2]}"),
-            (r"decode_head\.linear_fuse\.conv\.weight", "head.linear_fuse.0.weight"),
-            (r"decode_head\.linear_fuse\.bn\.(\w+)", r"head.linear_fuse.1.\1"),
-            (r"decode_head\.linear_pred\.(weight|bias)", r"head.linear_pred.\1"),
-        ]
-        out.update(map_state_dict(sd, rules, source))
-        for i in range(4):  # nn.Linear D×C -> 1×1 conv D×C×1×1
-            key = f"head.linear_c.{i}.weight"
-            if key in out and out[key].ndim == 2:
-                out[key] = out[key][:, :, None, None]
+        rules += head_release_rules("conv", "bn")
+        out.update(linear_to_conv(map_state_dict(sd, rules, source)))
         return out
 
     def _map_hub(self, sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:

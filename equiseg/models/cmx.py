@@ -51,7 +51,7 @@ from equiseg.layers import DropPath, init_weights
 from .backbones import MixVisionTransformer, mit_kwargs
 from .base import SegModel
 from .modules.frm_ffm import FFM, FRM, fusion_reference_rules
-from .modules.heads import SegFormerHead
+from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
 from .reference import map_state_dict
 from .registry import peer_decoder_dim, register_architecture, register_mit_variants
 
@@ -110,7 +110,6 @@ class CMX(SegModel):
         source = "CMX release"
         sd = dict(sd)
         fuse_bias = sd.pop("decode_head.linear_fuse.0.bias", None)
-        stage = lambda m: int(m[1]) - 1  # noqa: E731  (linear_c1 ... linear_c4)
         rules: list = [
             (r"backbone\.extra_((?:patch_embed|block|norm)\d.*)", r"backbones.1.\1"),
             (r"backbone\.((?:patch_embed|block|norm)\d.*)", r"backbones.0.\1"),
@@ -118,17 +117,8 @@ class CMX(SegModel):
         rules += fusion_reference_rules(
             r"backbone\.FRMs\.(?P<s>\d)\.", "frms.{s}.", r"backbone\.FFMs\.(?P<s>\d)\.", "ffms.{s}."
         )
-        rules += [
-            (r"decode_head\.linear_c(\d)\.proj\.(weight|bias)", lambda m: f"head.linear_c.{stage(m)}.{m[2]}"),
-            (r"decode_head\.linear_fuse\.0\.weight", "head.linear_fuse.0.weight"),
-            (r"decode_head\.linear_fuse\.1\.(\w+)", r"head.linear_fuse.1.\1"),
-            (r"decode_head\.linear_pred\.(weight|bias)", r"head.linear_pred.\1"),
-        ]
-        out = map_state_dict(sd, rules, source)
-        for i in range(4):  # nn.Linear D×C -> 1×1 conv D×C×1×1
-            key = f"head.linear_c.{i}.weight"
-            if key in out and out[key].ndim == 2:
-                out[key] = out[key][:, :, None, None]
+        rules += head_release_rules("0", "1")  # RGBX's MLPDecoder: linear_fuse = Sequential(conv, BN)
+        out = linear_to_conv(map_state_dict(sd, rules, source))
         if fuse_bias is not None:
             key = "head.linear_fuse.1.running_mean"
             if key not in out:

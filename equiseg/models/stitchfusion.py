@@ -64,7 +64,7 @@ from .backbones import MixVisionTransformer, mit_kwargs
 from .base import Inputs, SegModel
 from .modules.adapters import ADAPTER_MODES, PairAdapters, PairPlan, adapter_pairs, pair_plan
 from .modules.feature_cross import FeatureCross
-from .modules.heads import SegFormerHead
+from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
 from .reference import map_state_dict
 from .registry import peer_decoder_dim, register_architecture, register_mit_variants
 
@@ -216,13 +216,7 @@ class StitchFusion(SegModel):
             (fc + r"mix_ffn\.(\d)\.dwconv(3|5|7)\.dwconv\.(weight|bias)", r"fusions.\1.dw\2.\3"),
             (fc + r"channel_attns\.(\d)\.fc\.0\.weight", r"fusions.\1.se_reduce.weight"),
             (fc + r"channel_attns\.(\d)\.fc\.2\.weight", r"fusions.\1.se_expand.weight"),
-            (
-                r"decode_head\.linear_c(\d)\.proj\.(weight|bias)",
-                lambda m: f"head.linear_c.{int(m[1]) - 1}.{m[2]}",
-            ),
-            (r"decode_head\.linear_fuse\.conv\.weight", "head.linear_fuse.0.weight"),
-            (r"decode_head\.linear_fuse\.bn\.(.+)", r"head.linear_fuse.1.\1"),
-            (r"decode_head\.linear_pred\.(weight|bias)", r"head.linear_pred.\1"),
+            *head_release_rules("conv", "bn"),
         ]
         # a zero-width SE layer (C < 16) holds no numbers; this model builds none
         rest = {k: v for k, v in rest.items() if not (v.numel() == 0 and ".channel_attns." in k)}
@@ -235,10 +229,7 @@ class StitchFusion(SegModel):
             raise ValueError(
                 f"stitchfusion release: {len(stray)} key(s) have no place in this model: {names}"
             )
-        for k, v in mapped.items():
-            if k.startswith("head.linear_c.") and k.endswith(".weight") and v.ndim == 2:
-                v = v.reshape(*v.shape, 1, 1)  # Linear D×C -> 1×1 conv D×C×1×1
-            out[k] = v
+        out.update(linear_to_conv(mapped))
         return out
 
     def _stack_adapters(self, adapters: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

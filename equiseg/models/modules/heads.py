@@ -73,3 +73,28 @@ class SegFormerHead(nn.Module):
             outs.append(y)
         x = self.linear_fuse(torch.cat(outs[::-1], dim=1))  # [c4, c3, c2, c1]
         return self.linear_pred(self.dropout(x))
+
+
+def head_release_rules(fuse: str = "conv", norm: str = "bn", prefix: str = "head.") -> list[tuple]:
+    """``map_state_dict`` rules for a public release's SegFormer head (``decode_head.*``) onto this head
+    under ``prefix``. The releases name the fuse conv/BN ``linear_fuse.conv``/``.bn`` (DELIVER,
+    StitchFusion) or ``linear_fuse.0``/``.1`` (RGBX's MLPDecoder): pass ``fuse``/``norm``. Their
+    per-stage projections are ``nn.Linear``; :func:`linear_to_conv` reshapes them after mapping."""
+    return [
+        (
+            r"decode_head\.linear_c(\d)\.proj\.(weight|bias)",
+            lambda m: f"{prefix}linear_c.{int(m[1]) - 1}.{m[2]}",  # linear_c1 ... linear_c4
+        ),
+        (rf"decode_head\.linear_fuse\.{fuse}\.weight", f"{prefix}linear_fuse.0.weight"),
+        (rf"decode_head\.linear_fuse\.{norm}\.(\w+)", rf"{prefix}linear_fuse.1.\1"),
+        (r"decode_head\.linear_pred\.(weight|bias)", rf"{prefix}linear_pred.\1"),
+    ]
+
+
+def linear_to_conv(sd: dict[str, torch.Tensor], prefix: str = "head.") -> dict[str, torch.Tensor]:
+    """The released heads' ``nn.Linear`` projections (``D×C``) as this head's 1×1 convolutions
+    (``D×C×1×1``), in place; returns ``sd``."""
+    for key, value in list(sd.items()):
+        if key.startswith(f"{prefix}linear_c.") and key.endswith(".weight") and value.ndim == 2:
+            sd[key] = value[:, :, None, None]
+    return sd
