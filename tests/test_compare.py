@@ -127,3 +127,66 @@ def test_compare_errors(setup, tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
     assert main(["--quiet", "compare", str(path), "--models", "equiseg_b0", "--checkpoints", "noequals"]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+def test_compare_scores_a_release_with_reference_compat(tmp_path):
+    """A release given with --checkpoints is scored with the released code's behaviour (its logits)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from reference_fixtures import load_fixture
+
+    from equiseg.engine.compare import run_compare
+
+    fx = load_fixture("cmnext_3mod")
+    release = fx.write_release(tmp_path / "cmnext.safetensors")
+    h, w = fx.config["input_shape"][2:]
+    rng = np.random.default_rng(0)
+    mods = ["rgb", "depth", "event"]
+    for m in [*mods, "label"]:
+        (tmp_path / "data" / m / "val").mkdir(parents=True)
+        for i in range(2):
+            arr = (
+                rng.integers(0, 4, (h, w), dtype=np.uint8)
+                if m == "label"
+                else rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            )
+            Image.fromarray(arr).save(tmp_path / "data" / m / "val" / f"{i}.png")
+    spec = {
+        "classes": list("abcd"),
+        "modalities": {m: {"path": f"{m}/{{split}}/{{key}}.png"} for m in mods},
+        "label": {"path": "label/{split}/{key}.png"},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    cfg = {
+        "model": {
+            "name": "equiseg_b0",
+            "embed_dims": fx.config["embed_dims"],
+            "depths": fx.config["depths"],
+            "decoder_dim": fx.config["decoder_dim"],
+        },
+        "data": {
+            "dataset": "folder",
+            "spec": str(tmp_path / "spec.yaml"),
+            "root": str(tmp_path / "data"),
+            "modalities": mods,
+            "val_short_side": None,
+            "num_workers": 0,
+        },
+    }
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = run_compare(cfg, [], checkpoints={"cmnext_b0": release}, out_dir=tmp_path / "out", progress=False)
+    assert not [w for w in caught if "reference_compat" in str(w.message)]  # built as the release was
+    run = r["models"]["cmnext_b0"]["runs"][0]
+    assert run["trained"] is False and run["summary"]["clean"] is not None
+    # the scored network is the released one: same logits as the reference code on the fixture inputs
+    from equiseg.engine.export import load_checkpoint_model
+
+    model = load_checkpoint_model(
+        release, config={**cfg, "model": {**cfg["model"], "name": "cmnext_b0", "reference_compat": True}}
+    )
+    with torch.no_grad():
+        assert float((model(fx.inputs) - fx.logits).norm() / fx.logits.norm()) < 1e-4

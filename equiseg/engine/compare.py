@@ -11,17 +11,19 @@ the seeds, plus every model's per-combination EMM table side by side; JSON + Mar
 **Same data and schedule.** Each model's run is the given experiment config with ``model.name`` set to
 it and ``train.seed`` to the seed. Of the config's ``model`` section, only the method-independent keys
 (:data:`SHARED_MODEL_KEYS`: encoder shape, stochastic depth, head width, pretrained weights) apply to
-every model; EQUISeg's own switches (hub, SGM, λ, PPX ...) apply only to ``equiseg_*`` models, and each
-peer keeps its own loss and fields (e.g. CMNeXt's OHEM). CMX takes exactly two modalities: the first
+every model; EQUISeg's own switches (hub, SGM, λ, PPX ...) apply only to ``equiseg_*`` models; a peer's
+own fields (``stitch_*``, ``magic_*``: :data:`ARCH_FIELD_PREFIXES`) only to that peer, and each peer
+keeps its own loss (e.g. CMNeXt's OHEM). CMX takes exactly two modalities: the first
 two of ``data.modalities``.
 
 **Resumable.** Every run has its folder ``OUT/<model>/seed<k>/`` (training run + ``result.json``); a
 finished run whose config is unchanged is reused, an unfinished one continues from its ``last.pt``,
 and a changed config is an error (use another ``--out``).
 
-**Given checkpoints** (``--checkpoints name=path``): the model is not trained; the file (an equiseg
-checkpoint, or a public release's state dict -- see :func:`equiseg.engine.eval_setup.load_eval_setup`)
-is scored once and reported without spread.
+**Given checkpoints** (``--checkpoints name=path``, ``name`` a registered model): that model is not
+trained; the file (an equiseg checkpoint, or a public release's state dict -- see
+:func:`equiseg.engine.eval_setup.load_eval_setup`; a release is built with ``reference_compat=True``,
+the only way it scores as published) is scored once and reported without spread.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ SHARED_MODEL_KEYS = frozenset(
         "pretrained_strict",
     }
 )
+# A peer's own fields in the config's model section (e.g. `--set model.stitch_fusion=sum`) apply to it.
+ARCH_FIELD_PREFIXES = {"stitchfusion": "stitch_", "magic": "magic_", "magicpp": "magic_"}
 # --quick: the demo setting on a CPU (one short schedule per model, a val subset)
 QUICK_ITERS = 60
 QUICK_MAX_SAMPLES = 12
@@ -94,7 +98,12 @@ def model_run_config(base: ExperimentConfig, name: str, seed: int | None, work_d
     arch = model_config(name).arch  # validates the name
     data = base.to_dict()
     own = {k: v for k, v in data["model"].items() if k != "name"}
-    keep = own if arch == "equiseg" else {k: v for k, v in own.items() if k in SHARED_MODEL_KEYS}
+    prefix = ARCH_FIELD_PREFIXES.get(arch)
+    keep = (
+        own
+        if arch == "equiseg"
+        else {k: v for k, v in own.items() if k in SHARED_MODEL_KEYS or (prefix and k.startswith(prefix))}
+    )
     data["model"] = {"name": name, **keep}
     if arch == "cmx":
         if len(data["data"]["modalities"]) < 2:
@@ -212,8 +221,10 @@ def run_compare(
         every Tab. 1 column and cost), ``columns``, ``seeds``, ``files``, ``seconds`` and the settings.
     """
     from equiseg.api import load_model
+    from equiseg.models.reference import is_reference_state_dict
 
     from .builders import build_val_dataset
+    from .checkpoint import load_checkpoint
     from .eval_setup import load_eval_setup
     from .train import resolve_device, train
 
@@ -237,6 +248,9 @@ def run_compare(
         if name in checkpoints:
             work = out / name / "checkpoint"
             cfg = model_run_config(base, name, None, work)
+            if is_reference_state_dict(load_checkpoint(checkpoints[name])):
+                # a public release scores as published only with the released code's behaviour
+                cfg = load_experiment(cfg, ["model.reference_compat=true"])
             setup = load_eval_setup(cfg, checkpoints[name], max_samples=max_samples)
             rec = score_model(
                 setup.model,
