@@ -218,6 +218,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"cosine similarity with the fused feature, last stage, {r['num_samples']} samples: "
         + ", ".join(f"{display_name(m)} {v:.2f}" for m, v in last.items())
     )
+    print(
+        f"definition: {r['headline']['definition']} ({r['definition']}); every other definition, the "
+        "feature norms and |f_c|/|f'| are in analysis.md"
+    )
     print(f"written: {out}/analysis.json, {out}/analysis.md, {out}/analysis.png")
     return 0
 

@@ -11,6 +11,11 @@ Missing modalities are a first-class input: pass ``None`` in their slot. Only pr
 encoded; the hub takes its max over present auxiliaries, a modality with no present auxiliary keeps
 ``f_n = f'_n``, and the head averages over the present modalities. The benchmark protocol's
 zero-filled tensors are ordinary inputs and work unchanged.
+
+For the modality-contribution analysis (SPEC §9), ``encode(inputs, return_intermediates=True)`` also
+returns, from the same forward pass, each stage's tokens before the CMTB (``f'``), the CMTB output
+before the stage LayerNorm and the CMTB's own term ``f_c``; the default ``encode`` path keeps none of
+them and computes nothing extra.
 """
 
 from __future__ import annotations
@@ -31,11 +36,18 @@ from .sgm import sgm_loss
 __all__ = ["EQUISeg", "LossOutput", "MIN_INPUT_SIZE"]
 
 
+def _token_maps(tokens: torch.Tensor, P: int, H: int, W: int) -> torch.Tensor:
+    """``(P·B)×(H·W)×C`` tokens -> a ``P×B×C×H×W`` channels-last view (no copy)."""
+    return tokens.reshape(P, tokens.shape[0] // P, H, W, -1).permute(0, 1, 4, 2, 3)
+
+
 @register_architecture("equiseg")
 class EQUISeg(SegModel):
     """EQUISeg built from a :class:`~equiseg.config.ModelConfig` (see :func:`equiseg.create_model`)."""
 
     has_modality_features = True
+    # encode(inputs, return_intermediates=True) gives pre-CMTB / pre-LN / post-LN / f_c per stage
+    has_intermediate_features = True
     cross_modal = True  # the CMTB after each stage and the SGM loss (False: the SegFormer baseline)
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -81,8 +93,16 @@ class EQUISeg(SegModel):
         """The MiT branch(es): one shared module, or one per modality."""
         return [self.backbone] if self.cfg.share_encoder else list(self.backbones)
 
-    def _encode(self, x: torch.Tensor, present: list[int]) -> list[torch.Tensor]:
-        """Run the four stages on ``(P·B)×3×H×W`` -> per stage ``P×B×C_s×h_s×w_s``."""
+    def _encode(
+        self, x: torch.Tensor, present: list[int], intermediates: dict[str, list] | None = None
+    ) -> list[torch.Tensor]:
+        """Run the four stages on ``(P·B)×3×H×W`` -> per stage ``P×B×C_s×h_s×w_s``.
+
+        ``intermediates``: if given, a dict of empty lists ``pre_cmtb``, ``pre_ln`` and ``cross`` that
+        receive per stage the tokens before the CMTB, before the stage LayerNorm, and the CMTB's term
+        ``f_c`` (None where no CMTB ran), each as a ``P×B×C_s×h_s×w_s`` channels-last view. None (the
+        hot path): nothing is kept or computed beyond the stage outputs.
+        """
         P = len(present)
         B = x.shape[0] // P
         index = None
@@ -100,8 +120,16 @@ class EQUISeg(SegModel):
                     ti, H, W = encs[j].embed(s, xi)
                     outs.append(encs[j].run_blocks(s, ti, H, W))
                 t = torch.cat(outs)
-            if self.fusions is not None and P > 1:
+            pre_cmtb = t  # f', (P·B)×L×C
+            fused_here = self.fusions is not None and P > 1
+            if fused_here:
                 t = self.fusions[s](t, H, W, P, index)  # CMTB: f = f' + MHCA(f', PPX(hub(aux)))
+            if intermediates is not None:
+                intermediates["pre_cmtb"].append(_token_maps(pre_cmtb, P, H, W))  # P×B×C×H×W
+                intermediates["pre_ln"].append(_token_maps(t, P, H, W))
+                # f_c: the residual's added term, or the whole CMTB output with residual=False
+                cross = (t - pre_cmtb if self.cfg.residual else t) if fused_here else None
+                intermediates["cross"].append(None if cross is None else _token_maps(cross, P, H, W))
             if self.cfg.share_encoder:
                 t = encs[0].stage_norm(s, t)
             else:
@@ -117,11 +145,30 @@ class EQUISeg(SegModel):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     # --- public API ---------------------------------------------------------------------------------
-    def encode(self, inputs: Inputs) -> list[torch.Tensor]:
+    def encode(
+        self, inputs: Inputs, return_intermediates: bool = False
+    ) -> list[torch.Tensor] | dict[str, list[torch.Tensor | None]]:
         """The four stage outputs, each ``P×B×C_s×h_s×w_s`` (modality first; P = present modalities,
-        in model order -- all N when none is None)."""
+        in model order -- all N when none is None).
+
+        With ``return_intermediates=True``, from the same single forward pass, a dict of four-element
+        lists (one per stage), each entry ``P×B×C_s×h_s×w_s`` (channels-last views):
+
+        - ``post_ln``: the stage output after the stage LayerNorm (what the default call returns);
+        - ``pre_ln``: the CMTB output before the stage LayerNorm, ``f' + f_c`` (``f_c`` alone with
+          ``residual=False``);
+        - ``pre_cmtb``: ``f'``, the tokens after the stage's MiT blocks, before the CMTB;
+        - ``cross``: ``f_c``, the CMTB's term (cross-attention output, or ``f_aux`` with
+          ``cross_attention=False``): ``pre_ln - pre_cmtb`` with the residual, the CMTB output without
+          it; None in every stage where no CMTB runs (N = 1, a single present modality, or the
+          SegFormer baseline), and there ``pre_cmtb`` equals ``pre_ln``.
+        """
         x, present = self.prepare(inputs)
-        return self._encode(x, present)
+        if not return_intermediates:
+            return self._encode(x, present)
+        out: dict[str, list] = {"pre_cmtb": [], "pre_ln": [], "cross": []}
+        out["post_ln"] = self._encode(x, present, out)
+        return out
 
     def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
         return self._decode(self._encode(x, present), x.shape[-2:])
