@@ -11,6 +11,7 @@ equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 
 equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
 equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
 equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
+equiseg study CONFIG --rows tab1,tab2,tab3 --seeds 1,2,3 [--init scratch,synth|PATH] [--quick]
 equiseg pretrain --out mit_b0_synth.pth [--variant b0] [--modalities ...] [--quick]
 equiseg compare CONFIG --models equiseg_b0,cmnext_b0,... [--seeds 1,2,3] [--checkpoints NAME=PATH ...] [--quick]
 
@@ -325,6 +326,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from equiseg.engine.study import TAB1_MODELS, run_study
+
+    out = args.out or f"runs/study{'_quick' if args.quick else ''}"
+    r = run_study(
+        args.config,
+        _csv(args.rows) or [],
+        args.set,
+        seeds=_ints(args.seeds, "--seeds") or [1, 2, 3],
+        inits=_csv(args.init) or ["scratch"],
+        only=_csv(args.only),
+        models=_csv(args.models) or TAB1_MODELS,
+        out_dir=out,
+        quick=args.quick,
+        max_samples=args.max_samples,
+        progress=not args.quiet,
+    )
+    for sec in r["sections"]:
+        print(f"  {sec['table']} ({sec['init']}): {len(sec['rows'])} rows x {len(r['seeds'])} seeds")
+    print(f"written: {r['files']['markdown']}, {r['files']['json']} ({r['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from equiseg.engine.pretrain import run_pretrain
 
@@ -459,6 +483,25 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--resume", action="store_true", help="reuse rows already finished in --out")
     ab.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     ab.set_defaults(func=cmd_ablate)
+
+    st = sub.add_parser(
+        "study", help="the paper's claims under seeds: Tab. 1 peers and Tab. 2/3 rows, paired"
+    )
+    st.add_argument("config")
+    st.add_argument("--rows", default="tab1,tab2,tab3", help="comma-separated tables: tab1, tab2, tab3")
+    st.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds")
+    st.add_argument(
+        "--init", default="scratch", help="comma-separated: scratch, synth (the stand-in), or a path"
+    )
+    st.add_argument("--only", default=None, help="comma-separated row ids / model names (full model kept)")
+    st.add_argument("--models", default=None, help="Tab. 1 models (first = the full model)")
+    st.add_argument(
+        "--quick", action="store_true", help="the short schedule and val subset of ablate --quick"
+    )
+    st.add_argument("--out", default=None, help="default: runs/study[_quick]")
+    st.add_argument("--max-samples", type=_positive_int, default=None)
+    st.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
+    st.set_defaults(func=cmd_study)
 
     pt = sub.add_parser(
         "pretrain", help="an ImageNet stand-in: pretrain a MiT encoder on the built-in scenes"

@@ -1,0 +1,127 @@
+"""``equiseg study`` end to end on a tiny data set (issue 10 item 4): 2 seeds, 2 rows per table, the
+paired statistics, and a re-run that reuses every finished run."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+import yaml
+
+from equiseg.cli import main
+from equiseg.engine.study import paired_difference, run_study, t_quantile
+
+TINY = {"embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16, "drop_path_rate": 0.0}
+
+
+def test_paired_difference_arithmetic():
+    d = paired_difference([3.0, 5.0, 4.0], [1.0, 2.0, 2.0])  # differences 2, 3, 2
+    sd = statistics.stdev([2.0, 3.0, 2.0])
+    assert d["mean"] == pytest.approx(7 / 3) and d["n"] == 3
+    assert d["half_width"] == pytest.approx(4.303 * sd / math.sqrt(3))
+    assert d["low"] == pytest.approx(7 / 3 - d["half_width"])
+    one = paired_difference([3.0], [1.0])
+    assert one["mean"] == 2.0 and one["half_width"] is None
+    assert t_quantile(1) == 12.706 and t_quantile(100) == 1.96
+    with pytest.raises(ValueError):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
+    from equiseg.data.synth import generate
+
+    generate(
+        tmp_path / "data",
+        layout="deliver",
+        splits={"train": 4, "val": 2},
+        size=(64, 64),
+        seed=0,
+        progress=False,
+    )
+    cfg = {
+        "model": {"name": "equiseg_b0", **TINY},
+        "data": {
+            "root": str(tmp_path / "data"),
+            "crop_size": [64, 64],
+            "val_short_side": None,
+            "batch_size": 2,
+            "num_workers": 0,
+            "modalities": ["rgb", "depth", "lidar"],
+        },
+        "train": {"max_iters": 2, "warmup_iters": 0, "lr": 1e-3, "val_interval": 2, "log_interval": 1},
+        "eval": {"convention": "present"},
+    }
+    out = tmp_path / "study"
+    kw = dict(
+        seeds=[1, 2],
+        only=["hub_mean", "segformer_b0"],
+        models=["equiseg_b0", "segformer_b0"],
+        out_dir=out,
+        max_samples=2,
+        progress=False,
+    )
+    r = run_study(cfg, ["tab1", "tab2"], **kw)
+    tab1, tab2 = r["sections"]
+    assert list(tab1["rows"]) == ["equiseg_b0", "segformer_b0"] and tab1["full"] == "equiseg_b0"
+    assert list(tab2["rows"]) == ["cmtb", "hub_mean"] and tab2["full"] == "cmtb"
+    for sec in (tab1, tab2):
+        for name, stats in sec["rows"].items():
+            for key, s in stats.items():
+                assert len(s["values"]) == 2 and s["std"] is not None
+                full = sec["rows"][sec["full"]][key]["values"]
+                expect = paired_difference(s["values"], full)
+                assert s["vs_full"] == pytest.approx(expect)
+                if name == sec["full"]:
+                    assert s["vs_full"]["mean"] == 0
+    md = (out / "study.md").read_text()
+    assert "## tab2, init scratch (full model: `cmtb`)" in md and "(Δ " in md
+    assert json.loads((out / "study.json").read_text())["seeds"] == [1, 2]
+    assert (out / "study_scratch_tab1.png").is_file()
+    # the per-seed runs live in the runners' own folders and are reused on a re-run
+    stamp = (out / "scratch" / "tab2" / "seed2" / "hub_mean" / "best.pt").stat().st_mtime_ns
+    stamp1 = (out / "scratch" / "tab1" / "segformer_b0" / "seed1" / "best.pt").stat().st_mtime_ns
+    again = run_study(cfg, ["tab1", "tab2"], **kw)
+    assert (out / "scratch" / "tab2" / "seed2" / "hub_mean" / "best.pt").stat().st_mtime_ns == stamp
+    assert (out / "scratch" / "tab1" / "segformer_b0" / "seed1" / "best.pt").stat().st_mtime_ns == stamp1
+    assert again["sections"] == r["sections"]
+    # the command
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    argv = [
+        "--quiet",
+        "study",
+        str(path),
+        "--rows",
+        "tab2",
+        "--seeds",
+        "1,2",
+        "--only",
+        "hub_mean",
+        "--out",
+        str(out),
+        "--max-samples",
+        "2",
+    ]
+    assert main(argv) == 0
+    assert "tab2 (scratch): 2 rows x 2 seeds" in capsys.readouterr().out
+    assert main(["--quiet", "study", str(path), "--rows", "tab9", "--out", str(out)]) == 2
+    assert "unknown study table" in capsys.readouterr().err
+    assert (
+        main(["--quiet", "study", str(path), "--rows", "tab2", "--init", "nope.pth", "--out", str(out)]) == 2
+    )
+    assert "--init nope.pth" in capsys.readouterr().err
+
+
+def test_pretrained_inits_get_the_papers_recipe(tmp_path):
+    from equiseg.config import load_experiment
+    from equiseg.engine.study import PRETRAINED_RECIPE, _init_overrides
+
+    base = load_experiment({"model": {"name": "equiseg_b0"}})
+    weights = tmp_path / "mit.pth"
+    weights.write_bytes(b"")
+    assert _init_overrides("scratch", tmp_path, base, quick=True, progress=False) == []
+    over = _init_overrides(str(weights), tmp_path, base, quick=True, progress=False)
+    assert over == [f"model.pretrained={weights}", *PRETRAINED_RECIPE]
+    assert "train.lr=6e-5" in over and "model.lambda_sgm=60" in over
