@@ -131,49 +131,12 @@ def test_compare_errors(setup, tmp_path, capsys):
 
 def test_compare_scores_a_release_with_reference_compat(tmp_path):
     """A release given with --checkpoints is scored with the released code's behaviour (its logits)."""
-    import numpy as np
     import torch
-    from PIL import Image
-    from reference_fixtures import load_fixture
+    from reference_fixtures import release_setup
 
     from equiseg.engine.compare import run_compare
 
-    fx = load_fixture("cmnext_3mod")
-    release = fx.write_release(tmp_path / "cmnext.safetensors")
-    h, w = fx.config["input_shape"][2:]
-    rng = np.random.default_rng(0)
-    mods = ["rgb", "depth", "event"]
-    for m in [*mods, "label"]:
-        (tmp_path / "data" / m / "val").mkdir(parents=True)
-        for i in range(2):
-            arr = (
-                rng.integers(0, 4, (h, w), dtype=np.uint8)
-                if m == "label"
-                else rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            )
-            Image.fromarray(arr).save(tmp_path / "data" / m / "val" / f"{i}.png")
-    spec = {
-        "classes": list("abcd"),
-        "modalities": {m: {"path": f"{m}/{{split}}/{{key}}.png"} for m in mods},
-        "label": {"path": "label/{split}/{key}.png"},
-    }
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    cfg = {
-        "model": {
-            "name": "equiseg_b0",
-            "embed_dims": fx.config["embed_dims"],
-            "depths": fx.config["depths"],
-            "decoder_dim": fx.config["decoder_dim"],
-        },
-        "data": {
-            "dataset": "folder",
-            "spec": str(tmp_path / "spec.yaml"),
-            "root": str(tmp_path / "data"),
-            "modalities": mods,
-            "val_short_side": None,
-            "num_workers": 0,
-        },
-    }
+    fx, release, cfg = release_setup(tmp_path, model="equiseg_b0")
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:

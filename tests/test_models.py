@@ -377,6 +377,7 @@ def test_ppx_is_cmnext_mspa_block_exactly():
 
     def literal(x: torch.Tensor, old: bool = False) -> torch.Tensor:
         """SPEC §1.3; ``old``: the earlier deviation (gate on u = y + pools, MLP on the gated x)."""
+
         def bn(m, t):
             return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
 
