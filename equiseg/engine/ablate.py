@@ -51,12 +51,20 @@ FULL_MODEL: dict[str, Any] = {
 # --quick: a short schedule and a val subset, for the demo setting on a CPU (see `run_ablation`).
 QUICK_ITERS = 40
 QUICK_MAX_SAMPLES = 16
-QUICK_OVERRIDES: tuple[str, ...] = (
-    f"train.max_iters={QUICK_ITERS}",
-    f"train.warmup_iters={QUICK_ITERS // 10}",
-    f"train.val_interval={QUICK_ITERS}",
-    f"train.log_interval={QUICK_ITERS // 4}",
-)
+
+
+def short_schedule(iters: int) -> tuple[str, ...]:
+    """Overrides for a ``--quick`` run of ``iters`` iterations: 10 % warm-up, one validation at the end,
+    four log lines (shared by ``ablate``, ``compare`` and ``study``)."""
+    return (
+        f"train.max_iters={iters}",
+        f"train.warmup_iters={iters // 10}",
+        f"train.val_interval={iters}",
+        f"train.log_interval={max(1, iters // 4)}",
+    )
+
+
+QUICK_OVERRIDES: tuple[str, ...] = short_schedule(QUICK_ITERS)
 
 
 @dataclass(frozen=True)

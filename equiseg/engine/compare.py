@@ -41,6 +41,7 @@ import torch
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.utils import to_jsonable
 
+from .ablate import short_schedule
 from .eval_setup import subset
 
 # Keys of the config's model section that apply to every compared model (the rest is EQUISeg's own).
@@ -67,12 +68,7 @@ ARCH_FIELD_PREFIXES = {"stitchfusion": "stitch_", "magic": "magic_", "magicpp": 
 # --quick: the demo setting on a CPU (one short schedule per model, a val subset)
 QUICK_ITERS = 60
 QUICK_MAX_SAMPLES = 12
-QUICK_OVERRIDES: tuple[str, ...] = (
-    f"train.max_iters={QUICK_ITERS}",
-    f"train.warmup_iters={QUICK_ITERS // 10}",
-    f"train.val_interval={QUICK_ITERS}",
-    f"train.log_interval={QUICK_ITERS // 4}",
-)
+QUICK_OVERRIDES: tuple[str, ...] = short_schedule(QUICK_ITERS)
 # The Tab. 1 columns: (key in the robustness summary, header)
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("clean", "mIoU"),
