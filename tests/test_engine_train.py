@@ -64,7 +64,7 @@ def test_resume_is_bit_exact(synth_root, tmp_path):
     full = equiseg.train(tiny_config(synth_root, tmp_path / "full"), progress=False)
     assert full.iterations == 6
     part = equiseg.train(tiny_config(synth_root, tmp_path / "part"), progress=False, stop_after=4)
-    assert part.iterations == 4  # stopped mid-epoch (4 iterations per epoch) and off the val grid
+    assert part.iterations == 4  # stopped at the epoch boundary (4 iterations per epoch), off the val grid
     resumed = equiseg.train(tiny_config(synth_root, tmp_path / "part"), progress=False, resume=True)
     assert resumed.iterations == 6
     a = load_checkpoint(tmp_path / "full" / "last.pt")
@@ -78,6 +78,35 @@ def test_resume_is_bit_exact(synth_root, tmp_path):
     assert (tmp_path / "part" / "best.pt").exists() and (tmp_path / "part" / "config.yaml").exists()
     log = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
     assert {"iter", "lr", "loss", "loss_ce", "loss_sgm"} <= set(log[0])
+
+
+def test_mid_epoch_resume_with_a_worker_matches_the_in_process_run(synth_root, tmp_path):
+    # one loader with a worker process across epochs, resumed in the middle of epoch 0, gives the
+    # same weights as the uninterrupted in-process run (augmentation depends on (seed, epoch, index) only)
+    full = equiseg.train(tiny_config(synth_root, tmp_path / "full"), progress=False)
+    cfg = tiny_config(synth_root, tmp_path / "part")
+    cfg.data.num_workers = 1
+    equiseg.train(cfg, progress=False, stop_after=3)
+    equiseg.train(cfg, progress=False, resume=True)
+    a = load_checkpoint(full.work_dir / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_epoch_batches_are_the_per_epoch_batches_from_any_start():
+    from equiseg.engine.builders import EpochBatches, ResumableSampler
+
+    order = ResumableSampler(range(10), num_replicas=1, rank=0, seed=5)  # 10 samples, batch 3: 3 per epoch
+    expected = []
+    for epoch in range(4):
+        order.inner.set_epoch(epoch)
+        perm = list(order.inner)
+        expected += [[(epoch, i) for i in perm[b * 3 : (b + 1) * 3]] for b in range(3)]  # tail dropped
+    for start in (0, 2, 3, 7):
+        stream = iter(EpochBatches(order, 3, start=start))
+        got = [next(stream) for _ in range(12 - start)]
+        assert got == expected[start:]
+        assert all(EpochBatches(order, 3).indices(start + k) == [i for _, i in b] for k, b in enumerate(got))
 
 
 def test_nan_guard_stops_and_keeps_last_checkpoint(synth_root, tmp_path, monkeypatch):

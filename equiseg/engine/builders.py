@@ -53,7 +53,8 @@ def _mix(*ints: int) -> int:
 
 class SeededTrainSet(Dataset):
     """Wraps a raw data set; sample ``i`` of epoch ``e`` is augmented with a generator seeded by
-    ``(seed, e, i)``. Set :attr:`epoch` before creating each epoch's DataLoader iterator."""
+    ``(seed, e, i)``. The key is ``(e, i)`` (what :class:`EpochBatches` yields, so one loader with
+    long-lived workers can run across epochs) or a bare ``i``, which uses :attr:`epoch`."""
 
     def __init__(self, base: FolderDataset, transform, seed: int) -> None:
         self.base, self.transform, self.seed = base, transform, seed
@@ -62,9 +63,10 @@ class SeededTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         inputs, label = self.base.load(index)
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
+        g = torch.Generator().manual_seed(_mix(self.seed, epoch, index))
         return self.transform(inputs, label, generator=g)
 
 
@@ -96,6 +98,36 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.inner) - self.skip
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """The training batches of every epoch from iteration ``start`` on, without end: batch ``k`` of
+    epoch ``e`` is ``[(e, i), ...]`` over the ``k``-th ``batch_size`` slice of the epoch's
+    :class:`ResumableSampler` order (the tail that does not fill a batch is dropped, per epoch).
+
+    One DataLoader over this batch sampler serves the whole run, so its worker processes start once
+    instead of once per epoch (measured: ~2.3 s per epoch start on 2 CPU cores, a third of a short
+    demo row's training time), and the batches are exactly those of one loader per epoch.
+    """
+
+    def __init__(self, order: ResumableSampler, batch_size: int, start: int = 0) -> None:
+        self.order, self.batch_size, self.start = order, batch_size, start
+        self.per_epoch = len(order.inner) // batch_size
+
+    def indices(self, iteration: int) -> list[int]:
+        """The sample indices of the batch of ``iteration`` (for error messages)."""
+        epoch, k = divmod(iteration, self.per_epoch)
+        self.order.inner.set_epoch(epoch)
+        return list(self.order.inner)[k * self.batch_size : (k + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, k = divmod(self.start, self.per_epoch)
+        while True:
+            self.order.inner.set_epoch(epoch)
+            order = list(self.order.inner)
+            for b in range(k, self.per_epoch):
+                yield [(epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+            epoch, k = epoch + 1, 0
 
 
 def collate(

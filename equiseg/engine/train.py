@@ -29,7 +29,14 @@ from equiseg.config import ExperimentConfig, from_dict, save_yaml
 from equiseg.models import build_model
 from equiseg.models.weights import load_state_dict_strict
 
-from .builders import ResumableSampler, build_train_dataset, build_val_dataset, collate, dataset_meta
+from .builders import (
+    EpochBatches,
+    ResumableSampler,
+    build_train_dataset,
+    build_val_dataset,
+    collate,
+    dataset_meta,
+)
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .distributed import (
     agree_any,
@@ -351,24 +358,21 @@ def train(
         t_last, n_last, wait = time.perf_counter(), 0, 0.0
         net.train()
         interrupt = _GracefulInterrupt(bar, enabled=not dist.distributed)
-        while it < stop_at and not interrupt.requested:
-            epoch, skip = divmod(it, iters_per_epoch)
-            sampler.set_epoch(epoch, skip * bs)
-            train_set.epoch = epoch
-            loader = DataLoader(
-                train_set,
-                batch_size=bs,
-                sampler=sampler,
-                num_workers=dcfg.num_workers,
-                collate_fn=collate,
-                drop_last=True,
-                pin_memory=device.type == "cuda",
-                generator=loader_gen,
-                persistent_workers=False,
-            )
-            order = list(sampler)  # this rank's sample indices for the rest of the epoch (cheap)
-            t_data = time.perf_counter()
-            for batch_no, (inputs, labels) in enumerate(loader):
+        # One loader for the whole run (its workers start once); batch k of the stream is iteration
+        # it + k, so epoch and position follow from the iteration counter.
+        batches = EpochBatches(sampler, bs, start=it)
+        loader = DataLoader(
+            train_set,
+            batch_sampler=batches,
+            num_workers=dcfg.num_workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+            generator=loader_gen,
+        )
+        t_data = time.perf_counter()
+        if it < stop_at and not interrupt.requested:
+            for inputs, labels in loader:
+                epoch = it // iters_per_epoch
                 wait += time.perf_counter() - t_data
                 inputs = [x.to(device, non_blocking=True) for x in inputs]
                 labels = labels.to(device, non_blocking=True)
@@ -395,10 +399,7 @@ def train(
                         "rank": dist.rank,
                         "finite": not bool(bad),
                         "terms": {k: float(v) for k, v in out.as_dict().items()},
-                        "samples": [
-                            _sample_name(train_set.base, i)
-                            for i in order[batch_no * bs : (batch_no + 1) * bs]
-                        ],
+                        "samples": [_sample_name(train_set.base, i) for i in batches.indices(it)],
                     }
                     reports = [r for r in all_gather_objects(here) if not r["finite"]]
                     where = "; ".join(
