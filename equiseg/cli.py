@@ -335,7 +335,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         _csv(args.rows) or [],
         args.set,
         seeds=_ints(args.seeds, "--seeds") or [1, 2, 3],
-        inits=_csv(args.init) or ["scratch"],
+        inits=_csv(args.init) or ["scratch", "synth"],
         only=_csv(args.only),
         models=_csv(args.models) or TAB1_MODELS,
         out_dir=out,
@@ -473,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ab = sub.add_parser("ablate", help="train and evaluate the rows of the paper's Tab. 2 or Tab. 3")
     ab.add_argument("config")
-    ab.add_argument("--rows", required=True, choices=["tab2", "tab3"], help="which ablation table")
+    ab.add_argument(
+        "--rows", required=True, choices=["tab2", "tab3", "sgm_features"], help="which ablation table"
+    )
     ab.add_argument("--only", default=None, help="comma-separated row ids (default: every row)")
     ab.add_argument("--quick", action="store_true", help="short schedule, val subset (demo setting, CPU)")
     ab.add_argument("--out", default=None, help="default: runs/ablation_TABLE[_quick]")
@@ -488,10 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
         "study", help="the paper's claims under seeds: Tab. 1 peers and Tab. 2/3 rows, paired"
     )
     st.add_argument("config")
-    st.add_argument("--rows", default="tab1,tab2,tab3", help="comma-separated tables: tab1, tab2, tab3")
+    st.add_argument(
+        "--rows", default="tab1,tab2,tab3", help="comma-separated tables: tab1, tab2, tab3, sgm_features"
+    )
     st.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds")
     st.add_argument(
-        "--init", default="scratch", help="comma-separated: scratch, synth (the stand-in), or a path"
+        "--init",
+        default="scratch,synth",
+        help="comma-separated: scratch, synth (the ImageNet stand-in, made once), or a path of MiT weights",
     )
     st.add_argument("--only", default=None, help="comma-separated row ids / model names (full model kept)")
     st.add_argument("--models", default=None, help="Tab. 1 models (first = the full model)")

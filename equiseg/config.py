@@ -375,6 +375,11 @@ class ModelConfig:
     prototype: bool = True
     pairing: typing.Literal["random", "cosine"] = "random"
     lambda_sgm: float = 60.0
+    # Which stage feature f_n^i the SGM prototypes are taken from (the paper admits three readings):
+    # "post_ln", the stage output after its LayerNorm (SPEC §1.5's reading and the default: the feature
+    # the next stage and the head see); "pre_ln", the CMTB output f' + f_c before it; "pre_cmtb", f'
+    # before the CMTB (then L_s does not reach the CMTB). docs/reproduction.md reports each.
+    sgm_features: typing.Literal["post_ln", "pre_ln", "pre_cmtb"] = "post_ln"
 
     # --- peers (SPEC §8): each architecture's own fields, one block per architecture, below this line
 

@@ -37,7 +37,7 @@ def setting(tmp_path_factory) -> tuple[Path, dict]:
 def test_every_row_changes_only_its_switch() -> None:
     base = load_experiment({"model": {"name": "equiseg_b0", "hub": "mean", "sgm": False}})
     ref = base.model_config(3).to_dict()
-    assert {f.name for f in ablation_dir().glob("tab*.yaml")} == {
+    assert {f.name for f in ablation_dir().glob("*.yaml")} == {
         r.override for _, rows in TABLES.values() for r in rows if r.override
     }
     for table in TABLES:

@@ -123,3 +123,34 @@ def test_pixel_kl_variant_and_absent_classes_no_nan():
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # a single present class: both softmaxes are 1
     px = sgm_loss(feats, labels, 5, prototype=False, generator=torch.Generator().manual_seed(0))
     assert px.item() > 0
+
+
+@pytest.mark.parametrize("reading", ["post_ln", "pre_ln", "pre_cmtb"])
+def test_sgm_features_reading_uses_that_tensor_and_reaches_only_what_precedes_it(reading):
+    from model_utils import rand_inputs, tiny_model
+
+    torch.manual_seed(0)
+    model = tiny_model(4, sgm_features=reading)
+    model.eval()  # no dropout: the two computations below see the same forward pass
+    x = rand_inputs(4, b=2, h=64, w=64)
+    labels = torch.randint(0, 5, (2, 64, 64))
+    out = model.compute_loss(x, labels, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        feats = model.encode(x, return_intermediates=True)[reading]
+    ref = sgm_loss(feats, labels, 5, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(out.loss_sgm.detach(), ref)
+    assert out.loss_sgm > 0
+
+    model.zero_grad()
+    out.loss_sgm.backward()
+
+    def touched(prefix: str) -> bool:
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
+        return any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    assert touched("backbone.block1")  # every reading reaches the MiT blocks
+    # the last stage's CMTB only when the prototypes are taken after it (earlier CMTBs feed later
+    # stages' f'); the stage-4 LayerNorm only when they are taken after it
+    assert touched("fusions.0")
+    assert touched("fusions.3") == (reading != "pre_cmtb")
+    assert touched("backbone.norm4") == (reading == "post_ln")

@@ -56,6 +56,7 @@ def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
     out = tmp_path / "study"
     kw = dict(
         seeds=[1, 2],
+        inits=["scratch"],
         only=["hub_mean", "segformer_b0"],
         models=["equiseg_b0", "segformer_b0"],
         out_dir=out,
@@ -103,6 +104,8 @@ def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
         str(out),
         "--max-samples",
         "2",
+        "--init",
+        "scratch",
     ]
     assert main(argv) == 0
     assert "tab2 (scratch): 2 rows x 2 seeds" in capsys.readouterr().out
@@ -112,6 +115,36 @@ def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
         main(["--quiet", "study", str(path), "--rows", "tab2", "--init", "nope.pth", "--out", str(out)]) == 2
     )
     assert "--init nope.pth" in capsys.readouterr().err
+
+
+def test_the_full_model_shared_by_tab2_and_tab3_is_trained_once(tmp_path):
+    from equiseg.data.synth import generate
+
+    generate(tmp_path / "data", layout="deliver", splits={"train": 4, "val": 2}, size=(64, 64), seed=0,
+             progress=False)  # fmt: skip
+    cfg = {
+        "model": {"name": "equiseg_b0", **TINY},
+        "data": {
+            "root": str(tmp_path / "data"),
+            "crop_size": [64, 64],
+            "val_short_side": None,
+            "batch_size": 2,
+            "num_workers": 0,
+            "modalities": ["rgb", "depth"],
+        },  # fmt: skip
+        "train": {"max_iters": 1, "warmup_iters": 0, "val_interval": 1, "log_interval": 1},
+    }
+    out = tmp_path / "study"
+    r = run_study(cfg, ["tab2", "tab3"], seeds=[1], inits=["scratch"], only=["no_add", "no_sgm"],
+                  out_dir=out, max_samples=2, progress=False)  # fmt: skip
+    tab2, tab3 = r["sections"]
+    first2 = out / "scratch" / "tab2" / "seed1" / "cmtb"
+    first3 = out / "scratch" / "tab3" / "seed1" / "sgm_lambda60"
+    assert (first2 / "best.pt").is_file() and not (first3 / "best.pt").exists()  # not trained twice
+    rec = json.loads((first3 / "row.json").read_text())
+    assert rec["reused_from"] == str(first2) and rec["id"] == "sgm_lambda60"
+    assert tab3["rows"]["sgm_lambda60"]["mIoU"]["values"] == tab2["rows"]["cmtb"]["mIoU"]["values"]
+    assert (out / "scratch" / "tab3" / "seed1" / "no_sgm" / "best.pt").is_file()
 
 
 def test_pretrained_inits_get_the_papers_recipe(tmp_path):

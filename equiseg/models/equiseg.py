@@ -185,13 +185,18 @@ class EQUISeg(SegModel):
         """
         x, present = self.prepare(inputs)
         self.check_labels(x, present, labels)
-        feats = self._encode(x, present)
-        logits = self._decode(feats, x.shape[-2:])
         cfg = self.cfg
+        use_sgm = cfg.sgm and self.cross_modal and len(present) > 1
+        # the SGM's reading of "stage feature" (ModelConfig.sgm_features): the stage outputs themselves,
+        # or a tensor kept from the same forward pass
+        keep = use_sgm and cfg.sgm_features != "post_ln"
+        inter: dict[str, list] | None = {"pre_cmtb": [], "pre_ln": [], "cross": []} if keep else None
+        feats = self._encode(x, present, inter)
+        logits = self._decode(feats, x.shape[-2:])
         loss_ce = self.segmentation_loss(logits, labels)
-        if cfg.sgm and self.cross_modal and len(present) > 1:
+        if use_sgm:
             loss_sgm = sgm_loss(
-                feats,
+                feats if inter is None else inter[cfg.sgm_features],
                 labels,
                 cfg.num_classes,
                 ignore_index=cfg.ignore_index,
