@@ -7,13 +7,18 @@ encoder over a Python loop over modalities.
     python benchmarks/model_speed.py --n 2,4 \
         --models equiseg_b0,segformer_b0,cmnext_b0,cmx_b0,stitchfusion_b0,magic_b0,magicpp_b0
 
-All ratios are measured in one process, so they hold even on a noisy machine: the fp32 matmul rate
-(2048² matrices) is measured first and every achieved GFLOP/s is reported against it. FLOPs are those of
+Our models run one after another in this process; with ``--cmnext-root`` / ``--stitchfusion-root`` the
+public code of that architecture runs beside ours, each in a fresh process (``_cells.py``, shared with
+``compare_references.py``, which runs every cell in a fresh process and checks issue 11's targets).
+Ratios are measured within one process, so they hold even on a noisy machine: the fp32 matmul rate
+(2048² matrices, best of 5) is measured first and every achieved GFLOP/s is reported against it (a public
+row: against the rate measured in its own process). FLOPs are those of
 one forward pass from ``torch.utils.flop_counter`` (plus the CPU flash-attention kernel, which it does
 not know); a training step is counted as 3× the forward, since torch 2.13's counter mis-counts grouped
 convolution backward (SPEC §7). "loop ×" is the time of the same network with a per-modality Python
 loop over the encoder (``share_encoder=False`` with identical weights in every branch) divided by the
-batched time, for forward and for forward + backward.
+batched time, for forward and for forward + backward. A public row is rated against our
+implementation's FLOP count for the same model, so that the two rates compare.
 
 Peak memory is the process's peak resident set (CPU; reset before each measurement through
 ``/proc/self/clear_refs``) or ``torch.cuda.max_memory_allocated`` (CUDA).
@@ -22,139 +27,108 @@ Peak memory is the process's peak resident set (CPU; reset before each measureme
 from __future__ import annotations
 
 import argparse
-import gc
-import json
+import sys
 from pathlib import Path
 
 import torch
 
-import equiseg
-from equiseg.engine import build_optimizer
-from equiseg.engine.profile import forward_flops, timeit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _cells import (  # noqa: E402
+    EXTRA_MODALITIES,
+    NUM_CLASSES,
+    Cell,
+    build_model,
+    make_inputs,
+    matmul_gflops,
+    run_fresh,
+    time_forward_and_step,
+)
+
+import equiseg  # noqa: E402
+from equiseg.engine.profile import count_params, forward_flops, timeit  # noqa: E402
+
+MODALITIES = ("rgb", "depth", "event", "lidar", *EXTRA_MODALITIES)
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    ms = timeit(lambda: a @ b, device, repeats, warmup=2)
-    return 2 * n**3 / (ms / 1e3) / 1e9
-
-
-def reset_peak(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    clear = Path("/proc/self/clear_refs")
-    if clear.exists():
-        try:
-            clear.write_text("5")  # resets VmHWM (peak RSS) on Linux
-        except OSError:
-            pass
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_one(
-    name: str, n: int, args, device: torch.device, mm_rate: float, reference: str | None = None
-) -> dict:
-    """One row. ``reference`` = ``KIND=ROOT``: time the public implementation from that checkout instead
-    (same sizes, inputs and optimizer; CE on its logits as the loss)."""
-    mods = ["rgb", "depth", "event", "lidar", "m5", "m6", "m7", "m8"][:n]
-    torch.manual_seed(0)
-    if reference is not None:
-        from reference_models import build_reference
-
-        kind, root = reference.split("=", 1)
-        model = build_reference(kind, root, name.rsplit("_", 1)[1], 25, n).to(device)
-    else:
-        model = equiseg.create_model(name, num_classes=25, modalities=mods).to(device)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    x = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device) for _ in range(n)]
-    labels = torch.randint(0, 25, (args.batch, args.size, args.size), generator=g).to(device)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+def bench_one(name: str, n: int, args, device: torch.device, mm_rate: float) -> dict:
+    """One row for our implementation of ``name`` on ``n`` modalities, measured in this process."""
+    cell = Cell(name, list(MODALITIES[:n]), args.size, args.batch, args.repeats, device=str(device))
+    model = build_model(cell)
+    x, labels = make_inputs(args.batch, args.size, n, device)
+    params = count_params(model) / 1e6
     flops = forward_flops(model, x)
+    t = time_forward_and_step(model, x, labels, public=False, device=device, repeats=args.repeats)
+    row = _row(name, n, params, flops, t, mm_rate)
+    if n > 1 and not args.no_loop and model.cfg.arch == "equiseg":
+        row["loop_fwd"], row["loop_fb"] = _loop_ratios(model, cell, x, labels, device, args.repeats)
+    return row
 
-    model.eval()
 
-    def fwd(m=model):
-        with torch.inference_mode():
-            m(x)
-
-    reset_peak(device)
-    fwd_ms = timeit(fwd, device, args.repeats)
-    fwd_mem = peak_mb(device)
-
-    model.train()
-    opt = build_optimizer(model, lr=6e-5)
-    sgen = torch.Generator().manual_seed(0)
-
-    def step():
-        if reference is not None:
-            loss = torch.nn.functional.cross_entropy(model(x), labels, ignore_index=255)
-        else:
-            loss = model.compute_loss(x, labels, generator=sgen).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    reset_peak(device)
-    step_ms = timeit(step, device, args.repeats)
-    step_mem = peak_mb(device)
-    row = dict(
-        variant=f"{name} (public code)" if reference is not None else name,
-        n=n,
-        params=params,
-        fwd_ms=fwd_ms,
-        step_ms=step_ms,
-        fwd_mem=fwd_mem,
-        step_mem=step_mem,
-        gflops=flops / 1e9,
-        fwd_rate=flops / 1e9 / (fwd_ms / 1e3),
-        step_rate=3 * flops / 1e9 / (step_ms / 1e3),
+def bench_public(name: str, n: int, args, root: str, flops: int) -> dict:
+    """One row for the public implementation of ``name`` from the checkout ``root``, in a fresh process
+    (each reference registers a package named ``semseg``); rated against ``flops`` (our count)."""
+    cell = Cell(
+        name,
+        list(MODALITIES[:n]),
+        args.size,
+        args.batch,
+        args.repeats,
+        impl="public",
+        root=root,
+        device=args.device,
+        threads=args.threads,
+        flops=flops,
     )
+    r = run_fresh(cell)
+    t = dict(
+        fwd_ms=1e3 * r["fwd_s"],
+        step_ms=1e3 * r["step_s"],
+        fwd_mem=r["fwd_peak_mb"],
+        step_mem=r["step_peak_mb"],
+    )
+    return _row(f"{name} (public code)", n, r["params_m"], flops, t, r["matmul_gflops_s"])
+
+
+def _row(variant: str, n: int, params: float, flops: int, t: dict, mm_rate: float) -> dict:
+    row = dict(variant=variant, n=n, params=params, gflops=flops / 1e9, **t)
+    row["fwd_rate"] = flops / 1e9 / (t["fwd_ms"] / 1e3)
+    row["step_rate"] = 3 * flops / 1e9 / (t["step_ms"] / 1e3)
     row["fwd_ratio"] = row["fwd_rate"] / mm_rate
     row["step_ratio"] = row["step_rate"] / mm_rate
     row["loop_fwd"] = row["loop_fb"] = float("nan")
-    if n > 1 and not args.no_loop and reference is None and model.cfg.arch == "equiseg":
-        # same network with the encoder run modality by modality (identical weights in each branch)
-        loop = equiseg.create_model(name, num_classes=25, modalities=mods, share_encoder=False).to(device)
-        sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-        for i in range(n):
-            sd.update(
-                {
-                    f"backbones.{i}.{k[9:]}": v
-                    for k, v in model.state_dict().items()
-                    if k.startswith("backbone.")
-                }
-            )
-        loop.load_state_dict(sd)
-
-        def fb(m):
-            m.zero_grad(set_to_none=True)
-            m.compute_loss(x, labels, generator=torch.Generator().manual_seed(0)).loss.backward()
-
-        loop.eval()
-        model.eval()
-        row["loop_fwd"] = timeit(lambda: fwd(loop), device, args.repeats) / timeit(fwd, device, args.repeats)
-        loop.train()
-        model.train()
-        row["loop_fb"] = timeit(lambda: fb(loop), device, args.repeats) / timeit(
-            lambda: fb(model), device, args.repeats
-        )
-        del loop
     return row
+
+
+def _loop_ratios(model, cell: Cell, x, labels, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Time of the same network with the encoder run modality by modality (``share_encoder=False``, identical
+    weights in each branch) over the batched time, for forward and for forward + backward."""
+    n = len(cell.modalities)
+    loop = equiseg.create_model(
+        cell.model, num_classes=NUM_CLASSES, modalities=cell.modalities, share_encoder=False
+    ).to(device)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    for i in range(n):
+        sd.update(
+            {f"backbones.{i}.{k[9:]}": v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+        )
+    loop.load_state_dict(sd)
+
+    def fwd(m):
+        with torch.inference_mode():
+            m(x)
+
+    def fb(m):
+        m.zero_grad(set_to_none=True)
+        m.compute_loss(x, labels, generator=torch.Generator().manual_seed(0)).loss.backward()
+
+    loop.eval()
+    model.eval()
+    loop_fwd = timeit(lambda: fwd(loop), device, repeats) / timeit(lambda: fwd(model), device, repeats)
+    loop.train()
+    model.train()
+    loop_fb = timeit(lambda: fb(loop), device, repeats) / timeit(lambda: fb(model), device, repeats)
+    return loop_fwd, loop_fb
 
 
 def main(argv=None) -> None:
@@ -176,18 +150,11 @@ def main(argv=None) -> None:
     p.add_argument(
         "--stitchfusion-root", default=None, help="checkout of LiBingyu01/StitchFusion: time it too"
     )
-    p.add_argument(
-        "--cell", default=None, help=argparse.SUPPRESS
-    )  # internal: one row, as JSON, in this process
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mm = matmul_gflops(device)
-    if args.cell:  # a fresh process per public implementation (each registers a package named semseg)
-        name, n, ref = json.loads(args.cell)
-        print(json.dumps(bench_one(name, n, args, device, mm, ref)))
-        return
     print(
         f"# EQUISeg model speed — {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"batch {args.batch}, {args.size}×{args.size}, fp32"
@@ -212,19 +179,9 @@ def main(argv=None) -> None:
             rows = [bench_one(name, n, args, device, mm)]
             ref_root = {"cmnext": args.cmnext_root, "stitchfusion": args.stitchfusion_root}.get(arch)
             if ref_root:
-                rows.append(_reference_cell(name, n, f"{arch}={ref_root}", argv))
+                rows.append(bench_public(name, n, args, ref_root, round(rows[0]["gflops"] * 1e9)))
             for r in rows:
                 _print_row(r, n, args)
-
-
-def _reference_cell(name: str, n: int, reference: str, argv) -> dict:
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--cell"]
-    cmd.append(json.dumps([name, n, reference]))
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def _print_row(r: dict, n: int, args) -> None:

@@ -5,8 +5,8 @@ it is, with the stand-ins of ``tests/fixtures/reference/_stubs.py`` for the few 
 their model files import, exactly as the parity-fixture scripts there do.
 
 Each reference registers a top-level package named ``semseg``, so two of them cannot live in one
-process: :func:`build_reference` is meant to run in a fresh process per reference (``model_speed.py``
-does so).
+process: :func:`build_reference` is meant to run in a fresh process per reference (``_cells.run_fresh``
+does so, for ``model_speed.py`` and ``compare_references.py``).
 
     kind        checkout of                        model
     cmnext      jamycheung/DELIVER                 CMNeXt-B0..B5 (B0/B1/B3 added to its settings at run time)

@@ -1,0 +1,279 @@
+"""Our models against the public reference implementations, in one run (issue 11): forward and
+training-step time, peak RSS, FLOPs and achieved throughput against the fp32 matmul rate of the same
+process, for EQUISeg and every peer (ours), and the public CMNeXt and StitchFusion code (from checkouts
+the user points at), each cell in a fresh process.
+
+    python benchmarks/compare_references.py --cmnext-root DELIVER --stitchfusion-root StitchFusion \
+        --out compare_references.json
+    python benchmarks/compare_references.py --skip-public --models equiseg_b0,segformer_b0 --size 256
+    python benchmarks/compare_references.py --render compare_references.json   # reprint a saved run
+
+A cell is one (implementation, model): a fresh Python process (``_cells.py``) that measures the fp32
+``--matmul-size``² matmul rate (best of a few, at the start and at the end; the better is used), builds the
+model (random init), counts the FLOPs of one forward, times ``--repeats`` forwards (eval, inference mode)
+and training steps (loss + backward + AdamW; ours with its own training losses, e.g. EQUISeg's SGM; the
+public code with cross-entropy on its logits) after one warm-up each, and reports the medians and the
+process's peak RSS (``ru_maxrss``). The public code runs as it is from the checkout, with stand-ins for the
+few timm/mmcv/fvcore names its model files import registered at run time (``reference_models.py``).
+
+FLOPs: one forward from ``equiseg.engine.profile.forward_flops`` (``torch.utils.flop_counter`` + the CPU
+flash-attention kernel; a multiply-add = 2 FLOPs, as in the matmul rate), counted on *our* implementation
+and used for both implementations of a model, so that the two rates compare (the public code's own count,
+which can differ by the work it does that ours does not, is kept as ``gflops_own`` in the JSON). A
+training step is counted as 3× the forward. CMX fuses exactly two modalities: it runs on the first two.
+
+The "targets" section checks issue 11's goals, which are defined for EQUISeg-B0 on rgb, depth, event and
+lidar at 512², batch 2, fp32; in a run with another setting they are printed as indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _cells import CPU_FLAGS, Cell, cpu_info, run_fresh  # noqa: E402
+from reference_models import KINDS as PUBLIC_KINDS  # noqa: E402
+
+DEFAULT_MODELS = "equiseg_b0,segformer_b0,cmnext_b0,cmx_b0,stitchfusion_b0,magic_b0,magicpp_b0"
+TARGET_SETTING = dict(modalities=["rgb", "depth", "event", "lidar"], size=512, batch=2)
+# (label, (impl, model, key), (impl, model, key) or None, comparison, goal); None: an absolute goal
+TARGETS = [
+    ("train step: EQUISeg-B0 (ours) / StitchFusion-B0 (public)", ("ours", "equiseg_b0", "step_s"),
+     ("public", "stitchfusion_b0", "step_s"), "<=", 0.6),
+    ("train step: EQUISeg-B0 (ours) / CMNeXt-B0 (public)", ("ours", "equiseg_b0", "step_s"),
+     ("public", "cmnext_b0", "step_s"), "<=", 0.75),
+    ("forward: EQUISeg-B0 (ours) / StitchFusion-B0 (public)", ("ours", "equiseg_b0", "fwd_s"),
+     ("public", "stitchfusion_b0", "fwd_s"), "<=", 0.6),
+    ("train step: EQUISeg-B0 (ours), % of the fp32 matmul rate", ("ours", "equiseg_b0", "step_pct_mm"),
+     None, ">=", 40.0),
+]  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--models", default=DEFAULT_MODELS, help=f"registered model names (default {DEFAULT_MODELS})"
+    )
+    p.add_argument(
+        "--modalities", default="rgb,depth,event,lidar", help="input modalities (CMX: the first two)"
+    )
+    p.add_argument("--size", type=int, default=512, help="square input size")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch/OpenMP threads per cell (default: torch's)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cmnext-root", default=None, help="checkout of jamycheung/DELIVER (public CMNeXt)")
+    p.add_argument("--stitchfusion-root", default=None, help="checkout of LiBingyu01/StitchFusion")
+    p.add_argument("--skip-public", action="store_true", help="time our implementations only")
+    p.add_argument("--matmul-size", type=int, default=2048, help="side of the reference fp32 matmul")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default: none)")
+    p.add_argument("--out", default=None, help="write the cells, targets and machine as JSON here")
+    p.add_argument(
+        "--render", default=None, metavar="JSON", help="print the tables of a saved run; no timing"
+    )
+    args = p.parse_args(argv)
+    args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.modality_list = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    return args
+
+
+def plan(args) -> list[Cell]:
+    """The cells in run order: per model ours, then the public code (when its checkout is given)."""
+    import equiseg
+
+    known = equiseg.list_models()
+    unknown = [m for m in args.model_list if m not in known]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    roots = {"cmnext": args.cmnext_root, "stitchfusion": args.stitchfusion_root}
+    cells = []
+    for name in args.model_list:
+        arch = equiseg.models.model_config(name).arch
+        mods = args.modality_list[:2] if arch == "cmx" else args.modality_list
+        common = dict(
+            modalities=mods,
+            size=args.size,
+            batch=args.batch,
+            repeats=args.repeats,
+            device=args.device,
+            threads=args.threads,
+            matmul_size=args.matmul_size,
+        )
+        cells.append(Cell(name, impl="ours", **common))
+        if args.skip_public or arch not in PUBLIC_KINDS:
+            continue
+        root = roots[arch]
+        if root is None:
+            raise SystemExit(
+                f"{name} has a public implementation: give --{arch}-root DIR (a checkout of "
+                f"{'jamycheung/DELIVER' if arch == 'cmnext' else 'LiBingyu01/StitchFusion'}), "
+                "or --skip-public, or leave it out of --models"
+            )
+        if not (Path(root) / "semseg").is_dir():
+            raise SystemExit(
+                f"--{arch}-root {root}: no semseg/ folder there (not a checkout of the repository?)"
+            )
+        cells.append(Cell(name, impl="public", root=str(Path(root).resolve()), **common))
+    return cells
+
+
+def measure(args, cells: list[Cell]) -> list[dict]:
+    """Run every cell in a fresh process, printing each row to stderr as it arrives; failures become error
+    rows."""
+    results, ours_flops = [], {}
+    print(_table_head(), file=sys.stderr, flush=True)
+    for cell in cells:
+        if cell.impl == "public":
+            cell.flops = ours_flops.get(cell.model)  # rate both implementations against the same count
+        try:
+            r = run_fresh(cell, timeout=args.timeout)
+        except Exception as e:  # one failed cell must not lose the others
+            r = dict(impl=cell.impl, model=cell.model, n=len(cell.modalities), error=str(e))
+        if cell.impl == "ours" and "error" not in r:
+            ours_flops[cell.model] = round(r["gflops"] * 1e9)
+        results.append(r)
+        print(_table_row(r), file=sys.stderr, flush=True)
+    return results
+
+
+def check_targets(cells: list[dict], setting: dict) -> list[dict]:
+    by_key = {(c["impl"], c["model"]): c for c in cells if "error" not in c}
+    indicative = (
+        any(setting[k] != v for k, v in TARGET_SETTING.items()) or setting.get("device", "cpu") != "cpu"
+    )
+    out = []
+    for label, num, den, op, goal in TARGETS:
+        a = by_key.get(num[:2])
+        b = by_key.get(den[:2]) if den else None
+        if a is None or (den and b is None):
+            missing = [f"{k[0]} {k[1]}" for k in (num, den) if k and by_key.get(k[:2]) is None]
+            out.append(dict(target=label, value=None, goal=goal, op=op, result="n/a", missing=missing))
+            continue
+        value = a[num[2]] / b[den[2]] if den else a[num[2]]
+        ok = value <= goal if op == "<=" else value >= goal
+        out.append(dict(target=label, value=value, goal=goal, op=op, result="pass" if ok else "fail"))
+    for t in out:
+        t["indicative"] = indicative
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _table_head() -> str:
+    cols = [
+        "implementation", "model", "N", "params (M)", "forward s", "train step s", "peak RSS MB",
+        "GFLOP / forward", "forward GFLOP/s (% mm)", "train GFLOP/s (% mm)", "fp32 mm GFLOP/s",
+    ]  # fmt: skip
+    return "| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|"
+
+
+def _table_row(r: dict) -> str:
+    if "error" in r:
+        first = r["error"].strip().splitlines()
+        return f"| {r['impl']} | {r['model']} | {r.get('n', '')} | failed: {first[-1] if first else ''} |"
+    return (
+        f"| {r['impl']} | {r['model']} | {r['n']} | {r['params_m']:.2f} | {r['fwd_s']:.3f} | "
+        f"{r['step_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['gflops']:.1f} | "
+        f"{r['fwd_gflops_s']:.0f} ({r['fwd_pct_mm']:.0f} %) | {r['step_gflops_s']:.0f} ({r['step_pct_mm']:.0f} %) | "
+        f"{r['matmul_gflops_s']:.0f} |"
+    )
+
+
+def _fmt_target(t: dict) -> str:
+    pct = "%" in t["target"]
+    goal = f"{'≤' if t['op'] == '<=' else '≥'} {t['goal']:g}{' %' if pct else '×'}"
+    if t["value"] is None:
+        value = f"not measured ({', '.join(t['missing'])})"
+    else:
+        value = f"{t['value']:.1f} %" if pct else f"{t['value']:.2f}×"
+    return f"| {t['target']} | {value} | {goal} | {t['result']} |"
+
+
+def render(report: dict) -> str:
+    s, m = report["setting"], report["machine"]
+    lines = [
+        f"# Ours vs the public reference implementations — {s['device']}, fp32, batch {s['batch']}, "
+        f"{s['size']}×{s['size']}, {', '.join(s['modalities'])}, {s['repeats']} repeats (median), "
+        f"{report['date']}",
+        "",
+        _table_head(),
+        *(_table_row(r) for r in report["cells"]),
+        "",
+        "GFLOP / forward: our implementation's count, used for both implementations of a model; a train "
+        "step counts 3×. % mm: against the fp32 matmul rate measured in the same process (last column). "
+        "Each row ran in a fresh process; peak RSS is that process's ru_maxrss.",
+    ]
+    own = [
+        f"{r['model']} {r['gflops_own']:.1f}"
+        for r in report["cells"]
+        if r.get("impl") == "public" and "error" not in r and abs(r["gflops_own"] - r["gflops"]) > 0.05
+    ]
+    if own:
+        lines.append(f"The public code's own forward count (GFLOP): {', '.join(own)}.")
+    ts = report["targets"]
+    lines += ["", "## Targets (EQUISeg-B0, rgb+depth+event+lidar, 512², batch 2, fp32)", ""]
+    if ts and ts[0]["indicative"]:
+        lines += ["This run's setting differs from the targets': the results below are indicative only.", ""]
+    lines += ["| target | value | goal | result |", "|---|---|---|---|", *(_fmt_target(t) for t in ts)]
+    flags = ", ".join(f"{f} {'yes' if m['flags'].get(f) else 'no'}" for f in CPU_FLAGS)
+    threads = sorted({r["threads"] for r in report["cells"] if "threads" in r}) or [m["threads"]]
+    lines += [
+        "",
+        "## Machine",
+        "",
+        f"CPU: {m['cpu']} ({m['cores']} logical cores); {flags}. torch {m['torch']} "
+        f"(CPU capability {m['torch_cpu_capability']}); threads per cell: {'/'.join(map(str, threads))}.",
+        "",
+        f"Command: `{report['command']}`",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return 0
+    cells = plan(args)
+    setting = dict(
+        modalities=args.modality_list,
+        size=args.size,
+        batch=args.batch,
+        repeats=args.repeats,
+        device=args.device,
+    )
+    print(
+        f"# {len(cells)} cells, each in a fresh process: {args.device}, batch {args.batch}, "
+        f"{args.size}×{args.size}, {', '.join(args.modality_list)} (progress on stderr, report on stdout)\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    results = measure(args, cells)
+    report = dict(
+        date=datetime.date.today().isoformat(),
+        command="python benchmarks/compare_references.py "
+        + shlex.join(sys.argv[1:] if argv is None else argv),
+        setting=setting,
+        machine=cpu_info() | ({"threads": args.threads} if args.threads else {}),
+        cells=results,
+        targets=check_targets(results, setting),
+    )
+    print("\n" + render(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"\nwrote {args.out}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
