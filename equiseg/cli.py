@@ -15,6 +15,9 @@ equiseg study CONFIG --rows tab1,tab2,tab3 --seeds 1,2,3 [--init scratch,synth|P
 equiseg pretrain --out mit_b0_synth.pth [--variant b0] [--modalities ...] [--quick]
 equiseg compare CONFIG --models equiseg_b0,cmnext_b0,... [--seeds 1,2,3] [--checkpoints NAME=PATH ...] [--quick]
 
+eval, robustness, analyze and predict take ``--precision auto|fp32|bf16`` (the network's forward; for the
+first three it overrides ``eval.precision``) and say which precision ran.
+
 Exit codes: 0 done, 2 a user error (one line on stderr naming the file or key; ``--debug`` shows the
 traceback), 1 a failed run (non-finite loss), 130 interrupted (Ctrl-C; ``train`` saved ``last.pt``).
 """
@@ -40,6 +43,25 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+PRECISIONS = ("auto", "fp32", "bf16")  # equiseg.engine.precision.PRECISIONS (not imported: startup time)
+
+
+def _add_precision(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    where = "auto" if default else "the config's eval.precision, auto by default"
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help=f"the network's forward: bf16 autocast or fp32; auto: bf16 where this machine runs it fast "
+        f"(default: {where})",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` items, then ``eval.precision`` from ``--precision`` (so the flag wins)."""
+    return [*args.set, *([f"eval.precision={args.precision}"] if args.precision else [])]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -93,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate(
         args.config,
         args.checkpoint,
-        args.set,
+        _overrides(args),
         split=args.split,
         case=args.case,
         out_dir=out,
@@ -103,6 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"mIoU {r['mIoU']:.2f}  aAcc {r['aAcc']:.2f}  mAcc {r['mAcc']:.2f}  ({r['convention']} convention)")
     for c, m in r.get("per_case", {}).items():
         print(f"  {c:14s} mIoU {m['mIoU']:.2f}")
+    print(r["precision_note"])
     print(f"written: {out}/metrics.json, {out}/metrics.md")
     return 0
 
@@ -144,7 +167,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from equiseg.engine.precision import describe_precision, resolve_precision
     from equiseg.engine.predict import parse_input_args, predict_to_dir
+    from equiseg.engine.train import resolve_device
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device, key="--precision")
 
     source = args.checkpoint
     if args.config is not None:  # a released state dict: the config names the model and data set
@@ -161,7 +189,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         short_side=args.short_side,
         device=args.device,
         progress=not args.quiet,
+        precision=precision,
     )
+    print(describe_precision(precision, args.precision, device))
     n = sum(p.name.endswith("_pred.png") for p in written)
     print(f"wrote {n} prediction(s), {len(written)} file(s), to {args.out}")
     return 0
@@ -209,7 +239,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     r = analyze(
         args.config,
         args.checkpoint,
-        args.set,
+        _overrides(args),
         split=args.split,
         out_dir=out,
         max_samples=args.max_samples,
@@ -224,6 +254,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"definition: {r['headline']['definition']} ({r['definition']}); every other definition, the "
         "feature norms and |f_c|/|f'| are in analysis.md"
     )
+    print(r["precision_note"])
     print(f"written: {out}/analysis.json, {out}/analysis.md, {out}/analysis.png")
     return 0
 
@@ -236,7 +267,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     r = run_robustness(
         args.config,
         args.checkpoint,
-        args.set,
+        _overrides(args),
         tests=args.tests,
         out_dir=out,
         seed=args.seed,
@@ -254,6 +285,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         ", ".join(f"{k} {'–' if v is None else f'{v:.2f}'}" for k, v in shown.items())
         + f"  ({r['convention']} convention, {r['num_samples']} samples)"
     )
+    print(r["precision_note"])
     print(f"written: {out}/robustness.json, {out}/robustness.md, {out}/report.md")
     return 0
 
@@ -422,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None)
     e.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     e.add_argument("--max-samples", type=_positive_int, default=None)
+    _add_precision(e)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="synthetic data -> training -> evaluation -> report, end to end")
@@ -444,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--split", default=None, help="default: the config's data.val_split")
     an.add_argument("--max-samples", type=_positive_int, default=None)
     an.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    _add_precision(an)
     an.set_defaults(func=cmd_analyze)
 
     rb = sub.add_parser("robustness", help="robustness benchmark: missing (EMM, RMM), noisy (NM) modalities")
@@ -469,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mIoU convention (default: the config's eval.convention)",
     )
     rb.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    _add_precision(rb)
     rb.set_defaults(func=cmd_robustness)
 
     ab = sub.add_parser("ablate", help="train and evaluate the rows of the paper's Tab. 2 or Tab. 3")
@@ -567,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="resize as validation does (short side N, sides aligned to 32); default: keep size",
     )
+    _add_precision(pr, default="auto")
     pr.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors (+ config.json)")

@@ -222,6 +222,11 @@ def _device_form(value: Any) -> str | None:
     return "one of auto | cpu | cuda | cuda:N | mps (N = 0, 1, ...)"
 
 
+def _precision_form(value: Any) -> str | None:
+    """``eval.precision`` check (also for configs built directly, where the ``Literal`` is not enforced)."""
+    return None if value in ("auto", "fp32", "bf16") else "one of auto | fp32 | bf16"
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, filling defaults and checking every key, type and constraint.
 
@@ -511,7 +516,9 @@ class TrainConfig:
     warmup_ratio: float = _field(0.1, ge=0, le=1)  # warm-up starts at lr * warmup_ratio
     power: float = _field(0.9, gt=0)  # poly decay exponent
     grad_clip: float = _field(0.0, ge=0, note="0: no clipping")  # max gradient norm; 0 disables clipping
-    amp: typing.Literal["none", "fp16", "bf16"] = "none"  # CUDA only; ignored (with a warning) on CPU
+    # mixed precision of the training forward: fp16 or bf16 on CUDA; bf16 on the CPU (fast with bf16
+    # units, SPEC §7; emulated and slow without, with a warning); fp16 on the CPU is ignored (a warning)
+    amp: typing.Literal["none", "fp16", "bf16"] = "none"
     seed: int = _field(3407, ge=0, lt=2**32)  # numpy's limit
     log_interval: int = _field(10, ge=1)  # iterations
     # iterations between validations; 0: once per epoch
@@ -539,6 +546,10 @@ class EvalConfig:
     convention: typing.Literal["reference", "present"] = "reference"
     per_case: bool = True
     num_panels: int = _field(4, ge=0)  # prediction panels written by `eval --panels` and the demo
+    # the network's forward in evaluation, robustness, analysis and prediction: "auto" runs bf16 autocast
+    # where the hardware does it fast (CPU bf16 units + a short probe; equiseg/engine/precision.py), else
+    # fp32; "fp32" / "bf16" as asked. Losses, SGM and metrics are fp32 either way.
+    precision: typing.Literal["auto", "fp32", "bf16"] = _field("auto", check=_precision_form)
 
     def __post_init__(self) -> None:
         _validate(self, "eval")

@@ -265,6 +265,7 @@ def run_ablation(
     from equiseg.robustness import run_benchmark
 
     from .builders import build_val_dataset
+    from .precision import resolve_precision, with_precision
     from .train import resolve_device, train
 
     selected = table_rows(table, rows)
@@ -300,8 +301,10 @@ def run_ablation(
         t1 = time.perf_counter()
         ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
         model = load_model(ckpt, device=device)
+        # the precision the trainer's validation used (eval.precision): clean mIoU = validation mIoU
+        precision = resolve_precision(cfg.eval.precision, device)
         rob = run_benchmark(
-            model,
+            with_precision(model, precision, device),
             val_eval,
             tests=("emm",),
             convention=cfg.eval.convention,
@@ -313,7 +316,9 @@ def run_ablation(
             out_dir=work / "robustness",
             model_name=row.label,
         )
-        ana = modality_contributions(model, val_eval, device=device, progress=progress, modality_names=mods)
+        ana = modality_contributions(
+            model, val_eval, device=device, progress=progress, modality_names=mods, precision=precision
+        )
         write_analysis(ana, work / "analysis", title=f"Modality contributions: {row.label}")
         record = {
             "id": row.id,

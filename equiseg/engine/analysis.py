@@ -43,6 +43,11 @@ or identical features in every branch) scores 100. The sample standard deviation
 values is reported too. The features are not centred: a component all branches share (with
 ``share_encoder``, the stage LayerNorm's bias) counts as agreement. Everything is vectorised over
 modalities and pixels and accumulated in one pass over the data set.
+
+Precision: ``precision="bf16"`` runs the forward (``encode``) under bf16 autocast; the features are cast
+to fp32 before any similarity or norm is taken, and the sums over samples are float64, so only the
+network's arithmetic changes. ``equiseg analyze`` uses ``eval.precision`` (default ``auto``, see
+:mod:`equiseg.engine.precision`); the result records ``precision``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ from torch import nn
 from tqdm import tqdm
 
 from equiseg.utils import to_jsonable
+
+from .precision import describe_precision, inference_autocast, resolve_precision
 
 NUM_STAGES = 4
 DEFINITION = (
@@ -243,6 +250,7 @@ def modality_contributions(
     progress: bool = True,
     max_samples: int | None = None,
     modality_names: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Per-modality similarity with the fused feature under every definition, feature norms and
     ``|f_c| / |f'|``, per stage and for the last stage.
@@ -263,6 +271,8 @@ def modality_contributions(
         progress: Show a progress bar.
         max_samples: Use only the first ``max_samples`` samples.
         modality_names: Names of the ``N`` inputs; default ``model.modalities``, else ``m0 …``.
+        precision: ``"fp32"`` (default), ``"bf16"`` (the forward under bf16 autocast; the statistics
+            stay fp32) or ``"auto"`` (bf16 where it is fast, :func:`~equiseg.engine.precision.resolve_precision`).
 
     Returns:
         A dict; each *section* is ``{"last_stage": {mod: v}, "per_stage": {"stage1": {mod: v}, …},
@@ -278,12 +288,15 @@ def modality_contributions(
         - ``definitions``: ``{"<kind>/<fused>/<reduction>": section in %}``, every definition measured;
         - ``norms``: ``{kind: section}`` of RMS norms (also ``cross``: ``f_c``), ``norm_definition``;
         - ``cross_ratio``: section of RMS(f_c) / RMS(f') (None where no CMTB ran or no intermediates),
-          ``cross_ratio_definition``.
+          ``cross_ratio_definition``;
+        - ``precision`` (``"fp32"`` / ``"bf16"``, what ran) and ``precision_note`` (why).
     """
     if not callable(getattr(model, "encode", None)):
         raise TypeError(f"{type(model).__name__} has no encode(inputs) method returning per-stage features")
     intermediates = bool(getattr(model, "has_intermediate_features", False))
     device = _device_of(model) if device is None else torch.device(device)
+    requested = precision
+    precision = resolve_precision(precision, device, key="precision")
     was_training = model.training
     model.to(device).eval()
     samples, total = _iter_samples(dataset, max_samples)
@@ -293,8 +306,12 @@ def modality_contributions(
     try:
         for inputs, _label in tqdm(samples, total=total, desc="analysis", disable=not progress, leave=False):
             xs = [x if x.ndim == 4 else x.unsqueeze(0) for x in inputs]  # 3×H×W -> 1×3×H×W
-            feats = _stage_features(model, [x.to(device, non_blocking=True) for x in xs], intermediates)
-            values = definition_values(feats)  # key -> S×P×B
+            with inference_autocast(precision, device):
+                feats = _stage_features(model, [x.to(device, non_blocking=True) for x in xs], intermediates)
+            feats = {
+                k: v if v is None else [f if f is None else f.float() for f in v] for k, v in feats.items()
+            }
+            values = definition_values(feats)  # key -> S×P×B, computed in fp32 outside autocast
             if sums and set(values) != set(sums):
                 raise ValueError("the measured quantities changed between samples (modalities present?)")
             for key, v in values.items():
@@ -345,6 +362,8 @@ def modality_contributions(
         "norm_definition": NORM_DEFINITION,
         "cross_ratio": section("cross_ratio", 1.0) if "cross_ratio" in sums else None,
         "cross_ratio_definition": CROSS_RATIO_DEFINITION,
+        "precision": precision,
+        "precision_note": describe_precision(precision, requested, device),
     }
 
 
@@ -457,7 +476,8 @@ def analysis_markdown(result: Mapping[str, Any], title: str = "Modality-contribu
         f"Cosine similarity between each modality's feature and the fused feature, in % "
         f"({result['num_samples']} samples). Definition: {result['definition']}. "
         "The paper's Tab. 3 uses the last stage; higher = the modality contributes more to the fused "
-        "feature.",
+        "feature."
+        + (f" Network forward: {result['precision_note']}." if result.get("precision_note") else ""),
         "",
         similarity_table(result["similarity"], mods),
         "",
@@ -608,13 +628,19 @@ def analyze(
         progress: Show a progress bar.
 
     Returns:
-        :func:`modality_contributions`' dict plus ``split`` and ``checkpoint``.
+        :func:`modality_contributions`' dict (run in the config's ``eval.precision``) plus ``split`` and
+        ``checkpoint``.
     """
     from .eval_setup import load_eval_setup
 
     setup = load_eval_setup(config, checkpoint, overrides, split=split)
     result = modality_contributions(
-        setup.model, setup.dataset, device=setup.device, progress=progress, max_samples=max_samples
+        setup.model,
+        setup.dataset,
+        device=setup.device,
+        progress=progress,
+        max_samples=max_samples,
+        precision=setup.cfg.eval.precision,
     )
     result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)

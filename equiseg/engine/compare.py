@@ -139,13 +139,15 @@ def score_model(
     from equiseg.robustness import run_benchmark
 
     from .analysis import modality_contributions, write_analysis
+    from .precision import resolve_precision, with_precision
     from .profile import count_params, forward_flops, images_per_second
 
     base = getattr(val, "dataset", val)
     mods = list(cfg.data.modalities)
     t0 = time.perf_counter()
+    precision = resolve_precision(cfg.eval.precision, device)  # as the trainer's validation
     rob = run_benchmark(
-        model,
+        with_precision(model, precision, device),
         val,
         tests=("emm", "rmm", "nm"),
         convention=cfg.eval.convention,
@@ -159,7 +161,9 @@ def score_model(
     )
     similarity = None
     if getattr(model, "has_modality_features", False):
-        ana = modality_contributions(model, val, device=device, progress=progress, modality_names=mods)
+        ana = modality_contributions(
+            model, val, device=device, progress=progress, modality_names=mods, precision=precision
+        )
         write_analysis(ana, out_dir / "analysis", title=f"Modality contributions: {name}")
         similarity = ana["similarity"]["last_stage"]
     inputs, _ = val[0]

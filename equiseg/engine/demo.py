@@ -114,13 +114,15 @@ def run_demo(
     from torch.utils.data import Subset
 
     from equiseg.engine.analysis import analysis_section, modality_contributions, write_analysis
+    from equiseg.engine.precision import resolve_precision, with_precision
     from equiseg.robustness import run_benchmark
     from equiseg.robustness.figures import robustness_section
 
     t0 = time.perf_counter()
     subset = Subset(val, range(min(len(val), size.robustness_samples)))
+    precision = metrics.get("precision") or resolve_precision(cfg.eval.precision, "cpu")
     rob = run_benchmark(
-        model,
+        with_precision(model, precision, "cpu"),
         subset,
         rmm_rates=(0.5,),
         convention=metrics["convention"],
@@ -132,7 +134,7 @@ def run_demo(
     )
     times["robustness"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ana = modality_contributions(model, val, progress=progress)
+    ana = modality_contributions(model, val, progress=progress, precision=precision)
     write_analysis(ana, out / "analysis")
     times["analysis"] = time.perf_counter() - t0
 

@@ -5,6 +5,11 @@ all-reduced. Writes ``metrics.json`` and a Markdown table.
 Both metric conventions of SPEC §4 are always computed: the headline (``mIoU`` ...) uses
 ``eval.convention`` (default ``reference``: classes with no union count as 0, as CMNeXt and the
 robustness benchmark publish), and ``other_convention`` holds the other one.
+
+The network's forward runs in ``eval.precision`` (:mod:`equiseg.engine.precision`: ``auto`` picks bf16
+autocast where the hardware runs it fast); its logits are cast to fp32 before the resize and the argmax,
+so the confusion matrices and metrics are fp32 computations either way. The result records
+``precision`` (what ran) and ``precision_note`` (why).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from torch import nn
 from tqdm import tqdm
 
 from equiseg.config import EvalConfig
-from equiseg.engine.distributed import get_rank, get_world_size, is_main_process
+from equiseg.engine.distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 from equiseg.engine.inference import infer_logits
 from equiseg.engine.metrics import SegMetrics
+from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
 
 from .builders import shard_indices
 
@@ -52,7 +58,8 @@ def evaluate(
 
     Returns:
         ``{"mIoU", "aAcc", "mAcc", "per_class", "convention", "num_samples", "per_case": {case: {...}},
-        "other_convention": {...}}`` (percentages).
+        "other_convention": {...}, "precision", "precision_note"}`` (percentages; ``precision`` is
+        ``"fp32"`` or ``"bf16"``, what ``eval_cfg.precision`` resolved to).
 
     Raises:
         ValueError: ``max_samples < 1`` (zero samples would give ``mIoU nan``, not an error).
@@ -68,6 +75,10 @@ def evaluate(
     if cases is None and cfg.per_case and hasattr(dataset, "spec"):
         cases = list(dataset.spec.cases)
     per_case = {c: SegMetrics(num_classes, ignore_index=ignore, device=device) for c in (cases or [])}
+    precision = resolve_precision(cfg.precision, device)
+    if get_world_size() > 1:  # rank 0's verdict everywhere: the probe is timed per process
+        precision = all_gather_objects(precision)[0]
+    net = with_precision(model, precision, device)  # bf16: autocast forward, fp32 logits out
 
     n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     indices = shard_indices(n, get_rank(), get_world_size())
@@ -79,7 +90,7 @@ def evaluate(
             inputs = [None if x is None else x.unsqueeze(0).to(device) for x in inputs]
             label = label.unsqueeze(0).to(device)
             logits = infer_logits(
-                model,
+                net,
                 inputs,
                 mode=cfg.mode,
                 crop_size=cfg.crop_size,
@@ -94,7 +105,7 @@ def evaluate(
                 logits = torch.nn.functional.interpolate(
                     logits, size=label.shape[-2:], mode="bilinear", align_corners=False
                 )
-            pred = logits.argmax(1)
+            pred = logits.float().argmax(1)  # fp32 already (infer_logits); never argmax in bf16
             overall.update(pred, label)
             if per_case:
                 for c in dataset.case_of(i):
@@ -111,6 +122,8 @@ def evaluate(
         k: v for k, v in overall.compute(OTHER[cfg.convention]).items() if k in ("mIoU", "mAcc", "convention")
     }
     result["num_samples"] = n
+    result["precision"] = precision
+    result["precision_note"] = describe_precision(precision, cfg.precision, device)
     result["per_case"] = {}
     for c, m in per_case.items():
         if m.matrix.sum() == 0:
@@ -133,6 +146,8 @@ def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
         )
         + "."
     )
+    if result.get("precision_note"):
+        lines[-1] += f" Network forward: {result['precision_note']}."
     lines += ["", "| mIoU | aAcc | mAcc | samples |", "|---|---|---|---|"]
     lines.append(
         f"| {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | {result.get('num_samples', '')} |"

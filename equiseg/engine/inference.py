@@ -38,6 +38,11 @@ Images or windows smaller than the model's minimum input size (32, the stride of
 zero-padded at the bottom/right to 32 -- zero is the mean value of a normalised input -- and the
 logits are cropped back. Absent modalities (``None``) stay ``None`` in every crop, resize and flip.
 
+Precision: the caller picks it through ``model`` -- an :class:`~equiseg.engine.precision.AutocastModel`
+runs the forward under bf16 autocast (``eval.precision``). Every forward's logits are cast to fp32 here
+whatever the model returns, so the window sums, resizes, softmax and ``logaddexp`` are fp32, and so is
+the returned map.
+
 The resize of the raw image for evaluation (short side 1024, sides aligned to 32, label resized with
 nearest) is :class:`equiseg.data.transforms.ValTransform`; it happens per sample in the data loader.
 """

@@ -23,7 +23,10 @@ layer's :class:`~equiseg.data.ValTransform` -- with ``short_side`` it is also re
 (short side to ``short_side``, sides rounded up to a multiple of ``align``), otherwise kept at its
 size -- then one whole-image forward (:func:`~equiseg.engine.inference.infer_logits`) runs with the
 absent modalities as ``None`` (the model-aware way, not zero-filled). Logits are resized back to the
-input size (bilinear) before the argmax, so predictions always have the original ``H×W``.
+input size (bilinear) before the argmax, so predictions always have the original ``H×W``. The forward
+runs in ``precision`` (default ``auto``, as ``equiseg predict``: bf16 autocast where the hardware runs it
+fast, else fp32; see :mod:`equiseg.engine.precision`; ``fp32`` gives exactly the model's own argmax); the
+logits are fp32 before the resize and the argmax either way.
 
 Outputs per sample (:func:`predict_to_dir`), named after the sample's input file so reruns overwrite
 the same files: ``<stem>_pred.png`` (palette colours), with ``overlay`` ``<stem>_overlay.png`` (colours
@@ -55,6 +58,7 @@ from equiseg.data.folder import DatasetSpec, ModalitySpec
 from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
 from equiseg.data.muses import muses_spec
 from equiseg.engine.inference import infer_logits
+from equiseg.engine.precision import resolve_precision, with_precision
 from equiseg.models import EQUISeg
 from equiseg.viz.panels import colorize, modality_preview
 
@@ -92,11 +96,13 @@ class Sample:
 
 @dataclasses.dataclass
 class Prediction:
-    """What :func:`iter_predict` yields: the sample and its ``H×W`` int64 class indices."""
+    """What :func:`iter_predict` yields: the sample, its ``H×W`` int64 class indices and the precision
+    its forward ran in (``"fp32"`` / ``"bf16"``)."""
 
     name: str
     pred: torch.Tensor
     raw: list[torch.Tensor | None]
+    precision: str = "fp32"
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -404,6 +410,7 @@ def iter_predict(
     device: str | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> Iterator[Prediction]:
     """Predict sample by sample (memory stays flat on large splits); see :func:`predict`.
 
@@ -412,13 +419,15 @@ def iter_predict(
     """
     model, meta = load_for_inference(model_or_checkpoint, meta, device)
     dev = next(model.parameters()).device
+    precision = resolve_precision(precision, dev, key="precision")
+    net = with_precision(model, precision, dev)  # bf16: autocast forward, fp32 logits
     samples = _sample_source(inputs, model.modalities, split)
     for i in tqdm(
         range(len(samples)), desc="predict", unit="sample", disable=not progress, dynamic_ncols=True
     ):
         sample = samples[i]
-        pred = _predict_sample(model, sample.raw, meta, short_side, align, dev)
-        yield Prediction(sample.name, pred, sample.raw)
+        pred = _predict_sample(net, sample.raw, meta, short_side, align, dev)
+        yield Prediction(sample.name, pred, sample.raw, precision)
 
 
 def predict(
@@ -431,6 +440,7 @@ def predict(
     device: str | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> list[torch.Tensor]:
     """Segment samples with a trained model.
 
@@ -448,6 +458,8 @@ def predict(
             model.
         meta: classes / palette / ``norm_stats`` overriding the model's.
         progress: show a progress bar.
+        precision: ``"auto"`` (default: bf16 autocast where this machine runs it fast, else fp32),
+            ``"fp32"`` or ``"bf16"``.
 
     Returns:
         Per sample, an ``H×W`` int64 tensor of class indices at the sample's original size. For large
@@ -469,6 +481,7 @@ def predict(
             device=device,
             meta=meta,
             progress=progress,
+            precision=precision,
         )
     ]
 
@@ -544,6 +557,7 @@ def predict_to_dir(
     device: str | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> list[Path]:
     """:func:`predict` and write each sample's PNGs to ``out_dir`` as it goes (``equiseg predict``).
 
@@ -577,6 +591,7 @@ def predict_to_dir(
         device=device,
         meta=meta,
         progress=progress,
+        precision=precision,
     ):
         base = _overlay_base(p.raw, model.modalities, meta["rgb_modalities"]) if overlay else None
         written += write_prediction(

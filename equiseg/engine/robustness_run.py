@@ -3,6 +3,11 @@ config's data set, with its report (tables, charts, ``report.md``).
 
 The benchmark itself is :func:`equiseg.robustness.run_benchmark`; this module only loads the
 checkpoint and the val-transformed split (batch 1, as the protocol requires) and writes the outputs.
+
+The network runs in ``eval.precision`` (:mod:`equiseg.engine.precision`): for bf16 the model handed to
+the benchmark is an :class:`~equiseg.engine.precision.AutocastModel`, whose forward alone runs under
+autocast and returns fp32 logits, so the corruptions and the metrics stay fp32. The result records
+``precision`` and ``precision_note``.
 """
 
 from __future__ import annotations
@@ -50,16 +55,19 @@ def run_robustness(
 
     Returns:
         The benchmark result (see :func:`~equiseg.robustness.run_benchmark`) plus ``split``,
-        ``checkpoint`` and, with ``out_dir``, ``report`` (the path of ``report.md``).
+        ``checkpoint``, ``precision`` (``"fp32"`` / ``"bf16"``: what ``eval.precision`` resolved to),
+        ``precision_note`` and, with ``out_dir``, ``report`` (the path of ``report.md``).
     """
     from equiseg.robustness import run_benchmark
     from equiseg.robustness.figures import write_robustness_report
 
     from .eval_setup import load_eval_setup
+    from .precision import describe_precision, resolve_precision, with_precision
 
     setup = load_eval_setup(config, checkpoint, overrides, split=split, max_samples=max_samples)
+    precision = resolve_precision(setup.cfg.eval.precision, setup.device)
     result = run_benchmark(
-        setup.model,
+        with_precision(setup.model, precision, setup.device),
         setup.dataset,
         tests=tests,
         rmm_rates=rmm_rates,
@@ -76,6 +84,8 @@ def run_robustness(
     )
     result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)
+    result["precision"] = precision
+    result["precision_note"] = describe_precision(precision, setup.cfg.eval.precision, setup.device)
     if out_dir is not None:
         title = f"Robustness of {setup.name} on {setup.cfg.data.dataset} {setup.split}"
         result["report"] = str(write_robustness_report(result, out_dir, title=title, model_name=setup.name))

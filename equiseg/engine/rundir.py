@@ -76,6 +76,7 @@ SAFE_RESUME_KEYS = (
     "data.num_workers",
     "eval.window_batch",
     "eval.num_panels",
+    "eval.precision",
     "model.pretrained",
     "model.pretrained_strict",
     "work_dir",

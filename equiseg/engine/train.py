@@ -49,6 +49,7 @@ from .distributed import (
 )
 from .evaluate import evaluate, write_metrics
 from .optim import WarmupPolyLR, build_optimizer
+from .precision import cpu_bf16_support, cpu_model_name
 from .rundir import (
     RunDirError,
     RunLock,
@@ -107,12 +108,37 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
+def _amp_applies(device: torch.device, amp: str) -> bool:
+    """Whether ``train.amp`` runs on ``device``: fp16 / bf16 on CUDA, bf16 on the CPU (torch's CPU
+    autocast is bf16; fp16 there would be emulated and has no grad scaler); nothing on MPS."""
+    return amp != "none" and (device.type == "cuda" or (device.type == "cpu" and amp == "bf16"))
+
+
 def _autocast(device: torch.device, amp: str):
-    """AMP on CUDA only: this CPU has no bf16 units (SPEC §7), so CPU always runs fp32."""
-    if device.type != "cuda" or amp == "none":
+    """The training forward's autocast for ``train.amp`` (:func:`_amp_applies`); disabled otherwise.
+
+    Only the forward runs under it: the CE/OHEM losses cast the logits to fp32 and the SGM loss
+    disables autocast (fp32 prototypes), so ``out.loss`` is fp32; bf16 needs no grad scaler (fp32's
+    exponent range). Whether CPU bf16 is fast depends on the machine (SPEC §7; see
+    :mod:`equiseg.engine.precision`): it is honoured either way, with a warning when it is emulated.
+    """
+    if not _amp_applies(device, amp):
         return torch.autocast(device.type, enabled=False)
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _warn_amp(device: torch.device, amp: str) -> None:
+    """Say when ``train.amp`` is ignored (fp16 on the CPU, MPS) or slow (CPU bf16 without bf16 units)."""
+    if amp != "none" and not _amp_applies(device, amp):
+        hint = " (use train.amp=bf16 on the CPU)" if device.type == "cpu" else ""
+        warnings.warn(f"train.amp={amp} ignored on {device.type}: training in fp32{hint}", stacklevel=3)
+    elif device.type == "cpu" and amp == "bf16" and not cpu_bf16_support():
+        warnings.warn(
+            f"train.amp=bf16: {cpu_model_name()} has no bf16 units (avx512_bf16 / amx_bf16): bf16 is "
+            "emulated and much slower than fp32 here",
+            stacklevel=3,
+        )
 
 
 def find_checkpoint(work_dir: Path, resume: str | bool | None) -> Path | None:
@@ -259,8 +285,7 @@ def train(
         if verdict is not None:
             raise RunDirError(verdict)
         resuming = resume not in (None, False)
-        if tcfg.amp != "none" and device.type != "cuda":
-            warnings.warn(f"train.amp={tcfg.amp} ignored on {device.type}: training in fp32", stacklevel=2)
+        _warn_amp(device, tcfg.amp)
         seed_everything(tcfg.seed)  # same on every rank: identical initial weights
 
         train_set = build_train_dataset(cfg)

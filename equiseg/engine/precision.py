@@ -1,0 +1,302 @@
+"""Inference precision (issue 11 item 3): run the network under bf16 autocast where that is faster,
+fp32 otherwise, decided at run time (SPEC §7: machines differ, never hard-code either).
+
+``eval.precision`` (``--precision`` on ``eval``, ``robustness``, ``analyze``, ``predict``) takes
+
+- ``auto`` (default): bf16 when the hardware runs it fast, else fp32. On the CPU that needs bf16 units --
+  :func:`cpu_bf16_support` looks for ``avx512_bf16`` / ``amx_bf16`` (x86) or ``bf16`` (aarch64) in
+  ``/proc/cpuinfo`` -- *and* a short probe (:func:`bf16_probe`: a 1024² matmul, fp32 against bf16
+  autocast, best of a few runs, about 50-100 ms) measuring bf16 at least :data:`MIN_SPEEDUP` times faster.
+  Without such units bf16 is emulated, about 100× slower than fp32 (SPEC §7 measured 1 GFLOP/s), so
+  the probe is not even run there. On CUDA: bf16 when ``torch.cuda.is_bf16_supported()``. Elsewhere
+  (MPS): fp32.
+- ``fp32`` / ``bf16``: as asked (bf16 on a CPU without bf16 units works, only slowly).
+
+The environment variable ``EQUISEG_AUTO_PRECISION=fp32`` (or ``bf16``) fixes what ``auto`` means on every
+machine -- for test suites and CI whose expected numbers must not depend on the CPU they land on.
+Explicit ``fp32`` / ``bf16`` settings are not affected.
+
+Why a matmul probe and not a forward of the model: the decision is taken before any data is loaded
+and must not depend on the image size; the probe answers "are the bf16 units there and usable" (a
+CPU may list ``amx_bf16`` while the OS does not enable AMX for the process; a 256² matmul first keeps
+that case to about 0.1 s). How much a given model
+gains is what ``benchmarks/precision_bf16.py`` measures, side by side with fp32 mIoU, in one run; on
+small inputs the gain is smaller than the matmul's (on one AMX Xeon: matmul 4.6×, EQUISeg-B0 forward
+1.1× at 128², 1.4× at 256², one thread).
+
+What autocast covers: only the network's forward (:class:`AutocastModel`, :func:`inference_autocast`
+around ``encode`` for the analysis). Its outputs are cast back to fp32 at once, so the resizing,
+softmax/argmax, losses and metrics after it run in fp32; inside the network the SGM loss
+(:mod:`equiseg.models.sgm`) and the CE losses (:mod:`equiseg.models.losses`) compute in fp32 themselves.
+The probe uses a private generator, so deciding never moves torch's global RNG (training and its
+validation stay reproducible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "AUTO_ENV",
+    "PRECISIONS",
+    "AutocastModel",
+    "Precision",
+    "ProbeResult",
+    "bf16_is_faster",
+    "bf16_probe",
+    "check_precision",
+    "cpu_bf16_support",
+    "cpu_model_name",
+    "describe_precision",
+    "inference_autocast",
+    "resolve_precision",
+    "with_precision",
+]
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# /proc/cpuinfo flags of native bf16 arithmetic: AVX512-BF16 (dot products) and AMX-BF16 (tile matmul)
+# on x86; "bf16" in the Features line of aarch64 (Armv8.6 BFDOT/BFMMLA).
+BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16", "bf16")
+AUTO_ENV = "EQUISEG_AUTO_PRECISION"  # fp32 | bf16: what auto means, whatever the hardware (tests, CI)
+MIN_SPEEDUP = 1.2  # auto picks bf16 only when the probe runs it at least this much faster
+PROBE_SIZE = 1024  # the probe's square matmul
+PROBE_REPS = 3  # timed runs of each precision (after one warm-up); the minimum counts
+
+
+def check_precision(precision: Any, key: str = "eval.precision") -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`.
+
+    Raises:
+        ValueError: ``"eval.precision: expected one of auto | fp32 | bf16, got 'fp16'"`` (``key`` names
+            the setting or flag).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"{key}: expected one of {' | '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+@functools.cache
+def cpu_bf16_support() -> tuple[str, ...]:
+    """The bf16 units this CPU reports: the :data:`BF16_CPU_FLAGS` found (empty: none, bf16 is emulated).
+
+    Read from the ``flags`` (x86) / ``Features`` (aarch64) line of ``/proc/cpuinfo``; where that file
+    does not exist (macOS, Windows), from torch's own CPU-capability checks.
+    """
+    for line in _cpuinfo().splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+    found = []
+    for flag, check in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported")):
+        fn = getattr(torch.cpu, check, None)
+        try:
+            if fn is not None and fn():
+                found.append(flag)
+        except Exception:  # a capability query must never stop a run
+            pass
+    return tuple(found)
+
+
+@functools.cache
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    for line in _cpuinfo().splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("model name", "Model", "Hardware") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What :func:`bf16_probe` measured: best-of-N seconds of one matmul in each precision."""
+
+    fp32_s: float
+    bf16_s: float
+
+    @property
+    def speedup(self) -> float:
+        """fp32 time / bf16 time (> 1: bf16 is faster)."""
+        return self.fp32_s / max(self.bf16_s, 1e-12)
+
+
+def _best_time(fn, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.cache
+def bf16_probe(device_type: str = "cpu") -> ProbeResult:
+    """Time a matmul in fp32 and under bf16 autocast on ``device_type`` (cached per device type).
+
+    Two stages, so that emulated bf16 (about 100× slower) costs a fraction of a second, not seconds:
+    first a ``PROBE_SIZE/4``² matmul, one warm-up each (oneDNN builds its kernels on the first call)
+    and the best of two runs; if bf16 is not faster there, that is the answer. Otherwise the
+    ``PROBE_SIZE``² matmul, best of :data:`PROBE_REPS` runs each. The operands come from a private
+    generator, so torch's global RNG does not move.
+    """
+    device = torch.device(device_type)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=gen).to(device)
+    b = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=gen).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timings(x: torch.Tensor, y: torch.Tensor, reps: int) -> ProbeResult:
+        def fp32() -> None:
+            torch.mm(x, y)
+            sync()
+
+        def bf16() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                torch.mm(x, y)
+            sync()
+
+        fp32()  # warm-ups
+        bf16()
+        return ProbeResult(_best_time(fp32, reps), _best_time(bf16, reps))
+
+    with torch.inference_mode():
+        n = max(PROBE_SIZE // 4, 1)
+        small = timings(a[:n, :n].contiguous(), b[:n, :n].contiguous(), 2)
+        if small.speedup <= 1.0:
+            return small  # not faster even on a small matmul (emulated): stop here
+        return timings(a, b, PROBE_REPS)
+
+
+def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 autocast is clearly faster than fp32 here (the ``auto`` rule, module docstring)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    if not cpu_bf16_support():
+        return False  # emulated: ~100× slower, and probing it would take seconds
+    return bf16_probe("cpu").speedup >= MIN_SPEEDUP
+
+
+def resolve_precision(
+    precision: str, device: torch.device | str = "cpu", *, key: str = "eval.precision"
+) -> Precision:
+    """``"auto" | "fp32" | "bf16"`` -> the precision that runs on ``device``: ``"fp32"`` or ``"bf16"``.
+
+    Raises:
+        ValueError: any other value, naming ``key`` (the config key or the flag).
+    """
+    check_precision(precision, key)
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    forced = _forced_auto()
+    if forced is not None:
+        return forced
+    return "bf16" if bf16_is_faster(device) else "fp32"
+
+
+def _forced_auto() -> Precision | None:
+    """What :data:`AUTO_ENV` makes ``auto`` mean (None: unset, decide from the hardware)."""
+    value = os.environ.get(AUTO_ENV, "").strip()
+    if not value:
+        return None
+    if value not in ("fp32", "bf16"):
+        raise ValueError(f"{AUTO_ENV}: expected fp32 or bf16 (or unset), got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def describe_precision(precision: str, requested: str, device: torch.device | str = "cpu") -> str:
+    """One line saying which precision ran and why, e.g.
+    ``precision bf16 (auto: avx512_bf16, amx_bf16 on Intel Xeon, bf16 matmul at 4.6× the fp32 speed)``."""
+    device = torch.device(device)
+    if requested == "auto" and _forced_auto() is not None:
+        return f"precision {precision} (auto: {AUTO_ENV}={_forced_auto()})"
+    if device.type == "cpu":
+        units = cpu_bf16_support()
+        where = (
+            f"{', '.join(units)} on {cpu_model_name()}" if units else f"no bf16 units on {cpu_model_name()}"
+        )
+        if requested == "auto":
+            if not units:
+                why = f"{where}, bf16 would be emulated and slow"
+            else:
+                speed = f"bf16 matmul at {bf16_probe('cpu').speedup:.1f}× the fp32 speed"
+                why = f"{where}, {speed}" + ("" if precision == "bf16" else f" (needs >= {MIN_SPEEDUP}×)")
+        elif precision == "bf16" and not units:
+            why = f"asked for; {where}: bf16 is emulated and slower than fp32"
+        else:
+            why = "asked for"
+    elif requested == "auto":
+        why = f"{device.type}: " + ("supports bf16" if precision == "bf16" else "bf16 not used")
+    else:
+        why = "asked for"
+    return f"precision {precision} ({'auto: ' if requested == 'auto' else ''}{why})"
+
+
+def _check_resolved(precision: str) -> None:
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16' here (resolve 'auto' first), got {precision!r}")
+
+
+def inference_autocast(precision: str, device: torch.device | str = "cpu"):
+    """``torch.autocast(device_type, dtype=torch.bfloat16)`` for ``"bf16"``, a no-op for ``"fp32"``."""
+    _check_resolved(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+class AutocastModel(nn.Module):
+    """``model`` whose forward runs under bf16 autocast and returns fp32 tensors.
+
+    Everything after the forward (resizing, softmax / argmax, metrics) therefore runs in fp32. Other
+    attributes (``cfg``, ``modalities``, ``encode`` ...) are the wrapped model's; its parameters are
+    this module's, so parameter counts and device look-ups see the same tensors. The wrapper takes the
+    wrapped model's train/eval mode when built.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.model = model
+        self.device_type = torch.device(device).type
+        self.train(model.training)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.model(*args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":  # not yet set (during __init__): no recursion
+                raise
+            return getattr(self.model, name)
+
+
+def with_precision(model: nn.Module, precision: str, device: torch.device | str = "cpu") -> nn.Module:
+    """``model`` itself for ``"fp32"``, an :class:`AutocastModel` around it for ``"bf16"``."""
+    _check_resolved(precision)
+    return model if precision == "fp32" else AutocastModel(model, device)

@@ -1,0 +1,373 @@
+"""bf16 where the CPU has it (issue 11 item 3): how ``auto`` resolves, bf16 evaluation / analysis /
+robustness / prediction against fp32 on tiny models, ``train.amp: bf16`` on the CPU, and the fp32 losses.
+
+Every test passes on CPUs without bf16 units as well (bf16 autocast runs there, emulated and slowly; the
+models are tiny): the hardware checks are monkeypatched where a test depends on them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from model_utils import rand_inputs, tiny_model
+from study_utils import make_synth, tiny_config_dict, write_config
+
+import equiseg
+from equiseg.cli import main
+from equiseg.config import EvalConfig, load_experiment
+from equiseg.engine import precision as P
+from equiseg.engine import train as train_mod
+from equiseg.engine.analysis import modality_contributions
+from equiseg.engine.evaluate import evaluate
+from equiseg.engine.inference import infer_logits
+from equiseg.models.sgm import sgm_loss
+
+MODS = ["rgb", "depth", "event", "lidar"]
+
+
+_CACHED = (P._cpuinfo, P.cpu_bf16_support, P.cpu_model_name, P.bf16_probe)  # the real, cached functions
+
+
+@pytest.fixture(autouse=True)
+def _hardware_decides(monkeypatch):
+    """``auto`` is decided by the (faked) hardware here, even where the suite fixes it for other tests."""
+    monkeypatch.delenv(P.AUTO_ENV, raising=False)
+
+
+@pytest.fixture
+def fresh_caches():
+    """Forget the cached CPU facts and probe before and after a test that fakes them."""
+    for fn in _CACHED:
+        fn.cache_clear()
+    yield
+    for fn in _CACHED:
+        fn.cache_clear()
+
+
+def _fake_cpu(monkeypatch, flags: tuple[str, ...], speedup: float | None) -> list[str]:
+    """Pretend the CPU has ``flags`` and the probe measures ``speedup``; returns the probe's call log."""
+    calls: list[str] = []
+
+    def probe(device_type: str = "cpu") -> P.ProbeResult:
+        calls.append(device_type)
+        assert speedup is not None, "the probe must not run on a CPU without bf16 units"
+        return P.ProbeResult(fp32_s=1.0, bf16_s=1.0 / speedup)
+
+    monkeypatch.setattr(P, "cpu_bf16_support", lambda: flags)
+    monkeypatch.setattr(P, "bf16_probe", probe)
+    return calls
+
+
+# ------------------------------------------------------------------------------ resolving "auto"
+
+
+def test_auto_is_fp32_without_bf16_units(monkeypatch) -> None:
+    calls = _fake_cpu(monkeypatch, (), None)
+    assert P.resolve_precision("auto", "cpu") == "fp32"
+    assert calls == []  # emulated bf16 is never probed (it would take seconds)
+    assert "no bf16 units" in P.describe_precision("fp32", "auto", "cpu")
+
+
+def test_auto_is_bf16_with_units_and_a_faster_probe(monkeypatch) -> None:
+    calls = _fake_cpu(monkeypatch, ("avx512_bf16", "amx_bf16"), 4.0)
+    assert P.resolve_precision("auto", "cpu") == "bf16"
+    assert calls == ["cpu"]
+    note = P.describe_precision("bf16", "auto", "cpu")
+    assert note.startswith("precision bf16 (auto: avx512_bf16, amx_bf16") and "4.0×" in note
+
+
+def test_auto_is_fp32_when_the_probe_is_not_clearly_faster(monkeypatch) -> None:
+    _fake_cpu(monkeypatch, ("avx512_bf16",), 1.1)  # under MIN_SPEEDUP
+    assert P.resolve_precision("auto", "cpu") == "fp32"
+    assert "needs >= 1.2×" in P.describe_precision("fp32", "auto", "cpu")
+
+
+def test_explicit_values_are_honoured(monkeypatch) -> None:
+    _fake_cpu(monkeypatch, (), None)
+    assert P.resolve_precision("bf16", "cpu") == "bf16"  # slow without units, but asked for
+    assert "emulated" in P.describe_precision("bf16", "bf16", "cpu")
+    _fake_cpu(monkeypatch, ("amx_bf16",), 5.0)
+    assert P.resolve_precision("fp32", "cpu") == "fp32"
+    assert P.describe_precision("fp32", "fp32", "cpu") == "precision fp32 (asked for)"
+
+
+def test_auto_on_cuda_follows_bf16_support(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert P.resolve_precision("auto", "cuda") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert P.resolve_precision("auto", "cuda") == "fp32"
+    assert P.resolve_precision("auto", "mps") == "fp32"
+
+
+def test_environment_fixes_what_auto_means(monkeypatch) -> None:
+    _fake_cpu(monkeypatch, ("amx_bf16",), 5.0)
+    monkeypatch.setenv(P.AUTO_ENV, "fp32")
+    assert P.resolve_precision("auto", "cpu") == "fp32"
+    assert P.resolve_precision("bf16", "cpu") == "bf16"  # explicit values are not affected
+    assert P.describe_precision("fp32", "auto", "cpu") == f"precision fp32 (auto: {P.AUTO_ENV}=fp32)"
+    _fake_cpu(monkeypatch, (), None)
+    monkeypatch.setenv(P.AUTO_ENV, "bf16")
+    assert P.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv(P.AUTO_ENV, "half")
+    with pytest.raises(ValueError, match=rf"^{P.AUTO_ENV}: expected fp32 or bf16"):
+        P.resolve_precision("auto", "cpu")
+
+
+@pytest.mark.parametrize("bad", ["fp16", "BF16", "", None])
+def test_bad_values_name_the_key(bad) -> None:
+    with pytest.raises(ValueError, match=r"^eval\.precision: expected one of auto \| fp32 \| bf16"):
+        P.resolve_precision(bad, "cpu")
+    with pytest.raises(ValueError, match=r"^--precision: "):
+        P.resolve_precision(bad, "cpu", key="--precision")
+
+
+def test_bad_config_values_name_the_key() -> None:
+    with pytest.raises(ValueError, match=r"^eval\.precision: 'fp16' is not one of"):
+        load_experiment(None, ["eval.precision=fp16"])
+    with pytest.raises(ValueError, match=r"^eval\.precision: expected one of auto \| fp32 \| bf16"):
+        EvalConfig(precision="half")
+    assert EvalConfig().precision == "auto"
+    assert load_experiment(None, ["eval.precision=bf16"]).eval.precision == "bf16"
+
+
+def test_cpuinfo_flags_are_parsed(monkeypatch, fresh_caches) -> None:
+    text = (
+        "processor : 0\nmodel name : Test CPU 9000\nflags : fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+    )
+    monkeypatch.setattr(P, "_cpuinfo", lambda: text)
+    assert P.cpu_bf16_support() == ("avx512_bf16", "amx_bf16")
+    assert P.cpu_model_name() == "Test CPU 9000"
+    P.cpu_bf16_support.cache_clear()
+    monkeypatch.setattr(P, "_cpuinfo", lambda: "flags : fpu sse avx2 avx512f\n")
+    assert P.cpu_bf16_support() == ()
+    P.cpu_bf16_support.cache_clear()
+    monkeypatch.setattr(P, "_cpuinfo", lambda: "Features : fp asimd bf16 i8mm\n")  # aarch64
+    assert P.cpu_bf16_support() == ("bf16",)
+
+
+def test_probe_is_short_and_leaves_the_global_rng_alone(monkeypatch, fresh_caches) -> None:
+    monkeypatch.setattr(P, "PROBE_SIZE", 64)  # fast on any CPU, emulated bf16 included
+    state = torch.get_rng_state()
+    result = P.bf16_probe("cpu")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert result.fp32_s > 0 and result.bf16_s > 0 and result.speedup > 0
+    assert P.bf16_probe("cpu") is result  # cached
+
+
+# ------------------------------------------------------------------------------ inference in bf16
+
+
+def test_autocast_model_wraps_without_changing_the_interface() -> None:
+    model = tiny_model(4).eval()
+    net = P.with_precision(model, "bf16", "cpu")
+    assert P.with_precision(model, "fp32", "cpu") is model
+    assert isinstance(net, P.AutocastModel) and not net.training
+    assert net.modalities == model.modalities and net.cfg is model.cfg  # attributes pass through
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="resolve 'auto' first"):
+        P.with_precision(model, "auto", "cpu")
+
+
+def test_bf16_logits_are_fp32_and_close() -> None:
+    model = tiny_model(4).eval()
+    xs = rand_inputs(4, b=1, h=64, w=64)
+    with torch.inference_mode():
+        ref = infer_logits(model, xs)
+        out = infer_logits(P.with_precision(model, "bf16", "cpu"), xs)
+        with P.inference_autocast("bf16", "cpu"):
+            raw = model(xs)
+    assert raw.dtype == torch.bfloat16  # autocast did run
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.9
+
+
+class _TinySet:
+    """Four random 4-modality samples of 64² with labels in 0..4."""
+
+    classes = [f"c{i}" for i in range(5)]
+    ignore_index = 255
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.items = [
+            (
+                [torch.randn(3, 64, 64, generator=g) for _ in range(4)],
+                torch.randint(0, 5, (64, 64), generator=g),
+            )
+            for _ in range(4)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def test_evaluate_records_the_precision_and_stays_close() -> None:
+    model, ds = tiny_model(4), _TinySet()
+    fp32 = evaluate(model, ds, EvalConfig(precision="fp32", per_case=False), progress=False)
+    bf16 = evaluate(model, ds, EvalConfig(precision="bf16", per_case=False), progress=False)
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "bf16"
+    assert bf16["precision_note"].startswith("precision bf16")
+    assert abs(bf16["aAcc"] - fp32["aAcc"]) < 10.0  # random weights: near-ties flip a few pixels
+    assert model.training  # mode restored
+
+
+def test_multiscale_flip_and_slide_run_in_bf16() -> None:
+    model, ds = tiny_model(4), _TinySet()
+    cfg = EvalConfig(
+        precision="bf16",
+        per_case=False,
+        mode="slide",
+        crop_size=(48, 48),
+        stride=(32, 32),
+        scales=(0.75, 1.0),
+        flip=True,
+    )
+    r = evaluate(model, ds, cfg, progress=False, max_samples=1)
+    assert r["precision"] == "bf16" and 0.0 <= r["mIoU"] <= 100.0
+
+
+def test_analysis_statistics_are_fp32_under_bf16() -> None:
+    model, ds = tiny_model(4), _TinySet()
+    ref = modality_contributions(model, ds, progress=False, max_samples=2)
+    out = modality_contributions(model, ds, progress=False, max_samples=2, precision="bf16")
+    assert ref["precision"] == "fp32" and out["precision"] == "bf16"
+    for m in MODS:
+        assert abs(out["similarity"]["last_stage"][m] - ref["similarity"]["last_stage"][m]) < 2.0
+
+
+# ------------------------------------------------------------------------------ training and losses
+
+
+def test_sgm_loss_is_fp32_under_bf16_autocast() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(3, 2, 8, 8, 8, generator=g).bfloat16().requires_grad_() for _ in range(2)]
+    labels = torch.randint(0, 4, (2, 32, 32), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = sgm_loss(feats, labels, 4, generator=torch.Generator().manual_seed(0))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert feats[0].grad is not None and feats[0].grad.dtype == torch.bfloat16
+
+
+def test_training_losses_are_fp32_under_train_amp_bf16() -> None:
+    model = tiny_model(4)
+    xs = rand_inputs(4, b=2, h=64, w=64)
+    labels = torch.randint(0, 5, (2, 64, 64))
+    with train_mod._autocast(torch.device("cpu"), "bf16"):
+        out = model(xs, labels=labels, generator=torch.Generator().manual_seed(0))
+    assert out.logits.dtype == torch.bfloat16  # the forward did run in bf16
+    for name, value in out.as_dict().items():
+        assert value.dtype == torch.float32 and torch.isfinite(value), name
+    out.loss.backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_train_amp_warnings(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    with pytest.warns(UserWarning, match=r"train.amp=fp16 ignored on cpu.*use train.amp=bf16"):
+        train_mod._warn_amp(cpu, "fp16")
+    a = torch.ones(4, 4)
+    with train_mod._autocast(cpu, "fp16"):
+        assert (a @ a).dtype == torch.float32  # ignored: fp32
+    with train_mod._autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: ())
+    with pytest.warns(UserWarning, match="no bf16 units.*emulated"):
+        train_mod._warn_amp(cpu, "bf16")
+    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: ("amx_bf16",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_mod._warn_amp(cpu, "bf16")
+        train_mod._warn_amp(cpu, "none")
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Two training iterations with ``train.amp: bf16`` on the CPU: ``(config, checkpoint, work dir)``."""
+    tmp = tmp_path_factory.mktemp("precision")
+    root = make_synth(tmp / "data")
+    data = tiny_config_dict(root, tmp / "run", max_iters=2)
+    data["train"]["amp"] = "bf16"
+    cfg = write_config(data, tmp / "tiny_bf16.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no bf16 units" on CPUs without them
+        result = equiseg.train(cfg, progress=False)
+    assert result.iterations == 2
+    return cfg, result.work_dir / "last.pt", result.work_dir
+
+
+def test_train_amp_bf16_runs_on_cpu(bf16_run) -> None:
+    _, _, work = bf16_run
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["iter"] for r in steps] == [1, 2]
+    for r in steps:
+        for key in ("loss", "loss_ce", "loss_sgm"):
+            assert isinstance(r[key], float) and r[key] == r[key] and abs(r[key]) < 1e6, (key, r)
+    metrics = json.loads((work / "metrics.json").read_text())  # validation: eval.precision auto
+    assert metrics["precision"] in ("fp32", "bf16")
+
+
+# ------------------------------------------------------------------------------ the commands
+
+
+def test_eval_command_precision_flag(bf16_run, tmp_path: Path, capsys) -> None:
+    cfg, ckpt, _ = bf16_run
+    results = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        argv = ["--quiet", "eval", str(cfg), "--checkpoint", str(ckpt), "--out", str(out)]
+        assert main([*argv, "--precision", precision]) == 0
+        assert f"precision {precision} (asked for" in capsys.readouterr().out
+        results[precision] = json.loads((out / "metrics.json").read_text())
+        assert results[precision]["precision"] == precision
+        assert f"precision {precision}" in (out / "metrics.md").read_text()
+    assert abs(results["bf16"]["aAcc"] - results["fp32"]["aAcc"]) < 10.0
+
+
+def test_eval_command_rejects_a_bad_precision(bf16_run, capsys) -> None:
+    cfg, ckpt, _ = bf16_run
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main(["eval", str(cfg), "--checkpoint", str(ckpt), "--precision", "fp16"])
+    assert "--precision" in capsys.readouterr().err
+    assert main(["eval", str(cfg), "--checkpoint", str(ckpt), "--set", "eval.precision=fp16"]) == 2
+    assert "eval.precision: 'fp16' is not one of" in capsys.readouterr().err
+
+
+def test_robustness_analyze_predict_commands_record_bf16(bf16_run, tmp_path: Path, capsys) -> None:
+    cfg, ckpt, _ = bf16_run
+    common = [str(cfg), "--checkpoint", str(ckpt), "--max-samples", "1", "--precision", "bf16"]
+    rob = tmp_path / "rob"
+    assert main(["--quiet", "robustness", *common, "--tests", "nm", "--out", str(rob)]) == 0
+    assert json.loads((rob / "robustness.json").read_text())["precision"] == "bf16"
+    ana = tmp_path / "ana"
+    assert main(["--quiet", "analyze", *common, "--out", str(ana)]) == 0
+    assert json.loads((ana / "analysis.json").read_text())["precision"] == "bf16"
+    out = capsys.readouterr().out
+    assert out.count("precision bf16 (asked for") == 2
+
+    data = Path(load_experiment(cfg).data.root)
+    rgb = next((data / "img").rglob("*_rgb_*.png"))
+    pred = tmp_path / "pred"
+    argv = ["--quiet", "predict", "--checkpoint", str(ckpt), "--input", f"rgb={rgb}", "--out", str(pred)]
+    assert main([*argv, "--device", "cpu", "--precision", "bf16"]) == 0
+    assert "precision bf16 (asked for" in capsys.readouterr().out
+    assert (pred / f"{rgb.stem}_pred.png").is_file()
+
+    from equiseg.engine.predict import iter_predict
+
+    (ref,) = iter_predict(ckpt, {"rgb": rgb}, precision="fp32")
+    (half,) = iter_predict(ckpt, {"rgb": rgb}, precision="bf16")
+    (auto,) = iter_predict(ckpt, {"rgb": rgb})  # default auto, as the command
+    assert ref.precision == "fp32" and half.precision == "bf16"
+    assert auto.precision == P.resolve_precision("auto", "cpu")
+    assert (ref.pred == half.pred).float().mean() > 0.9
