@@ -495,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also evaluate EMM with missing modalities passed as None (reported separately)",
     )
-    rb.add_argument("--variant-batch-size", type=int, default=1, help="corruption variants per forward (GPU)")
+    rb.add_argument(
+        "--variant-batch-size", type=int, default=4, help="corruption variants per forward call (default 4)"
+    )
     rb.add_argument(
         "--convention",
         choices=["reference", "present"],

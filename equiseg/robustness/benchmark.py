@@ -6,8 +6,10 @@ evaluated before the next sample is read, each into its own :class:`~equiseg.eng
 result is the same as looping over the split once per variant (a test checks it), at one load of the
 split instead of ~60 for N = 4.
 
-Variants that coincide are evaluated once: "no modality missing" is the clean pass for EMM, RMM and
-the model-aware EMM alike.
+Variants whose inputs are bit-identical by construction are evaluated once: "no modality missing" is
+the clean pass for EMM, RMM and the model-aware EMM alike, and (with ``reuse_identical``) RMM at rate 0
+is the clean pass and RMM at rate 1 the EMM pass of the same missing set. With
+``variant_batch_size > 1`` the variants of a sample are stacked into few forward calls.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def run_benchmark(
     ignore_index: int | None = 255,
     variant_batch_size: int = 1,
     model_name: str | None = None,
+    reuse_identical: bool = True,
 ) -> dict[str, Any]:
     """Run the robustness benchmark (EMM, RMM, NM; SPEC §5) on a split in one pass.
 
@@ -181,11 +184,21 @@ def run_benchmark(
         out_dir: If given, write ``robustness.json`` and ``robustness.md`` there.
         class_names: Names for the clean pass's per-class IoU.
         ignore_index: Label value to skip.
-        variant_batch_size: Variants of one sample stacked into one forward call (all but the
-            model-aware ones have every modality present, so they can share a batch). 1 (default)
-            calls the model per variant; larger values are faster on a GPU but can change logits in the
-            last bits (different kernels), rarely flipping an arg-max.
+        variant_batch_size: At most this many variants of one sample stacked into one forward call
+            (all but the model-aware ones have every modality present, so they can share a batch); the
+            variants are split into ``ceil(V / variant_batch_size)`` calls of near-equal size. 1
+            (default) calls the model per variant, the same computation as a batch-1 loop. Larger values
+            are faster (on CPU ~1.2× at 4-8 for small images; more on a GPU) but kernels may round
+            differently at another batch size: logits can change in the last bits, which on rare
+            near-tied pixels flips an arg-max. Measured on CPU (``benchmarks/robustness_speed.py``,
+            EQUISeg-B0, 128 px): calls of 4 or more rows give every row bit for bit the logits of a
+            batch-4 loop over the samples, calls of 1-3 rows differ; 4 reproduces the batch shape of
+            such a loop exactly.
         model_name: Label of the Markdown table row.
+        reuse_identical: Evaluate variants whose inputs are bit-identical by construction once: RMM
+            at rate 0 reads the clean pass, RMM at rate 1 the EMM pass of the same missing set (every
+            element dropped is exactly the zero fill). The numbers are those of evaluating them
+            separately (at ``variant_batch_size=1`` bit for bit).
 
     Returns:
         A dict (also the content of ``robustness.json``) with the metadata ``convention``, ``seed``,
@@ -226,7 +239,8 @@ def run_benchmark(
 
     variants: list[Variant] | None = None
     chunks: list[list[Variant]] = []
-    metrics: dict[str, SegMetrics] = {}
+    canonical: dict[str, Variant] = {}  # variant key -> the computation it reads
+    computed: dict[Variant, SegMetrics] = {}  # one confusion matrix per distinct computation
     names: list[str] = []
     n_mod = 0
     count = 0
@@ -240,14 +254,13 @@ def run_benchmark(
                     names = _modality_names(modality_names, model, dataset, n_mod)
                     event_index = _event_index(event_index, names)
                     variants = build_variants(n_mod, tests, rmm_rates, nm_levels, model_aware_missing)
-                    batchable = [v for v in variants if not v.model_aware]
-                    chunks = [
-                        batchable[i : i + variant_batch_size]
-                        for i in range(0, len(batchable), variant_batch_size)
-                    ]
-                    chunks += [[v] for v in variants if v.model_aware]
-                    bar.reset(total=num_samples * len(variants) if num_samples is not None else None)
-                    bar.set_description(f"robustness: {len(variants)} variants/sample")
+                    canonical = {v.key: (_canonical(v) if reuse_identical else v) for v in variants}
+                    todo = list(dict.fromkeys(canonical.values()))  # distinct computations, in order
+                    chunks = _chunks([v for v in todo if not v.model_aware], variant_batch_size)
+                    chunks += [[v] for v in todo if v.model_aware]
+                    total = num_samples * len(todo) if num_samples is not None else None
+                    bar.reset(total=total)
+                    bar.set_description(f"robustness: {len(todo)} passes/sample")
                 elif len(inputs) != n_mod:
                     raise ValueError(f"sample {sample_index} has {len(inputs)} modalities, expected {n_mod}")
                 for chunk in chunks:
@@ -264,17 +277,18 @@ def run_benchmark(
                         raise ValueError(f"model returned {logits.shape[1]} classes, expected {num_classes}")
                     pred = logits.argmax(dim=1)  # V×H×W
                     for j, v in enumerate(chunk):
-                        if v.key not in metrics:
-                            metrics[v.key] = SegMetrics(num_classes, ignore_index, class_names, device=device)
-                        metrics[v.key].update(pred[j : j + 1], label)
+                        if v not in computed:
+                            computed[v] = SegMetrics(num_classes, ignore_index, class_names, device=device)
+                        computed[v].update(pred[j : j + 1], label)
                     bar.update(len(chunk))
                 count += 1
     finally:
         bar.close()
     if variants is None:
         raise ValueError("run_benchmark: the data set yielded no samples")
+    metrics = {v.key: computed[canonical[v.key]] for v in variants}
 
-    result = _assemble(
+    result = assemble_result(
         metrics,
         convention=convention,
         seed=seed,
@@ -307,6 +321,29 @@ def _check_tests(tests: Sequence[str] | str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown robustness test(s) {unknown}; choose from {TESTS}")
     return tuple(t for t in TESTS if t in tests)  # canonical order, no duplicates
+
+
+def _canonical(variant: Variant) -> Variant:
+    """The variant whose inputs ``variant``'s equal bit for bit by construction (itself if none).
+
+    RMM at rate 0 keeps every element (``u < 0`` never holds): the clean inputs. RMM at rate 1 zeroes
+    every element of the missing modalities (``u < 1`` always holds): EMM's zero fill. The generator's
+    draws do not matter in either case.
+    """
+    if variant.test == "rmm" and variant.rate == 0.0:
+        return Variant("clean")
+    if variant.test == "rmm" and variant.rate == 1.0:
+        return Variant("emm", variant.missing)
+    return variant
+
+
+def _chunks(items: Sequence[Variant], size: int) -> list[list[Variant]]:
+    """``items`` in order, split into ``ceil(len / size)`` consecutive chunks of near-equal length."""
+    if not items:
+        return []
+    k = -(-len(items) // size)
+    bounds = [i * len(items) // k for i in range(k + 1)]
+    return [list(items[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _module_device(model: Model) -> torch.device:
@@ -397,7 +434,7 @@ def _event_index(explicit: int | None, names: Sequence[str]) -> int | None:
     return int(explicit)
 
 
-def _assemble(
+def assemble_result(
     metrics: Mapping[str, SegMetrics],
     *,
     convention: Convention,
@@ -414,7 +451,12 @@ def _assemble(
     model: Model,
     model_name: str | None,
 ) -> dict[str, Any]:
-    """Compute every variant's metrics and lay the result dict out (see :func:`run_benchmark`)."""
+    """Compute every variant's metrics and lay the result dict out (see :func:`run_benchmark`).
+
+    ``metrics`` maps every :attr:`Variant.key` the tests need (see :func:`build_variants`) to its
+    accumulated :class:`SegMetrics`; any other loop that fills them (e.g. the reference-structure loop
+    of ``benchmarks/robustness_speed.py``) gets the same result layout as :func:`run_benchmark`.
+    """
     n = len(names)
     scores = {}
     for key, m in metrics.items():
