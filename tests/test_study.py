@@ -158,3 +158,29 @@ def test_pretrained_inits_get_the_papers_recipe(tmp_path):
     over = _init_overrides(str(weights), tmp_path, base, quick=True, progress=False)
     assert over == [f"model.pretrained={weights}", *PRETRAINED_RECIPE]
     assert "train.lr=6e-5" in over and "model.lambda_sgm=60" in over
+
+
+def test_claims_verdicts_follow_the_interval():
+    from equiseg.engine.study import _verdict, evaluate_claims, study_markdown
+
+    def stat(*d):
+        return {
+            "mean": 0.0,
+            "std": 0.0,
+            "values": [0.0] * len(d),
+            "vs_full": paired_difference(list(d), [0.0] * len(d)),
+        }
+
+    sec = {"init": "scratch", "table": "tab2", "full": "cmtb",
+           "rows": {"cmtb": {"mIoU": stat(0, 0, 0)},
+                    "hub_mean": {"mIoU": stat(-3, -2, -2.5), "emm_avg": stat(1, -1, 0.5)},
+                    "no_add": {"mIoU": stat(2, 3, 2.5)}}}  # fmt: skip
+    got = {(c["row"], c["metric"]): c["verdict"] for c in evaluate_claims([sec])}
+    # paper: every Tab. 2 row lowers both metrics; only the rows/metrics measured are judged
+    assert got == {("hub_mean", "mIoU"): "reproduced", ("hub_mean", "emm_avg"): "not resolved",
+                   ("no_add", "mIoU"): "reversed"}  # fmt: skip
+    assert _verdict({"half_width": None, "mean": 1.0}, "-") == "one seed: no interval"
+    assert _verdict({"half_width": 1.0, "low": 0.5, "high": 2.5, "mean": 1.5}, "+") == "reproduced"
+    md = study_markdown({"sections": [sec], "seeds": [1, 2, 3], "recipe_for_pretrained_inits": [], "seconds": 1,
+                         "config": None, "overrides": [], "quick": True})  # fmt: skip
+    assert "## The paper's claims" in md and "| reversed |" in md

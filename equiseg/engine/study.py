@@ -41,7 +41,17 @@ from equiseg.utils import to_jsonable
 
 from .ablate import QUICK_MAX_SAMPLES, QUICK_OVERRIDES, TABLES, config_line
 
-__all__ = ["PRETRAINED_RECIPE", "TAB1_MODELS", "paired_difference", "run_study", "t_quantile"]
+__all__ = [
+    "CLAIMS",
+    "PRETRAINED_RECIPE",
+    "TAB1_MODELS",
+    "evaluate_claims",
+    "paired_difference",
+    "render_study",
+    "run_study",
+    "study_markdown",
+    "t_quantile",
+]
 
 TAB1_MODELS = (
     "equiseg_b0",
@@ -86,6 +96,87 @@ def paired_difference(row: Sequence[float], full: Sequence[float]) -> dict[str, 
         return {"mean": mean, "half_width": None, "low": None, "high": None, "n": 1}
     hw = t_quantile(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
     return {"mean": mean, "half_width": hw, "low": mean - hw, "high": mean + hw, "n": len(d)}
+
+
+# The paper's claims as directions of paired differences (row − full model, seed by seed): ``(table,
+# row, metric, sign, claim)``; sign "-" = the paper has the row below the full model, "+" above. Tab. 1's
+# full model is EQUISeg and its rows the peers, so "EQUISeg scores highest" is "every peer − EQUISeg < 0".
+CLAIMS: tuple[tuple[str, str, str, str, str], ...] = (
+    *(
+        ("tab1", peer, metric, "-", f"EQUISeg's {what} is above {peer}'s (Tab. 1)")
+        for metric, what in (("mean", "robustness score"), ("emm_avg", "EMM (Avg)"))
+        for peer in TAB1_MODELS[1:]
+    ),
+    (
+        "tab1",
+        "stitchfusion_b0",
+        "clean",
+        "+",
+        "StitchFusion's clean mIoU is (slightly) above EQUISeg's (Tab. 1)",
+    ),
+    *(
+        ("tab2", row, metric, "-", f"{what} lowers {label} (Tab. 2)")
+        for row, what in (
+            ("hub_mean", "the mean instead of the Self-Query Hub"),
+            ("no_cross_attention", "dropping cross-attention"),
+            ("no_add", "dropping the residual add"),
+        )
+        for metric, label in (("mIoU", "mIoU"), ("emm_avg", "EMM (Avg)"))
+    ),
+    ("tab3", "no_sgm", "emm_avg", "-", "without SGM, EMM (Avg) drops (Tab. 3)"),
+    (
+        "tab3",
+        "no_sgm",
+        "sim_event",
+        "-",
+        "without SGM, event's similarity to the fused feature drops (Tab. 3)",
+    ),
+    (
+        "tab3",
+        "no_sgm",
+        "sim_lidar",
+        "-",
+        "without SGM, LiDAR's similarity to the fused feature drops (Tab. 3)",
+    ),
+    ("tab3", "no_prototype", "emm_avg", "-", "without prototypes, EMM (Avg) drops (Tab. 3)"),
+    ("tab3", "no_prototype", "sim_event", "-", "without prototypes, event's similarity drops (Tab. 3)"),
+    ("tab3", "no_prototype", "sim_lidar", "-", "without prototypes, LiDAR's similarity drops (Tab. 3)"),
+    ("tab3", "cosine_pairing", "emm_avg", "-", "cosine instead of random pairing lowers EMM (Avg) (Tab. 3)"),
+    ("tab3", "lambda1", "emm_avg", "-", "λ = 1 gives a lower EMM (Avg) than λ = 60 (Tab. 3)"),
+    ("tab3", "lambda40", "emm_avg", "-", "λ = 40 gives a lower EMM (Avg) than λ = 60 (Tab. 3)"),
+    ("tab3", "lambda80", "emm_avg", "-", "λ = 80 gives a lower EMM (Avg) than λ = 60 (Tab. 3)"),
+    ("tab3", "lambda1", "sim_event", "-", "λ = 1 lowers event's similarity (under-regularised) (Tab. 3)"),
+    ("tab3", "lambda80", "sim_event", "+", "λ = 80 raises event's similarity (Tab. 3)"),
+    ("tab3", "lambda80", "sim_rgb", "-", "λ = 80 lowers RGB's similarity (Tab. 3)"),
+)
+
+
+def _verdict(diff: Mapping[str, Any], sign: str) -> str:
+    """``reproduced`` when the 95 % interval of the paired difference lies on the paper's side of 0,
+    ``reversed`` when it lies on the other side, ``not resolved`` when it contains 0."""
+    if diff.get("half_width") is None:
+        return "one seed: no interval"
+    low, high = diff["low"], diff["high"]
+    if (sign == "-" and high < 0) or (sign == "+" and low > 0):
+        return "reproduced"
+    if (sign == "-" and low > 0) or (sign == "+" and high < 0):
+        return "reversed"
+    return "not resolved"
+
+
+def evaluate_claims(sections: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each of :data:`CLAIMS` that the study's sections measured, per init: the paired difference
+    (mean, 95 % interval) and the verdict of :func:`_verdict`."""
+    out = []
+    for sec in sections:
+        for table, row, metric, sign, claim in CLAIMS:
+            stat = sec["rows"].get(row, {}).get(metric) if sec["table"] == table else None
+            if stat is None:
+                continue
+            d = stat["vs_full"]
+            out.append({"init": sec["init"], "table": table, "row": row, "metric": metric, "sign": sign,
+                        "claim": claim, "diff": d, "verdict": _verdict(d, sign)})  # fmt: skip
+    return out
 
 
 def _spread(values: Sequence[float]) -> dict[str, Any]:
@@ -204,12 +295,24 @@ def run_study(
         "tables": list(tables),
         "recipe_for_pretrained_inits": list(PRETRAINED_RECIPE),
         "sections": sections,
+        "claims": evaluate_claims(sections),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     files = {"json": out / "study.json", "markdown": out / "study.md"}
     result["files"] = {k: str(v) for k, v in files.items()}
     files["markdown"].write_text(study_markdown(result))
     files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
+    return result
+
+
+def render_study(path: str | Path) -> dict[str, Any]:
+    """Rewrite ``study.md`` (and the ``claims`` of ``study.json``) from an existing ``study.json``, with
+    this version's claims and layout -- no run is repeated. Returns the updated content."""
+    path = Path(path)
+    result = json.loads(path.read_text())
+    result["claims"] = evaluate_claims(result["sections"])
+    (path.parent / "study.md").write_text(study_markdown(result))
+    path.write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
 
 
@@ -252,6 +355,23 @@ def study_markdown(result: Mapping[str, Any]) -> str:
             lines.append(
                 f"| `{name}` | " + " | ".join(_cell(stats[k], name == sec["full"]) for k in keys) + " |"
             )
+    claims = result.get("claims") or evaluate_claims(result["sections"])
+    if claims:
+        lines += [
+            "",
+            "## The paper's claims",
+            "",
+            "Each claim as the direction of a paired difference (row − full model); **reproduced**: its 95 % "
+            "interval lies on the paper's side of 0, **reversed**: on the other side, **not resolved**: it "
+            "contains 0.",
+            "",
+            "| Claim | Init | Δ (row − full) | 95 % interval | Verdict |",
+            "|---|---|---:|---|---|",
+        ]
+        for c in claims:
+            d = c["diff"]
+            ci = "–" if d["half_width"] is None else f"[{d['low']:+.2f}, {d['high']:+.2f}]"
+            lines.append(f"| {c['claim']} | {c['init']} | {d['mean']:+.2f} | {ci} | {c['verdict']} |")
     lines += ["", f"Total time: {result['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
 
