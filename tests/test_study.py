@@ -184,3 +184,17 @@ def test_claims_verdicts_follow_the_interval():
     md = study_markdown({"sections": [sec], "seeds": [1, 2, 3], "recipe_for_pretrained_inits": [], "seconds": 1,
                          "config": None, "overrides": [], "quick": True})  # fmt: skip
     assert "## The paper's claims" in md and "| reversed |" in md
+
+
+def test_a_run_saved_before_a_schema_key_existed_is_still_reused():
+    from equiseg.config import load_experiment
+    from equiseg.engine.rundir import config_matches
+
+    cfg = load_experiment({"model": {"name": "equiseg_b0"}, "train": {"max_iters": 5}})
+    saved = cfg.to_dict()
+    del saved["eval"]["precision"]  # written by a version without eval.precision (default "auto")
+    assert config_matches(saved, cfg)
+    saved["train"]["max_iters"] = 6
+    assert not config_matches(saved, cfg)
+    assert config_matches({**cfg.to_dict(), "work_dir": "elsewhere"}, cfg, ignore=("work_dir",))
+    assert not config_matches(None, cfg) and not config_matches({"model": {"name": "nope"}}, cfg)

@@ -36,6 +36,7 @@ from equiseg.utils import to_jsonable
 
 from .analysis import display_name, modality_contributions, write_analysis
 from .eval_setup import subset
+from .rundir import config_matches
 
 # The switches of the paper's full model (first row of both tables); rows change one of them.
 FULL_MODEL: dict[str, Any] = {
@@ -371,7 +372,7 @@ def _finished_row(work: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     rec = json.loads(path.read_text())
-    if rec.get("config") != json.loads(json.dumps(cfg.to_dict())):
+    if not config_matches(rec.get("config"), cfg):
         raise ValueError(
             f"{path}: this row was run with another config; remove {work} or use another output folder"
         )
@@ -383,13 +384,12 @@ def _same_row_elsewhere(
 ) -> dict[str, Any] | None:
     """A finished row in one of ``dirs`` trained with ``cfg`` (``work_dir`` aside) and evaluated on the
     same number of val samples, or None."""
-    want = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "work_dir"}))
     for d in dirs:
         for path in sorted(Path(d).glob("*/row.json")):
             rec = json.loads(path.read_text())
             if rec.get("reused_from") or rec.get("num_eval_samples") != n_eval:
                 continue
-            if {k: v for k, v in (rec.get("config") or {}).items() if k != "work_dir"} == want:
+            if config_matches(rec.get("config"), cfg, ignore=("work_dir",)):
                 return {**rec, "reused_from": str(path.parent)}
     return None
 

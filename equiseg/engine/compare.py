@@ -43,6 +43,7 @@ from equiseg.utils import to_jsonable
 
 from .ablate import short_schedule
 from .eval_setup import subset
+from .rundir import config_matches
 
 # Keys of the config's model section that apply to every compared model (the rest is EQUISeg's own).
 SHARED_MODEL_KEYS = frozenset(
@@ -118,7 +119,7 @@ def _finished(work: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     rec = json.loads(path.read_text())
-    if rec.get("config") != json.loads(json.dumps(to_jsonable(cfg.to_dict()))):
+    if not config_matches(rec.get("config"), cfg):
         raise ValueError(
             f"{path}: this run was made with another config; use another --out (or remove {work})"
         )

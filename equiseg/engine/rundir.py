@@ -330,3 +330,24 @@ def check_resume_config(new: Mapping[str, Any], saved: Mapping[str, Any], checkp
             "run's own config.yaml, or start a new run in another --work-dir"
         )
     return differing
+
+
+def config_matches(saved: Mapping[str, Any] | None, cfg: Any, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a config saved with a finished run (``result.json`` / ``row.json``) is ``cfg``, so the
+    run can be reused. The saved one is read through today's schema first: a key added to the schema
+    since (with its default) does not make an old run unusable. ``ignore``: top-level keys not compared
+    (e.g. ``work_dir``)."""
+    from equiseg.config import load_experiment
+    from equiseg.utils import to_jsonable
+
+    if not isinstance(saved, Mapping):
+        return False
+    try:
+        old = load_experiment(dict(saved)).to_dict()
+    except (ValueError, TypeError, KeyError):
+        return False
+
+    def norm(d: Mapping[str, Any]) -> Any:
+        return json.loads(json.dumps(to_jsonable({k: v for k, v in d.items() if k not in ignore})))
+
+    return norm(old) == norm(cfg.to_dict())
