@@ -1,4 +1,7 @@
-"""File decoding: the built-in PNG codec (16-bit colour, every row filter), arrays, clear errors."""
+"""File decoding: OpenCV's PNG/JPEG codec (16-bit colour, every row filter, channel order), arrays, errors.
+
+Byte identity with the decoder this replaced, on frozen files: ``tests/test_data_io_fixtures.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,11 @@ import io
 import struct
 import zlib
 
+import cv2
 import numpy as np
 import pytest
+import torch
+import torch.utils.data
 from PIL import Image
 
 from equiseg.data.io import (
@@ -16,6 +22,7 @@ from equiseg.data.io import (
     read_array,
     read_image,
     read_png16,
+    to_chw_tensor,
     to_three_channels,
     write_png16,
 )
@@ -87,14 +94,71 @@ def test_png16_round_trip_and_bgr(tmp_path):
     a = rng.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
     write_png16(tmp_path / "x.png", a, bgr=True)
     np.testing.assert_array_equal(read_png16(tmp_path / "x.png"), a)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED), a)  # = cv2
     np.testing.assert_array_equal(read_png16(tmp_path / "x.png", bgr=False), a[..., ::-1])  # file order
     np.testing.assert_array_equal(read_image(tmp_path / "x.png"), a[..., ::-1])  # read_image: file order
     write_png16(tmp_path / "y.png", a[..., :1], bgr=True)  # gray: Pillow agrees (mode I;16)
     np.testing.assert_array_equal(np.array(Image.open(tmp_path / "y.png")), a[..., 0])
     with pytest.raises(ValueError, match="uint16"):
         write_png16(tmp_path / "z.png", a.astype(np.float32))
-    with pytest.raises(ValueError, match="C in 1..4"):
+    with pytest.raises(ValueError, match="C in 1, 3 or 4"):
         encode_png(np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"no gray\+alpha"):  # OpenCV's PNG encoder has no 2-channel mode
+        write_png16(tmp_path / "la.png", a[..., :2])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_encode_decode_round_trip_in_file_order(channels, dtype):
+    rng = np.random.default_rng(channels)
+    a = rng.integers(0, np.iinfo(dtype).max + 1, (5, 7, channels), dtype=dtype)
+    data = encode_png(a, compress_level=1)
+    np.testing.assert_array_equal(decode_png(data), a)
+    if dtype == np.uint8 or channels == 1:  # Pillow reads the file's order too (8-bit, 16-bit gray)
+        np.testing.assert_array_equal(np.array(Image.open(io.BytesIO(data))).reshape(a.shape), a)
+
+
+def test_png_channels_as_in_the_file(tmp_path):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "t.png", transparency=(1, 2, 3))  # tRNS: OpenCV would add alpha
+    np.testing.assert_array_equal(read_image(tmp_path / "t.png"), rgb)
+    np.testing.assert_array_equal(read_png16(tmp_path / "t.png"), rgb[..., ::-1])
+    la = rng.integers(0, 256, (6, 5, 2), dtype=np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")  # OpenCV returns gray+alpha as BGRA
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), la)
+    np.testing.assert_array_equal(read_png16(tmp_path / "la.png"), la)
+    idx = rng.integers(0, 4, (6, 5), dtype=np.uint8)
+    pal = Image.fromarray(idx, "P")
+    pal.putpalette([10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120])
+    pal.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png", as_label=True), idx)  # indices (Pillow)
+    colours = np.array(pal.convert("RGB"))
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), colours)
+    np.testing.assert_array_equal(read_png16(tmp_path / "p.png", bgr=False), colours)  # cv2's expansion
+    good = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "tail.png").write_bytes(good + b"trailing bytes")  # after IEND: allowed, as libpng does
+    np.testing.assert_array_equal(read_image(tmp_path / "tail.png"), rgb)
+
+
+def test_jpeg(tmp_path):
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:40, 0:48]
+    noisy = np.stack([xx * 5, yy * 6, xx + yy], -1) + rng.normal(0, 8, (40, 48, 3))
+    rgb = np.clip(noisy, 0, 255).astype(np.uint8)
+    path = tmp_path / "x.jpg"
+    Image.fromarray(rgb).save(path, quality=90)
+    out = read_image(path)
+    assert out.shape == (40, 48, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.array(Image.open(path)))  # what Pillow decodes, in RGB order
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.jpeg")
+    assert read_image(tmp_path / "g.jpeg").shape == (40, 48)
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(ValueError, match=rf"{path}.*truncated"):
+        read_image(path)
+    path.write_bytes(b"no jpeg at all")
+    with pytest.raises(ValueError, match=rf"{path}.*unreadable"):
+        read_image(path)
 
 
 def test_png_errors(tmp_path):
@@ -103,16 +167,23 @@ def test_png_errors(tmp_path):
     path.write_bytes(good[:-20])
     with pytest.raises(ValueError, match=rf"{path}.*truncated"):
         read_image(path)
+    path.write_bytes(good[:-12])  # only IEND missing
+    with pytest.raises(ValueError, match=rf"{path}.*truncated.*before the IEND"):
+        read_png16(path)
     corrupt = bytearray(good)
-    corrupt[40] ^= 0xFF  # inside IDAT: CRC mismatch
+    corrupt[good.index(b"IDAT") + 6] ^= 0xFF  # inside IDAT's data: CRC mismatch
     path.write_bytes(bytes(corrupt))
     with pytest.raises(ValueError, match=rf"{path}.*CRC"):
         read_image(path)
+    with pytest.raises(ValueError, match=rf"{path}.*CRC"):
+        decode_png(bytes(corrupt), str(path))
     path.write_bytes(b"GIF89a" + bytes(40))
     with pytest.raises(ValueError, match=rf"{path}.*not a PNG"):
         read_image(path)
     with pytest.raises(FileNotFoundError, match="missing.png does not exist"):
         read_image(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match="missing.png does not exist"):
+        read_png16(tmp_path / "missing.png")
     with pytest.raises(ValueError, match=r"unsupported file extension '\.gif'"):
         read_image(tmp_path / "x.gif")
 
@@ -141,3 +212,65 @@ def test_to_three_channels():
     np.testing.assert_array_equal(to_three_channels(rgba, "x"), rgba[..., :3])
     with pytest.raises(ValueError, match="where.*channels last.*shape \\(3, 2, 5\\)"):
         to_three_channels(np.zeros((3, 2, 5)), "where")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64, np.int64, np.bool_])
+def test_to_chw_tensor(dtype):
+    a = (np.arange(30).reshape(2, 5, 3) % 7).astype(dtype)
+    t = to_chw_tensor(a)
+    assert t.is_contiguous() and tuple(t.shape) == (3, 2, 5)
+    want = np.moveaxis(a, 2, 0).astype(np.int32 if dtype == np.uint16 else dtype)
+    np.testing.assert_array_equal(t.numpy(), want)
+    np.testing.assert_array_equal(to_chw_tensor(a[:, ::2]).numpy(), want[:, :, ::2])  # strided input
+
+
+class _Threads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        a = np.zeros((512, 512), np.uint8)
+        cv2.LUT(cv2.resize(a, (1024, 1024)), np.zeros((1, 256), np.float32))  # OpenCV's parallel paths
+        return cv2.getNumThreads()
+
+
+def test_opencv_single_threaded_and_fork_safe_with_dataloader_workers():
+    assert cv2.getNumThreads() == 1  # set when equiseg.data.io is imported
+    cv2.resize(np.zeros((512, 512), np.uint8), (1024, 1024))  # OpenCV used in the parent before forking
+    loader = torch.utils.data.DataLoader(_Threads(), batch_size=None, num_workers=2, timeout=120)
+    assert list(loader) == [1, 1, 1, 1]  # a hang in a worker raises after the timeout instead
+
+
+def test_buffer_pool_reuses_memory_only_when_nothing_uses_it():
+    from equiseg.data.io import _BufferPool, empty_array
+
+    pool = _BufferPool(min_bytes=1024, per_key=2)
+    a = pool.empty((64, 32), np.float32)
+    assert a.flags.c_contiguous and a.flags.writeable and a.flags.aligned and a.shape == (64, 32)
+    ptr = a.ctypes.data
+    del a
+    b = pool.empty((32, 64), np.float32)  # same number of bytes: the dropped block comes back
+    assert b.ctypes.data == ptr
+    # A numpy view, a view of a view, or a tensor keeps the block in use, after the array itself is gone.
+    views = (lambda x: x[3:5], lambda x: x.view(np.int32)[:, ::2][1:], lambda x: torch.from_numpy(x)[2])
+    for keep in views:
+        x = pool.empty((32, 64), np.float32)
+        x[...] = 7
+        kept = keep(x)
+        kept_np = kept.numpy() if isinstance(kept, torch.Tensor) else kept
+        before = kept_np.copy()
+        del x
+        y = pool.empty((32, 64), np.float32)
+        y[...] = 0
+        assert np.array_equal(kept_np, before)
+        del kept, kept_np, y
+    many = [pool.empty((32, 64), np.float32) for _ in range(5)]
+    del many
+    assert len(pool._free[32 * 64 * 4]) == 2  # per_key bounds what is kept
+    assert pool.empty((4, 4), np.float32).base is None  # small arrays: plain np.empty
+    capped = _BufferPool(min_bytes=1024, max_bytes=10_000)
+    for n in (4096, 2048, 4096, 8192):
+        capped.empty((n,), np.uint8)  # dropped at once, so returned; 8192 evicts the older sizes
+    assert capped._held <= 10_000 and list(capped._free) == [8192]
+    t = torch.from_numpy(empty_array((512, 1024), np.float32))  # the shared pool, as the transforms use it
+    assert t.is_contiguous() and t.dtype == torch.float32

@@ -1,7 +1,15 @@
-"""Joint transforms (SPEC §2): shared geometry, nearest labels, padding, RGB-only photometry, seeding."""
+"""Joint transforms (SPEC §2): shared geometry, nearest labels, padding, RGB-only photometry, seeding.
+
+The outputs of the pre-OpenCV transforms for fixed generators are frozen in
+``tests/fixtures/transform_outputs.npz`` (written by ``tests/fixtures/make_transform_outputs.py``).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -88,11 +96,25 @@ def test_resize_crop_pad_matches_interpolate(resized, crop, offset, flip):
     ref, ref8, ref_lab = ref[:, y0 : y0 + crop[0], x0 : x0 + crop[1]], ref8[:, y0:, x0:], ref_lab[y0:, x0:]
     ph, pw = ref.shape[1:]
     torch.testing.assert_close(outs[0][:, :ph, :pw], ref, atol=1e-3, rtol=0)
-    torch.testing.assert_close(outs[1][:, :ph, :pw], ref8[:, : crop[0], : crop[1]], atol=1e-3, rtol=0)
+    # uint8 inputs go through OpenCV's 8-bit resize: rounded, within one grey level
+    torch.testing.assert_close(outs[1][:, :ph, :pw], ref8[:, : crop[0], : crop[1]], atol=1.0, rtol=0)
     assert torch.equal(lab[:ph, :pw], ref_lab[: crop[0], : crop[1]])
     # padding: inputs 0, label 255 (bottom and right)
     assert bool((outs[0][:, ph:] == 0).all()) and bool((outs[0][:, :, pw:] == 0).all())
     assert bool((lab[ph:] == 255).all()) and bool((lab[:, pw:] == 255).all())
+
+
+def test_bilinear_within_one_grey_level_for_any_size():
+    # Random noise (the worst case for resampling error), random in/out sizes, up and down.
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        h, w, nh, nw = torch.randint(3, 70, (4,), generator=g).tolist()
+        x8 = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        xf = torch.rand(3, h, w, generator=g) * 100
+        outs, _ = resize_crop_pad([x8, xf], torch.zeros(h, w, dtype=torch.int64), (nh, nw))
+        for out, x, tol in ((outs[0], x8, 1.0), (outs[1], xf, 1e-3)):
+            ref = F.interpolate(x[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            assert float((out - ref).abs().max()) < tol
 
 
 def test_label_is_nearest_not_interpolated():
@@ -274,3 +296,41 @@ def test_crop_without_rescale_is_exact():
     outs, lab = resize_crop_pad([x], label, (10, 12), (8, 8), (1, 3), flip=True)
     assert torch.equal(outs[0], x.flip(-1)[:, 1:9, 3:11].float())
     assert torch.equal(lab, label.flip(-1)[1:9, 3:11])
+
+
+_FROZEN = Path(__file__).parent / "fixtures" / "transform_outputs.npz"
+_FROZEN_MODS = {
+    "deliver": ("rgb", "depth", "event", "lidar"),
+    "muses": ("frame_camera", "lidar", "event_camera"),
+}
+_FROZEN_STATS = {"deliver": DELIVER_NORM_STATS, "muses": MUSES_NORM_STATS}
+
+
+def _frozen_calls():
+    with np.load(_FROZEN) as z:
+        return sorted(k.rsplit("/", 1)[0] for k in z.files if k.endswith("/params"))
+
+
+@pytest.mark.parametrize("call", _frozen_calls())
+def test_outputs_match_the_replaced_transforms(call):
+    """Labels identical, 8-bit inputs within one grey level, float inputs within 1e-3, same generator."""
+    with np.load(_FROZEN) as z:
+        frozen = {k: z[k] for k in z.files}
+    params = json.loads(str(frozen[f"{call}/params"]))
+    ds, crop = params["dataset"], (20, 24)
+    mods, stats = _FROZEN_MODS[ds], _FROZEN_STATS[ds]
+    inputs = [torch.from_numpy(frozen[f"inputs/{ds}/{k}"]) for k in range(len(mods))]
+    label = torch.from_numpy(frozen[f"inputs/{ds}/label"].astype(np.int64))
+    if params["kind"] == "train":
+        t = build_train_transform(crop, mods, stats, **params["kw"])
+        outs, lab = t(inputs, label, generator=torch.Generator().manual_seed(params["seed"]))
+    else:
+        outs, lab = build_val_transform(mods, stats, **params["kw"])(inputs, label)
+    np.testing.assert_array_equal(lab.numpy(), frozen[f"{call}/label"].astype(np.int64))
+    for k, (m, out, x) in enumerate(zip(mods, outs, inputs, strict=True)):
+        old = torch.from_numpy(frozen[f"{call}/x{k}"].astype(np.float32))
+        new = stats[m].invert(out)
+        # one grey level for 8-bit inputs (+ the float16 storage's rounding, <= 1/16), 1e-3 for floats
+        tol = 1.0 + 2**-4 if x.dtype == torch.uint8 else 1e-3
+        assert new.shape == old.shape
+        assert float((new - old).abs().max()) <= tol, f"{call} modality {m}"

@@ -16,15 +16,32 @@ Training (:class:`TrainTransform`, the reference recipe's order):
    ``(4·crop, crop)`` scale), then a uniformly placed ``crop_size`` window is cut out and padded at
    the bottom/right when the image is smaller: inputs with 0 (raw value, i.e. before normalisation,
    as the reference pads the uint8 image), the label with 255. Inputs are resampled bilinearly
-   (``align_corners=False``, no antialiasing: ``F.interpolate``'s values), labels with nearest
+   (``align_corners=False``, no antialiasing: ``F.interpolate``'s geometry), labels with nearest
    (centre-aligned: source pixel ``⌊(i + ½)·in/out⌋``, the geometry of the bilinear grid);
 3. per-modality normalisation ``(x / scale - mean) / std`` (:class:`~equiseg.data.NormStats`).
 
-Flip, rescale, crop and pad are one ``grid_sample`` over all modalities at once (and one index gather
-for the label), so a 2× rescale never materialises the full 2× image.
+How (issue 11): resampling is OpenCV's ``cv2.resize`` (``INTER_LINEAR``, the same source grid as
+``F.interpolate``), one channel plane at a time on the ``3×H×W`` inputs as they come from the data
+sets. 8-bit inputs stay 8-bit through the resize — OpenCV's fixed-point bilinear, rounded: within one
+grey level of the exact value (at most 0.82 in the tests), several times faster than resampling in
+float; float inputs (MUSES' arrays, RGB after jitter or blur) are resampled in float32 (within float
+rounding). The crop is a view of the rescaled plane, the flip ``cv2.flip``, and the conversion to
+float32 with the normalisation one pass into the output (``cv2.LUT`` with a 256-entry table for
+8-bit planes, ``cv2.addWeighted`` for float ones). The full rescaled plane is computed (OpenCV cannot
+resize a window of it with the same grid; ``cv2.remap``/``warpAffine`` could, but quantise positions to
+1/32 pixel, several grey levels at sharp edges). Labels are not resampled by OpenCV: its
+``INTER_NEAREST`` is not centre-aligned and ``INTER_NEAREST_EXACT`` uses fixed-point source indices,
+so the label is an exact index gather (``np.take``) of only the cropped window — identical to the
+``grid_sample``/``index_select`` implementation this replaced. The blur is ``cv2.GaussianBlur`` (same
+kernel and padding); colour jitter stays in torch, in place. Outputs come from
+:func:`equiseg.data.io.empty_array` (memory of dropped outputs is recycled instead of zero-filled anew).
 
 Validation (:class:`ValTransform`): the short side is resized to ``short_side`` (1024), each side
-rounded up to a multiple of ``align`` (32), the label resized with nearest, then normalised.
+rounded up to a multiple of ``align`` (32), the label resized with nearest, then normalised (the same
+resampling as training).
+
+Threads: OpenCV runs single-threaded (set when :mod:`equiseg.data.io` is imported, for fork-safety
+with DataLoader workers; the workers are the parallelism).
 
 Seeding: each training transform owns a ``torch.Generator``. In the main process it is seeded with
 ``seed`` (or, when ``seed`` is None, with ``torch.initial_seed()``). In a DataLoader worker it is
@@ -37,18 +54,18 @@ generator is re-created whenever the process or ``torch.initial_seed()`` changes
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torch.utils.data
 
 from equiseg.data.constants import IGNORE_INDEX, NormStats
+from equiseg.data.io import empty_array as _empty
 
 __all__ = [
     "TrainTransform",
@@ -96,69 +113,139 @@ def _check_inputs(
 # ------------------------------------------------------------------------------- geometry
 
 
-@dataclasses.dataclass
-class _Axis:
-    """Sampling of one axis: source coordinate, nearest source index, valid mask."""
+def _nearest(out_len: int, offset: int, resized_len: int, in_len: int, flip: bool) -> tuple[np.ndarray, int]:
+    """Nearest source index of output positions ``offset..offset+out_len-1`` of the (flipped) rescaled axis.
 
-    src: torch.Tensor  # (n,) float64 source coordinate of each output pixel (bilinear)
-    nearest: torch.Tensor  # (n,) int64 nearest source index
-    valid: torch.Tensor  # (n,) bool: False where the output lies outside the rescaled image (padding)
+    The rescaled axis has ``resized_len`` pixels over ``in_len`` source pixels; nearest takes source
+    pixel ``⌊(c + ½)·in/resized⌋`` (centre-aligned, the geometry of ``align_corners=False``).
 
-
-def _axis(out_len: int, offset: int, resized_len: int, in_len: int, flip: bool) -> _Axis:
-    """Map output positions ``offset..offset+out_len-1`` of the (flipped) rescaled axis to the source.
-
-    The rescaled axis has ``resized_len`` pixels over ``in_len`` source pixels; ``align_corners=False``
-    puts output pixel ``c`` at source coordinate ``(c + ½)·in/resized - ½``, clamped to the image
-    (``F.interpolate``'s rule); nearest takes source pixel ``⌊(c + ½)·in/resized⌋``.
+    Returns:
+        ``(index, valid)``: (out_len,) int64 source indices and the length of the valid prefix (the
+        rest lies outside the rescaled image: padding, at the bottom/right).
     """
-    c = torch.arange(out_len, dtype=torch.float64) + offset
-    valid = c < resized_len  # a prefix: padding is at the bottom/right
+    c = np.arange(out_len, dtype=np.float64) + offset
+    valid = int(np.count_nonzero(c < resized_len))
     if flip:
         c = resized_len - 1 - c
-    c = c.clamp(0, resized_len - 1)
-    scale = in_len / resized_len
-    src = ((c + 0.5) * scale - 0.5).clamp(0.0, in_len - 1)
-    nearest = ((c + 0.5) * scale).floor().long().clamp(0, in_len - 1)
-    return _Axis(src, nearest, valid)
+    c = np.clip(c, 0, resized_len - 1)
+    return np.clip(np.floor((c + 0.5) * (in_len / resized_len)).astype(np.int64), 0, in_len - 1), valid
 
 
-def _resample(x: torch.Tensor, ay: _Axis, ax: _Axis, pad: float) -> torch.Tensor:
-    """Bilinear resampling of ``x`` (C×H×W float) to C×len(ay)×len(ax), padded with ``pad``.
+def _window(out_len: int, offset: int, resized_len: int, flip: bool) -> tuple[int, int]:
+    """``(start, length)`` of the valid output prefix in the *unflipped* rescaled axis.
 
-    One ``grid_sample`` over the separable grid: every channel of every modality sees the same grid.
-    Only the valid (non-padding) part, a top-left block, is sampled.
+    Output pixel ``j < length`` shows rescaled pixel ``offset + j`` of the flipped axis, i.e.
+    ``resized_len - 1 - offset - j`` of the unflipped one: the window is read, then mirrored.
     """
-    h, w = x.shape[1:]
-    vh, vw = int(ay.valid.sum()), int(ax.valid.sum())
-    out = torch.empty((x.shape[0], ay.valid.numel(), ax.valid.numel()), dtype=torch.float32)
-    out[:, vh:] = pad
-    out[:, :vh, vw:] = pad
-    if vh == 0 or vw == 0:
-        return out
-    sy, sx = ay.src[:vh], ax.src[:vw]
-    if torch.equal(sy, ay.nearest[:vh].double()) and torch.equal(sx, ax.nearest[:vw].double()):
-        # Whole-pixel positions (no rescale: crop/flip/pad only): an exact gather.
-        sampled = x.index_select(1, ay.nearest[:vh]).index_select(2, ax.nearest[:vw])
-    else:
-        gy = ((2 * sy + 1) / h - 1).float()  # grid_sample's normalised coordinates (align_corners=False)
-        gx = ((2 * sx + 1) / w - 1).float()
-        grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]  # (1, vh, vw, 2)
-        sampled = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    if vh == out.shape[1] and vw == out.shape[2]:
-        return sampled
-    out[:, :vh, :vw] = sampled
-    return out
+    length = max(0, min(out_len, resized_len - offset))
+    return (resized_len - offset - length if flip else offset), length
 
 
-def _resample_label(label: torch.Tensor, ay: _Axis, ax: _Axis, pad: int) -> torch.Tensor:
-    """Nearest resampling of an H×W label to len(ay)×len(ax), padded with ``pad``."""
-    out = label.index_select(0, ay.nearest).index_select(1, ax.nearest)
-    if not bool(ay.valid.all()):
-        out[~ay.valid] = pad
-    if not bool(ax.valid.all()):
-        out[:, ~ax.valid] = pad
-    return out
+def _buffer(buffers: dict, name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """Scratch plane ``name`` of this shape and dtype from ``buffers``, allocated on first use.
+
+    Plain ``np.empty``, not the recycling pool: rescaled sizes are random, they would only crowd it.
+    """
+    key = (name, dtype)
+    if key not in buffers:
+        buffers[key] = np.empty(shape, dtype)
+    return buffers[key]
+
+
+def _opencv_planes(x: torch.Tensor) -> np.ndarray:
+    """A C×H×W input as a contiguous numpy array OpenCV resamples: uint8 as is, anything else float32."""
+    if x.dtype != torch.uint8:
+        x = x.to(torch.float32)
+    return x.contiguous().numpy()
+
+
+def _resample(
+    inputs: Sequence[torch.Tensor],
+    resized: tuple[int, int],
+    crop: tuple[int, int],
+    offset: tuple[int, int],
+    flip: bool,
+    affine: Sequence[tuple[float, float, float]],
+) -> list[torch.Tensor]:
+    """Bilinear rescale, flip, crop, pad and ``x·a + b`` of every channel plane of every input.
+
+    Args:
+        inputs: 3×H×W tensors, all the same size.
+        resized, crop, offset, flip: as in :func:`resize_crop_pad`.
+        affine: per output channel (3 per input) ``(a, b, padding)``: the valid part becomes
+            ``resampled·a + b``, the rest ``padding`` (already in the output's units).
+
+    Returns:
+        float32 3×crop_h×crop_w tensors (views of one 3N×h×w tensor).
+    """
+    h, w = inputs[0].shape[1:]
+    (nh, nw), (ch, cw) = resized, crop
+    y0, vh = _window(ch, offset[0], nh, False)
+    x0, vw = _window(cw, offset[1], nw, flip)
+    out = _empty((3 * len(inputs), ch, cw), np.float32)
+    rescale = (nh, nw) != (h, w)
+    buffers: dict[tuple[str, np.dtype], np.ndarray] = {}  # scratch planes (rescaled, flipped), reused
+    for i, x in enumerate(inputs):
+        planes = _opencv_planes(x)
+        for c in range(planes.shape[0]):
+            k = 3 * i + c
+            a, b, pad = affine[k]
+            dst = out[k]
+            dst[vh:] = pad
+            dst[:vh, vw:] = pad
+            if vh == 0 or vw == 0:
+                continue
+            plane = planes[c]
+            if rescale:
+                plane = cv2.resize(
+                    plane,
+                    (nw, nh),
+                    dst=_buffer(buffers, "resize", (nh, nw), plane.dtype),
+                    interpolation=cv2.INTER_LINEAR,
+                )
+            block = plane[y0 : y0 + vh, x0 : x0 + vw]  # a view: only the window is converted below
+            if flip:
+                block = cv2.flip(block, 1, dst=_buffer(buffers, "flip", (vh, vw), plane.dtype))
+            if block.dtype == np.uint8:  # 8-bit: a 256-entry table, computed in float64
+                lut = (np.arange(256, dtype=np.float64) * a + b).astype(np.float32)[None]
+                cv2.LUT(block, lut, dst=dst[:vh, :vw])
+            else:
+                cv2.addWeighted(block, a, block, 0.0, b, dst=dst[:vh, :vw], dtype=cv2.CV_32F)
+    return list(torch.from_numpy(out).split(3, dim=0))
+
+
+def _resample_label(
+    label: torch.Tensor,
+    resized: tuple[int, int],
+    crop: tuple[int, int],
+    offset: tuple[int, int],
+    flip: bool,
+    pad: int,
+) -> torch.Tensor:
+    """Centre-aligned nearest rescale, flip, crop and pad of an H×W label: an exact index gather."""
+    rows, vh = _nearest(crop[0], offset[0], resized[0], label.shape[0], False)
+    cols, vw = _nearest(crop[1], offset[1], resized[1], label.shape[1], flip)
+    src = label.to(torch.int64).numpy()
+    by_rows = np.take(src, rows, axis=0, out=_empty((len(rows), src.shape[1]), np.int64), mode="clip")
+    out = np.take(by_rows, cols, axis=1, out=_empty((len(rows), len(cols)), np.int64), mode="clip")
+    del by_rows  # (numpy's take, in bounds: "clip" never clips here but skips take's out= buffering)
+    out[vh:] = pad
+    out[:vh, vw:] = pad
+    return torch.from_numpy(out)
+
+
+def _resample_all(
+    inputs: Sequence[torch.Tensor],
+    label: torch.Tensor,
+    resized: tuple[int, int],
+    crop: tuple[int, int],
+    offset: tuple[int, int],
+    flip: bool,
+    affine: Sequence[tuple[float, float, float]],
+    ignore_index: int,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    outs = _resample(inputs, resized, crop, offset, flip, affine)
+    return outs, _resample_label(label, resized, crop, offset, flip, ignore_index)
 
 
 def resize_crop_pad(
@@ -173,8 +260,9 @@ def resize_crop_pad(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Rescale to ``resized``, flip horizontally, cut the ``crop`` window at ``offset``, pad past the edge.
 
-    Equal to ``F.interpolate(bilinear, align_corners=False)`` on inputs and centre-aligned nearest on
-    the label, then ``flip``, then slicing ``[y:y+h, x:x+w]`` and padding, in one pass.
+    ``F.interpolate(bilinear, align_corners=False)`` on inputs (uint8 inputs through OpenCV's 8-bit
+    resize: within one grey level of it; float inputs within float32 rounding) and centre-aligned
+    nearest on the label, then ``flip``, then slicing ``[y:y+h, x:x+w]`` and padding.
 
     Args:
         inputs: 3×H×W tensors (any real dtype), all of the label's size.
@@ -189,29 +277,18 @@ def resize_crop_pad(
     Returns:
         float32 3×h×w tensors and an int64 h×w label.
     """
-    h_in, w_in = label.shape
-    crop = crop or resized
-    ay = _axis(crop[0], offset[0], resized[0], h_in, False)
-    ax = _axis(crop[1], offset[1], resized[1], w_in, flip)
-    out = _resample(_stack_float(inputs), ay, ax, pad_value)
-    return list(out.split(3, dim=0)), _resample_label(label.to(torch.int64), ay, ax, ignore_index)
+    affine = [(1.0, 0.0, float(pad_value))] * (3 * len(inputs))
+    return _resample_all(inputs, label, resized, crop or resized, offset, flip, affine, ignore_index)
 
 
-def _stack_float(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(3N, H, W) float32 copy of N 3×H×W tensors (one pass: conversion and concatenation together)."""
-    out = torch.empty((3 * len(inputs), *inputs[0].shape[1:]), dtype=torch.float32)
-    for i, x in enumerate(inputs):
-        out[3 * i : 3 * i + 3].copy_(x)
+def _affine(stats: Sequence[NormStats], pad_value: float) -> list[tuple[float, float, float]]:
+    """Per channel ``(a, b, padding)`` with ``x·a + b = (x / scale - mean) / std`` (:class:`NormStats`)."""
+    out = []
+    for st in stats:
+        for mean, std in zip(st.mean, st.std, strict=True):
+            a = 1.0 / (std * st.scale)
+            out.append((a, -mean * st.scale * a, (pad_value - mean * st.scale) * a))
     return out
-
-
-def _normalise_(outs: list[torch.Tensor], stats: Sequence[NormStats]) -> list[torch.Tensor]:
-    """Normalise freshly made float32 tensors in place: ``(x - mean·scale) / (std·scale)``."""
-    for x, st in zip(outs, stats, strict=True):
-        shift = torch.tensor(st.mean, dtype=torch.float64) * st.scale
-        factor = 1.0 / (torch.tensor(st.std, dtype=torch.float64) * st.scale)
-        x.sub_(shift.float().view(3, 1, 1)).mul_(factor.float().view(3, 1, 1))
-    return outs
 
 
 # ----------------------------------------------------------------------------- photometric
@@ -228,42 +305,52 @@ def color_jitter(
 ) -> torch.Tensor:
     """Brightness, contrast, saturation adjustments in that order (torchvision's definitions).
 
+    Computed in place on one fresh float32 copy (the same operations in the same order as the
+    out-of-place formulas, so the same values, at half the time).
+
     Args:
-        x: 3×H×W float RGB in ``[0, bound]``.
+        x: 3×H×W RGB in ``[0, bound]`` (any real dtype; not modified).
         brightness, contrast, saturation: factors (1 = unchanged).
         bound: the maximum value (255 for 8-bit data).
 
     Returns:
         3×H×W float32, clamped to ``[0, bound]`` after every step.
     """
-    x = (x * brightness).clamp_(0, bound)
-    mean = _gray(x).mean()
-    x = (contrast * x + (1 - contrast) * mean).clamp_(0, bound)
-    x = (saturation * x + (1 - saturation) * _gray(x)).clamp_(0, bound)
-    return x
+    out = torch.from_numpy(_empty(tuple(x.shape), np.float32)).copy_(x)
+    out.mul_(brightness).clamp_(0, bound)
+    mean = _gray(out).mean()
+    out.mul_(contrast).add_((1 - contrast) * mean).clamp_(0, bound)
+    gray = _gray(out).mul_(1 - saturation)
+    return out.mul_(saturation).add_(gray).clamp_(0, bound)
 
 
 def gaussian_blur(x: torch.Tensor, kernel_size: int = 3, sigma: float | None = None) -> torch.Tensor:
-    """Gaussian blur of a C×H×W float tensor with reflect padding.
+    """Gaussian blur of a C×H×W float tensor with reflect padding (``cv2.GaussianBlur`` per plane).
+
+    Reflect padding is torch's ``reflect`` = OpenCV's ``BORDER_REFLECT_101`` (the edge pixel is not
+    repeated); images too small for it are padded by replication. OpenCV's separable filter is
+    about 10× faster than the shifted-slice sums it replaced, with the same kernel.
 
     Args:
         x: C×H×W float.
         kernel_size: odd kernel size.
         sigma: standard deviation; ``None`` = torchvision's default ``0.3·((k-1)/2 - 1) + 0.8``.
+
+    Returns:
+        C×H×W, float32 (float64 stays float64).
     """
     if kernel_size % 2 != 1:
         raise ValueError(f"gaussian_blur: kernel_size must be odd, got {kernel_size}")
     sigma = sigma if sigma is not None else 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
     half = kernel_size // 2
-    t = torch.arange(-half, half + 1, dtype=torch.float32)
-    k1 = torch.exp(-(t**2) / (2 * sigma**2))
-    k1 = k1 / k1.sum()
-    # Separable: one weighted sum of shifted slices per axis (depth-wise conv2d is slow on CPU).
-    mode = "reflect" if min(x.shape[1:]) > half else "replicate"
-    padded = F.pad(x[None], (half, half, half, half), mode=mode)[0]
-    h, w = x.shape[1:]
-    rows = sum(k1[i] * padded[:, i : i + h, :] for i in range(kernel_size))
-    return sum(k1[i] * rows[:, :, i : i + w] for i in range(kernel_size))
+    border = cv2.BORDER_REFLECT_101 if min(x.shape[1:]) > half else cv2.BORDER_REPLICATE
+    src = (x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)).contiguous().numpy()
+    out = _empty(src.shape, src.dtype)
+    for c in range(src.shape[0]):
+        cv2.GaussianBlur(
+            src[c], (kernel_size, kernel_size), sigma, dst=out[c], sigmaY=sigma, borderType=border
+        )
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------------------------ seeding
@@ -346,6 +433,7 @@ class TrainTransform:
         self.jitter_range = tuple(jitter_range)
         self.blur_kernel = blur_kernel
         self.pad_value, self.ignore_index = pad_value, ignore_index
+        self._affine = _affine([self.norm_stats[m] for m in self.modalities], pad_value)
         self._rng = _WorkerSeededGenerator(seed)
 
     def __call__(
@@ -377,7 +465,7 @@ class TrainTransform:
                 continue
             bound = self.norm_stats[name].scale
             if jitter_u[i] < self.jitter_prob:
-                xs[i] = color_jitter(xs[i].to(torch.float32), *factors, bound=bound)
+                xs[i] = color_jitter(xs[i], *factors, bound=bound)
             if blur_u[i] < self.blur_prob:
                 xs[i] = gaussian_blur(xs[i].to(torch.float32), self.blur_kernel)
 
@@ -390,10 +478,8 @@ class TrainTransform:
         margin_h, margin_w = max(nh - ch, 0), max(nw - cw, 0)
         y0 = min(int(u[2] * (margin_h + 1)), margin_h)
         x0 = min(int(u[3] * (margin_w + 1)), margin_w)
-        outs, label = resize_crop_pad(
-            xs, label, (nh, nw), (ch, cw), (y0, x0), flip, self.pad_value, self.ignore_index
-        )
-        return _normalise_(outs, [self.norm_stats[n] for n in self.modalities]), label
+        # Rescale, flip, crop, pad and normalise in one pass per channel plane (see the module docstring).
+        return _resample_all(xs, label, (nh, nw), (ch, cw), (y0, x0), flip, self._affine, self.ignore_index)
 
     def __repr__(self) -> str:
         return (
@@ -429,6 +515,7 @@ class ValTransform:
         self.norm_stats = _check_stats(self.modalities, norm_stats)
         self.short_side, self.align = short_side, align or 1
         self.resize_label, self.ignore_index = resize_label, ignore_index
+        self._affine = _affine([self.norm_stats[m] for m in self.modalities], 0.0)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """The (h, w) an h×w input is resized to."""
@@ -445,12 +532,9 @@ class ValTransform:
         h, w = _check_inputs(inputs, label, self.modalities)
         size = self.output_size(h, w)
         label = label.to(torch.int64)
-        if size != (h, w):
-            outs, resized_label = resize_crop_pad(inputs, label, size, ignore_index=self.ignore_index)
-            label = resized_label if self.resize_label else label
-        else:
-            outs = list(_stack_float(inputs).split(3, dim=0))
-        return _normalise_(outs, [self.norm_stats[n] for n in self.modalities]), label
+        if size == (h, w) or not self.resize_label:  # (size == (h, w): normalisation only)
+            return _resample(inputs, size, size, (0, 0), False, self._affine), label
+        return _resample_all(inputs, label, size, size, (0, 0), False, self._affine, self.ignore_index)
 
     def __repr__(self) -> str:
         return (
