@@ -193,34 +193,10 @@ def _write(path: Path, data: bytes) -> None:
 
 def _write_png16(path: Path, array: np.ndarray) -> None:
     """uint16 PNG as OpenCV writes it (array channel 0 in the file's blue channel)."""
-    try:
-        from equiseg.data.io import write_png16
-    except ImportError:  # the loaders' I/O module is not there: a minimal encoder of our own
-        write_png16 = None
-    if write_png16 is not None:
-        write_png16(path, array, bgr=True, compress_level=PNG_LEVEL)
-        return
-    a = np.ascontiguousarray(array[..., ::-1]).astype(">u2")
-    h, w, c = a.shape
-    raw = np.zeros((h, 1 + w * c * 2), np.uint8)
-    raw[:, 1:] = a.reshape(h, -1).view(np.uint8)
+    from equiseg.data.io import write_png16
 
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return (
-            len(body).to_bytes(4, "big")
-            + tag
-            + body
-            + (zlib.crc32(tag + body) & 0xFFFFFFFF).to_bytes(4, "big")
-        )
-
-    header = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, {1: 0, 3: 2, 4: 6}[c], 0, 0, 0])
-    _write(
-        path,
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_LEVEL))
-        + chunk(b"IEND", b""),
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png16(path, array, bgr=True, compress_level=PNG_LEVEL)
 
 
 def _write_npz(path: Path, array: np.ndarray) -> None:
