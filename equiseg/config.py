@@ -526,6 +526,9 @@ class TrainConfig:
     # iterations between `last` checkpoints; 0: at every validation
     checkpoint_interval: int = _field(0, ge=0, note="0: at every validation")
     device: str = _field("auto", check=_device_form)  # auto | cpu | cuda | cuda:N | mps
+    # TensorBoard events in <work_dir>/tensorboard/ (loss terms, lr, img/s, val metrics, a prediction
+    # panel per validation); needs the `tensorboard` package
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _validate(self, "train")

@@ -62,6 +62,7 @@ RUN_FILES = ("config.yaml", "log.jsonl", "last.pt", "best.pt")
 #   train.max_iters / train.epochs  length of the run: the poly schedule is recomputed for the new
 #                                   length from the current iteration on (the past is not replayed)
 #   train.val_interval / log_interval / checkpoint_interval   how often to validate / log / save
+#   train.tensorboard                                          whether to log to TensorBoard too
 #   train.device / data.num_workers / eval.window_batch        where and how fast it runs
 #   model.pretrained / model.pretrained_strict                 unused on resume (weights come from
 #                                                              the checkpoint)
@@ -72,6 +73,7 @@ SAFE_RESUME_KEYS = (
     "train.val_interval",
     "train.log_interval",
     "train.checkpoint_interval",
+    "train.tensorboard",
     "train.device",
     "data.num_workers",
     "eval.window_batch",

@@ -60,6 +60,7 @@ from .rundir import (
     truncate_log,
 )
 from .seeding import seed_everything
+from .tb import TensorBoardLog, panel_indices, require_tensorboard
 
 
 class NonFiniteLossError(RuntimeError):
@@ -242,7 +243,8 @@ def train(
     Args:
         cfg: the experiment config.
         work_dir: overrides ``cfg.work_dir``; gets ``config.yaml``, ``log.jsonl``, ``last.pt``,
-            ``best.pt`` and ``metrics.json``. It is locked for the run (``run.lock``).
+            ``best.pt`` and ``metrics.json`` (with ``train.tensorboard``, also ``tensorboard/``: see
+            :mod:`equiseg.engine.tb`). It is locked for the run (``run.lock``).
         resume: ``True`` resumes from ``work_dir/last.pt``, a path from that file. The config may
             differ from the checkpoint's only in :data:`~equiseg.engine.rundir.SAFE_RESUME_KEYS`.
         progress: show a progress bar (rank 0).
@@ -255,6 +257,7 @@ def train(
         RunDirError: the folder is in use, holds a run (without ``resume``/``overwrite``), or the
             resume config differs from the checkpoint's in keys that cannot change mid-run.
         NonFiniteLossError: a loss term became NaN/Inf (``last.pt`` holds the step before).
+        ValueError: ``train.tensorboard`` without the ``tensorboard`` package (before anything is written).
     """
     tcfg, dcfg = cfg.train, cfg.data
     dist = init_distributed(resolve_device(tcfg.device))
@@ -263,6 +266,7 @@ def train(
     main = dist.is_main
     interrupt = None
     net = None
+    tb = None
     lock = RunLock(work)
     existed, started = work.exists(), False
     try:
@@ -273,6 +277,8 @@ def train(
         ckpt = None
         if main:
             try:
+                if tcfg.tensorboard:
+                    require_tensorboard()  # before the folder is touched
                 lock.acquire()
                 notes, ckpt = _check_run(cfg, work, resume, overwrite)
                 for note in notes:
@@ -375,7 +381,11 @@ def train(
                 save_checkpoint(work / name, state(iteration))
 
         log = open(work / "log.jsonl", "a") if main else None
-        tb = _tensorboard(work / "tensorboard") if main else None
+        if main and tcfg.tensorboard:
+            # on resume, hide what the interrupted run logged after its checkpoint (as log.jsonl does):
+            # events of steps > it; those of step `it` itself were logged before the checkpoint
+            tb = TensorBoardLog(work / "tensorboard", purge_step=it + 1 if ckpt_path is not None else None)
+            tb_rows = panel_indices(val_set)
         bar = tqdm(
             total=max_iters, initial=it, desc="train", disable=not (progress and main), dynamic_ncols=True
         )
@@ -461,8 +471,7 @@ def train(
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     if tb is not None:
-                        for k in ("loss", "loss_ce", "loss_sgm", "lr"):
-                            tb.add_scalar(f"train/{k}", rec[k], it)
+                        tb.log_train(it, out.as_dict(), lr=rec["lr"], img_per_s=ips)
                     bar.set_postfix(
                         loss=f"{rec['loss']:.3f}",
                         lr=f"{rec['lr']:.2e}",
@@ -472,6 +481,7 @@ def train(
                 if it % val_interval == 0 or it == max_iters:
                     if dist.distributed:  # BN running stats drift apart per rank; evaluate rank 0's
                         _broadcast_buffers(model)
+                    t_val = time.perf_counter()
                     last_metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
                     net.train()
                     if main:
@@ -486,12 +496,14 @@ def train(
                             f"iter {it}: val mIoU {last_metrics['mIoU']:.2f}  aAcc {last_metrics['aAcc']:.2f}"
                         )
                         if tb is not None:
-                            for k in ("mIoU", "aAcc", "mAcc"):
-                                tb.add_scalar(f"val/{k}", last_metrics[k], it)
+                            tb.log_val(it, last_metrics)
+                            tb.log_panel(it, model, val_set, tb_rows, cfg.eval, device)
+                            tb.flush()
                     if last_metrics["mIoU"] > best:
                         best = last_metrics["mIoU"]
                         save("best.pt", it)
                     write_metrics(last_metrics, work, title=f"Validation at iteration {it}")
+                    t_last += time.perf_counter() - t_val  # img/s measures training, not validation
                 if it % ckpt_interval == 0 or it == stop_at or interrupt.requested:
                     save("last.pt", it)
                 if it >= stop_at or interrupt.requested:
@@ -500,8 +512,6 @@ def train(
         bar.close()
         if log:
             log.close()
-        if tb is not None:
-            tb.close()
         summary = {
             "iterations": it,
             "max_iters": max_iters,
@@ -516,6 +526,8 @@ def train(
     finally:
         if interrupt is not None:
             interrupt.restore()
+        if tb is not None:
+            tb.close()  # also after a failed run: its events up to the failure stay readable
         lock.release()
         if main and not started and not existed and work.is_dir() and not any(work.iterdir()):
             work.rmdir()  # a run that failed to start leaves no trace
@@ -562,15 +574,6 @@ class _GracefulInterrupt:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
-
-
-def _tensorboard(folder: Path):
-    """A TensorBoard writer when the ``tensorboard`` package is installed (optional), else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder))
 
 
 def _broadcast_buffers(model: torch.nn.Module) -> None:
