@@ -72,6 +72,10 @@ def test_compare_two_models_two_seeds(setup, capsys):
     assert " ± " in md and "| rgb+depth+lidar |" in md
     assert json.loads((out / "compare.json").read_text())["seeds"] == [1, 2]
     assert (out / "compare.png").stat().st_size > 0
+    for fig in ("compare_missing.png", "compare_noise.png", "compare_predictions.png"):
+        assert f"]({fig})" in md and (out / fig).stat().st_size > 0, fig
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') >= 4 and "<td>segformer_b0</td>" in html
     # finished runs are reused, not retrained
     stamp = (out / "segformer_b0" / "seed2" / "best.pt").stat().st_mtime_ns
     again = run_compare(cfg, ["equiseg_b0", "segformer_b0"], seeds=[1, 2], out_dir=out, progress=False)

@@ -79,6 +79,7 @@ def test_robustness_command(tiny_run, tmp_path: Path, capsys) -> None:
         "report.md",
         "robustness_missing.png",
         "robustness_noise.png",
+        "report.html",
     ):
         assert (out / name).is_file(), name
     r = json.loads((out / "robustness.json").read_text())
@@ -91,6 +92,8 @@ def test_robustness_command(tiny_run, tmp_path: Path, capsys) -> None:
     assert "](robustness_missing.png)" in report and "](robustness_noise.png)" in report
     assert "### Summary" in report and "| rgb+depth+event+lidar | – |" in report
     assert Image.open(out / "robustness_missing.png").size[0] > 600  # 15 groups × 3 series
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 2 and "<th>Present</th>" in html
 
     # same seed -> same numbers (the RMM/NM corruptions are seeded); the default out dir is used
     assert main(argv[:7] + argv[9:]) == 0

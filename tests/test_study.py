@@ -79,7 +79,9 @@ def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
     md = (out / "study.md").read_text()
     assert "## tab2, init scratch (full model: `cmtb`)" in md and "(Δ " in md
     assert json.loads((out / "study.json").read_text())["seeds"] == [1, 2]
-    assert (out / "study_scratch_tab1.png").is_file()
+    assert (out / "study_scratch_tab1.png").is_file() and "](study_scratch_tab2.png)" in md
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 2 and "<code>hub_mean</code>" in html
     # the per-seed runs live in the runners' own folders and are reused on a re-run
     stamp = (out / "scratch" / "tab2" / "seed2" / "hub_mean" / "best.pt").stat().st_mtime_ns
     stamp1 = (out / "scratch" / "tab1" / "segformer_b0" / "seed1" / "best.pt").stat().st_mtime_ns

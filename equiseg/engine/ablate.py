@@ -509,13 +509,14 @@ def ablation_markdown(result: Mapping[str, Any]) -> str:
 
 
 def _ablation_chart(result: Mapping[str, Any], path: Path) -> Path:
-    from equiseg.viz import bar_chart
+    from equiseg.reports.figures import bar_chart
 
     rows = result["rows"]
     return bar_chart(
         [r["id"] for r in rows],
         {"mIoU": [r["mIoU"] for r in rows], "EMM (Avg)": [r["emm_avg"] for r in rows]},
         path,
-        title=f"{result['title']}: clean mIoU and EMM (Avg), %",
-        ylabel="%",
+        title=f"{result['title']}: clean mIoU and EMM (Avg)",
+        ylabel="mIoU (%)",
+        xlabel="row",
     )

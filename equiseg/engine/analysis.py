@@ -534,24 +534,16 @@ def analysis_markdown(result: Mapping[str, Any], title: str = "Modality-contribu
 
 def analysis_chart(result: Mapping[str, Any], path: str | Path) -> Path:
     """Bar chart PNG: one group per modality, one bar per stage (the last one is Tab. 3's number)."""
-    from equiseg.viz import bar_chart
+    from equiseg.reports.figures import similarity_chart
 
     mods = result["modalities"]
-    per_stage = result["similarity"]["per_stage"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return bar_chart(
-        [display_name(m) for m in mods],
-        {
-            stage.replace("stage", "stage ") + (" (Tab. 3)" if i == len(per_stage) - 1 else ""): [
-                row[m] for m in mods
-            ]
-            for i, (stage, row) in enumerate(per_stage.items())
-        },
+    return similarity_chart(
+        result["similarity"]["per_stage"],
+        mods,
         path,
-        title="cosine similarity with the fused feature (%), per stage; negative values drawn as 0",
-        ylabel="%",
-        ymax=100.0,
+        labels={m: display_name(m) for m in mods},
+        title=f"Cosine similarity of each modality's feature with the fused feature ({result['num_samples']} "
+        "samples)",
     )
 
 

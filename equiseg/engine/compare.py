@@ -6,7 +6,9 @@ NM low/mid/high; SPEC §5, batch 1, seeded) and the modality-contribution analys
 architecture has per-modality features), and measure its cost (parameters, GFLOPs of one forward at
 the evaluation size, inference img/s on this machine). One table in the paper's layout -- mIoU, EMM
 Avg, EMM p=0.1, RMM Avg, RMM p=0.1, NM low, NM mid, Mean, #Params, GFLOPs, img/s -- as mean ± std over
-the seeds, plus every model's per-combination EMM table side by side; JSON + Markdown + a chart.
+the seeds, plus every model's per-combination EMM table side by side; JSON, Markdown, the
+self-contained ``report.html``, charts of Tab. 1, EMM per combination, the noise levels and the
+modality similarities side by side, and the paper's Fig. 2 for the compared models.
 
 **Same data and schedule.** Each model's run is the given experiment config with ``model.name`` set to
 it and ``train.seed`` to the seed. Of the config's ``model`` section, only the method-independent keys
@@ -70,6 +72,7 @@ ARCH_FIELD_PREFIXES = {"stitchfusion": "stitch_", "magic": "magic_", "magicpp": 
 QUICK_ITERS = 60
 QUICK_MAX_SAMPLES = 12
 QUICK_OVERRIDES: tuple[str, ...] = short_schedule(QUICK_ITERS)
+FIG2_ROWS = 4  # rows (cases) of the predictions figure
 # The Tab. 1 columns: (key in the robustness summary, header)
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("clean", "mIoU"),
@@ -213,7 +216,9 @@ def run_compare(
         seeds: Training seeds (default: the config's ``train.seed``).
         checkpoints: ``{model name: file}`` scored instead of trained (the name need not be in
             ``models``; it is appended).
-        out_dir: One folder per run plus ``compare.json``/``.md``/``.png``.
+        out_dir: One folder per run plus ``compare.json``/``.md``/``.png``, ``report.html`` and the
+            figures (``compare_missing.png``, ``compare_noise.png``, ``compare_similarity.png``,
+            ``compare_predictions.png``).
         quick: :data:`QUICK_OVERRIDES` and the first :data:`QUICK_MAX_SAMPLES` val samples.
         max_samples: Evaluate on the first N val samples (default all; quick: 12).
 
@@ -243,6 +248,14 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(base.train.device)
 
+    # Fig. 2: one val sample per case, every model's prediction on it (its first run)
+    from equiseg.reports.predictions import pick_cases, predict_samples
+
+    fig2_val = subset(build_val_dataset(base.data), max_samples)
+    picks = pick_cases(fig2_val, max_rows=FIG2_ROWS)
+    positions = [p for p, _ in picks]
+    fig2: dict[str, dict[int, torch.Tensor]] = {}
+
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         runs = []
@@ -264,6 +277,9 @@ def run_compare(
             )
             rec.update(seed=None, checkpoint=str(checkpoints[name]), trained=False)
             runs.append(rec)
+            fig2[name] = predict_samples(
+                setup.model, setup.dataset, positions, device=device, eval_cfg=setup.cfg.eval
+            )
         else:
             for seed in seeds:
                 work = out / name / f"seed{seed}"
@@ -271,6 +287,11 @@ def run_compare(
                 done = _finished(work, cfg)
                 if done is not None:
                     runs.append(done)
+                    if name not in fig2 and Path(done["checkpoint"]).is_file():
+                        model = load_model(done["checkpoint"], device=device)
+                        val = subset(build_val_dataset(cfg.data), max_samples)
+                        fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
+                        del model
                     continue
                 t0 = time.perf_counter()
                 resume = (work / "last.pt").is_file()
@@ -292,6 +313,8 @@ def run_compare(
                 )
                 (work / "result.json").write_text(json.dumps(to_jsonable(rec), indent=2) + "\n")
                 runs.append(rec)
+                if name not in fig2:
+                    fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
                 del model
         summary_keys = [k for k, _ in COLUMNS]
         mean = {}
@@ -323,11 +346,38 @@ def run_compare(
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     files = {"json": out / "compare.json", "markdown": out / "compare.md", "chart": out / "compare.png"}
-    result["files"] = {k: str(v) for k, v in files.items()}
     compare_chart(result, files["chart"])
-    files["markdown"].write_text(compare_markdown(result))
+    files.update(compare_figures(result, out))
+    if picks and fig2:
+        from equiseg.reports.figures import prediction_grid
+        from equiseg.reports.predictions import prediction_rows
+
+        from .analysis import display_name
+
+        raw = getattr(fig2_val, "dataset", fig2_val)  # .load(i): the modalities as stored
+        files["predictions"] = prediction_grid(
+            prediction_rows(raw, picks, fig2),
+            [display_name(m) for m in base.data.modalities],
+            raw.palette,
+            out / "compare_predictions.png",
+            class_names=list(raw.classes),
+            ignore_index=raw.ignore_index,
+        )
+    files["html"] = out / "report.html"
+    result["files"] = {k: str(v) for k, v in files.items()}
+    write_compare_reports(result, out)
     files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
+
+
+def write_compare_reports(result: Mapping[str, Any], out: Path) -> Path:
+    """``compare.md`` and the self-contained ``report.html`` (the same content, figures embedded);
+    returns the path of ``report.html``."""
+    from equiseg.reports.html import write_html
+
+    text = compare_markdown(result)
+    (out / "compare.md").write_text(text)
+    return write_html(text, out / "report.html")
 
 
 def _machine() -> dict[str, Any]:
@@ -375,6 +425,7 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
         cells = [_cell(r["mean"][k], r["std"][k]) for k, _ in COLUMNS]
         cells += [_cell(r["mean"][k], r["std"][k], 1 if k != "params_m" else 2) for k, _ in COSTS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _figure_line(result, "chart", "Tab. 1 columns per model, mean ± std over seeds")
     combos = list(next(iter(models.values()))["emm"])
     lines += [
         "",
@@ -385,6 +436,32 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
     ]
     for c in combos:
         lines.append(f"| {c} | " + " | ".join(_cell(models[m]["emm"].get(c), None) for m in models) + " |")
+    lines += _figure_line(result, "missing", "EMM mIoU per set of present modalities, one bar per model")
+    noise = noise_levels(result)
+    lines += [
+        "",
+        "## Noisy modalities (mIoU %, mean over seeds)",
+        "",
+        "| Method | clean | " + " | ".join(f"NM {lvl}" for lvl in noise["levels"]) + " |",
+        "|---|" + "---:|" * (len(noise["levels"]) + 1),
+    ]
+    for name, vals in noise["models"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(v, None) for v in vals) + " |")
+    lines += _figure_line(result, "noise", "mIoU against the noise level, one line per model")
+    if result.get("files", {}).get("similarity"):
+        lines += ["", "## Modality contributions (paper Tab. 3, last stage)", ""]
+        lines += _figure_line(result, "similarity", "cosine similarity with the fused feature, per model")
+    if result.get("files", {}).get("predictions"):
+        lines += [
+            "",
+            "## Predictions (paper Fig. 2)",
+            "",
+            "One val sample per case: the modalities as stored, the ground truth and each model's "
+            "prediction (its first seed; CMX sees only the first two modalities).",
+        ]
+        lines += _figure_line(
+            result, "predictions", "one row per case: modalities, ground truth, predictions"
+        )
     lines += [
         "",
         "## Runs",
@@ -402,17 +479,98 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figure_line(result: Mapping[str, Any], key: str, caption: str) -> list[str]:
+    """``["", "![caption](file)"]`` for a figure of ``result["files"]`` (linked by its name: the
+    figures sit beside ``compare.md``), nothing when it was not written."""
+    path = result.get("files", {}).get(key)
+    return ["", f"![{caption}]({Path(path).name})"] if path else []
+
+
+def noise_levels(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Clean and every NM level per model, mean over its runs: ``{"levels": [...], "models": {name:
+    [clean, NM low, ...]}}`` (the levels those runs measured, in protocol order)."""
+    from equiseg.robustness.corruptions import NM_LEVELS
+
+    models = result["models"]
+    seen = {k for r in models.values() for run in r["runs"] for k in run["summary"]}
+    levels = [lvl for lvl in NM_LEVELS if f"nm_{lvl}" in seen]
+    return {
+        "levels": levels,
+        "models": {
+            name: [
+                _mean_std([run["summary"].get(k) for run in r["runs"]])[0]
+                for k in ("clean", *(f"nm_{lvl}" for lvl in levels))
+            ]
+            for name, r in models.items()
+        },
+    }
+
+
 def compare_chart(result: Mapping[str, Any], path: Path) -> Path:
-    from equiseg.viz import bar_chart
+    """The Tab. 1 columns as grouped bars, one bar per model, ± the std over seeds."""
+    from equiseg.reports.figures import bar_chart
 
     models = result["models"]
     return bar_chart(
         [h for _, h in COLUMNS],
-        {
-            name: [r["mean"][k] if r["mean"][k] is not None else 0.0 for k, _ in COLUMNS]
-            for name, r in models.items()
-        },
+        {name: [r["mean"][k] for k, _ in COLUMNS] for name, r in models.items()},
         path,
-        title="Clean and robust mIoU (%), mean over seeds",
-        ylabel="%",
+        errors={name: [r["std"][k] for k, _ in COLUMNS] for name, r in models.items()},
+        title=f"Clean and robust mIoU ({result['convention']} convention), mean ± std over seeds",
+        ylabel="mIoU (%)",
     )
+
+
+def compare_figures(result: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """The side-by-side robustness figures beside ``compare.md``: ``compare_missing.png`` (EMM per set
+    of present modalities), ``compare_noise.png`` (clean and NM levels) and, when a model has
+    per-modality features, ``compare_similarity.png`` (last-stage similarity per modality)."""
+    from equiseg.reports.figures import bar_chart, missing_modality_chart, noise_chart
+    from equiseg.robustness.corruptions import NM_LEVELS
+    from equiseg.robustness.figures import short_names
+
+    from .analysis import display_name
+
+    models = result["models"]
+    short = short_names(result["modalities"])
+    combos: list[str] = []
+    for r in sorted(models.values(), key=lambda r: -len(r["emm"])):  # CMX has fewer sets: the others first
+        combos += [c for c in r["emm"] if c not in combos]
+    files = {
+        "missing": missing_modality_chart(
+            ["+".join(short.get(m, m) for m in c.split("+")) for c in combos],
+            {name: [r["emm"].get(c) for c in combos] for name, r in models.items()},
+            out / "compare_missing.png",
+            abbreviations=short,
+            title="EMM: mIoU per set of present modalities (missing ones zeroed), mean over seeds",
+        )
+    }
+    noise = noise_levels(result)
+    if noise["levels"]:
+        labels = ["clean"] + [
+            f"NM {lvl}\nS&P {NM_LEVELS[lvl].salt_pepper:g}, σ {NM_LEVELS[lvl].gaussian_std:g}"
+            for lvl in noise["levels"]
+        ]
+        files["noise"] = noise_chart(
+            labels,
+            noise["models"],
+            out / "compare_noise.png",
+            title="mIoU under noisy modalities, mean over seeds",
+        )
+    sims = {}
+    for name, r in models.items():
+        per_run = [run["similarity"] for run in r["runs"] if run.get("similarity")]
+        if per_run:
+            sims[name] = {m: _mean_std([s.get(m) for s in per_run])[0] for m in per_run[0]}
+    if sims:
+        mods = list(dict.fromkeys(m for s in sims.values() for m in s))
+        files["similarity"] = bar_chart(
+            [display_name(m) for m in mods],
+            {name: [s.get(m) for m in mods] for name, s in sims.items()},
+            out / "compare_similarity.png",
+            title="Last-stage cosine similarity with the fused feature (paper Tab.\u00a03), mean over seeds",
+            ylabel="cosine similarity (%)",
+            ymax=100.0,
+            legend=True,
+        )
+    return files

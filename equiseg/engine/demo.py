@@ -1,5 +1,6 @@
 """``equiseg demo``: synthetic DeLiVER-layout scenes -> EQUISeg-B0 training on RGB-D-E-L -> evaluation
-(overall, per class, per case) -> ``report.md`` with tables, a training curve and prediction panels.
+(overall, per class, per case) -> ``report.md`` and the self-contained ``report.html`` with tables,
+training curves, per-case/per-class charts, a confusion matrix and prediction panels.
 
 Everything runs on the built-in data (no downloads), within about 15 minutes on a 2-core CPU
 (``--quick``: about 3). The demo evaluates with the "present" metric convention: the synthetic scenes
@@ -57,7 +58,7 @@ def run_demo(
     size: DemoSize | None = None,
     overrides: Sequence[str] = (),
 ) -> Path:
-    """Run the whole demo into ``out_dir``; returns the path of ``report.md``.
+    """Run the whole demo into ``out_dir``; returns the path of ``report.md`` (``report.html`` beside it).
 
     Args:
         quick: the ~3-minute setting instead of the ~15-minute one.
@@ -138,14 +139,20 @@ def run_demo(
     write_analysis(ana, out / "analysis")
     times["analysis"] = time.perf_counter() - t0
 
-    panel = _panels(
-        model, val, build_dataset(cfg.data, cfg.data.val_split), out / "figures" / "predictions.png"
+    from equiseg.reports.html import write_html
+
+    figures = out / "figures"
+    panel = _panels(model, val, build_dataset(cfg.data, cfg.data.val_split), figures / "predictions.png")
+    curve = _training_curve(
+        result.work_dir / "log.jsonl", figures / "training.png", cfg.model.get("lambda_sgm", 60)
     )
-    curve = _training_curve(result.work_dir / "log.jsonl", out / "figures" / "training.png")
+    evaluation = _evaluation_figures(metrics, list(val.classes), figures)
     baseline = _majority_baseline(val, cfg.eval.convention)
     report = out / "report.md"
     sections = [robustness_section(rob, out), analysis_section(ana, out)]
-    report.write_text(_report(cfg, size, metrics, times, baseline, panel, curve, out, quick, sections))
+    text = _report(cfg, size, metrics, times, baseline, panel, curve, out, quick, sections, evaluation)
+    report.write_text(text)
+    write_html(text, out / "report.html")
     (out / "demo_summary.json").write_text(
         json.dumps(
             {
@@ -168,58 +175,63 @@ def run_demo(
 SHOWCASE = ("sun", "night", "fog", "rain", "overexposure", "motionblur", "lidarjitter", "eventlowres")
 
 
-@torch.inference_mode()
 def _panels(model, val, raw, path: Path, max_rows: int = 6) -> Path:
-    """One row per showcased case (its first val sample): raw modalities as stored, GT, prediction."""
-    from equiseg.viz import prediction_panel
+    """Fig. 2 for the demo model: one row per showcased case (its first val sample) -- the modalities
+    as stored, ground truth, prediction and errors."""
+    from equiseg.reports.figures import prediction_grid
+    from equiseg.reports.predictions import pick_cases, predict_samples, prediction_rows
 
-    picked: list[int] = []
-    for case in SHOWCASE:
-        i = next((i for i in range(len(val)) if case in val.case_of(i) and i not in picked), None)
-        if i is not None:
-            picked.append(i)
-        if len(picked) == max_rows:
-            break
-    rows = []
-    for i in picked or range(min(max_rows, len(val))):
-        inputs, _ = val[i]
-        pred = model([x.unsqueeze(0) for x in inputs]).argmax(1)[0]
-        raw_inputs, raw_label = raw.load(i)
-        if pred.shape != raw_label.shape:
-            pred = torch.nn.functional.interpolate(
-                pred[None, None].float(), size=raw_label.shape, mode="nearest"
-            )[0, 0]
-        rows.append(
-            {"inputs": raw_inputs, "label": raw_label, "pred": pred.long(), "title": "/".join(val.case_of(i))}
-        )
-    return prediction_panel(rows, val.modalities, val.palette, path, ignore_index=val.ignore_index)
+    from .analysis import display_name
 
-
-def _training_curve(log: Path, path: Path) -> Path:
-    from equiseg.viz import line_chart
-
-    recs = [json.loads(line) for line in log.read_text().splitlines()]
-    tr = [r for r in recs if "loss" in r]
-    va = [r for r in recs if "val" in r]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line_chart(
-        {
-            "CE loss": ([r["iter"] for r in tr], [r["loss_ce"] for r in tr]),
-            "SGM loss (before λ)": ([r["iter"] for r in tr], [r["loss_sgm"] for r in tr]),
-        },
+    picks = pick_cases(val, SHOWCASE, max_rows)
+    preds = predict_samples(model, val, [p for p, _ in picks])
+    return prediction_grid(
+        prediction_rows(raw, picks, {"EQUISeg-B0": preds}),
+        [display_name(m) for m in val.modalities],
+        val.palette,
         path,
-        title="training losses (log scale)",
-        xlabel="iteration",
-        logy=True,
+        class_names=list(val.classes),
+        ignore_index=val.ignore_index,
+        errors=True,
     )
-    if va:
-        line_chart(
-            {"val mIoU": ([r["iter"] for r in va], [r["val"]["mIoU"] for r in va])},
-            path.with_name("val_miou.png"),
-            title="validation mIoU (%)",
-            xlabel="iteration",
+
+
+def _training_curve(log: Path, path: Path, lambda_sgm: float | None = None) -> Path:
+    """Loss terms, learning rate and val mIoU of the run's ``log.jsonl``, one PNG."""
+    from equiseg.reports.figures import training_curves
+
+    recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return training_curves(recs, path, lambda_sgm=lambda_sgm)
+
+
+def _evaluation_figures(metrics: dict[str, Any], classes: list[str], figures: Path) -> dict[str, Path]:
+    """mIoU per case, IoU per class and the row-normalised confusion matrix of the clean evaluation."""
+    from equiseg.reports.figures import confusion_heatmap, hbar_chart
+
+    out: dict[str, Path] = {}
+    conv = metrics["convention"]
+    if metrics.get("per_case"):
+        cases = metrics["per_case"]
+        out["per_case"] = hbar_chart(
+            list(cases),
+            [c["mIoU"] for c in cases.values()],
+            figures / "per_case.png",
+            xlabel=f"mIoU (%, {conv} convention)",
+            title="Validation mIoU per case",
         )
-    return path
+    if metrics.get("per_class"):
+        per = metrics["per_class"]
+        out["per_class"] = hbar_chart(
+            list(per),
+            [c["IoU"] for c in per.values()],
+            figures / "per_class.png",
+            xlabel="IoU (%)",
+            title="Validation IoU per class",
+            missing="not in the split",
+        )
+    if metrics.get("confusion"):
+        out["confusion"] = confusion_heatmap(metrics["confusion"], classes, figures / "confusion.png").path
+    return out
 
 
 def _majority_baseline(val, convention: str) -> float:
@@ -250,8 +262,17 @@ def _report(
     out: Path,
     quick: bool,
     sections: list[str],
+    evaluation: dict[str, Path] | None = None,
 ) -> str:
     rel = lambda p: p.relative_to(out).as_posix()  # noqa: E731
+    evaluation = evaluation or {}
+    captions = {
+        "per_case": "validation mIoU per case",
+        "per_class": "validation IoU per class",
+        "confusion": "confusion matrix, rows normalised: the share of each class's pixels predicted as each "
+        "class (classes that never occur left out)",
+    }
+    eval_figures = [line for k, p in evaluation.items() for line in (f"![{captions[k]}]({rel(p)})", "")]
     other = metrics["other_convention"]
     lines = [
         "# EQUISeg demo report",
@@ -270,16 +291,15 @@ def _report(
         f"Chance reference — the most frequent class everywhere: {baseline:.2f} %.",
         "",
         metrics_markdown(metrics, "Validation (best checkpoint)").replace("## ", "### "),
+        *eval_figures,
         "## Training",
         "",
-        f"![training losses]({rel(curve)})",
-        "",
-        f"![validation mIoU]({rel(curve.with_name('val_miou.png'))})",
+        f"![training curves: loss terms (log scale), learning rate and validation mIoU]({rel(curve)})",
         "",
         "## Predictions",
         "",
-        "One val sample per case: the four modalities as stored, ground truth, prediction, and errors "
-        "(red: wrong, grey: right, black: unlabelled).",
+        "One val sample per case (paper Fig. 2): the four modalities as stored, ground truth, prediction, "
+        "and errors (red: wrong, grey: right, black: unlabelled).",
         "",
         f"![predictions]({rel(panel)})",
         "",

@@ -58,7 +58,8 @@ def evaluate(
 
     Returns:
         ``{"mIoU", "aAcc", "mAcc", "per_class", "convention", "num_samples", "per_case": {case: {...}},
-        "other_convention": {...}, "precision", "precision_note"}`` (percentages; ``precision`` is
+        "other_convention": {...}, "confusion", "precision", "precision_note"}`` (percentages;
+        ``confusion``: the ``K×K`` pixel counts, rows ground truth, columns prediction; ``precision`` is
         ``"fp32"`` or ``"bf16"``, what ``eval_cfg.precision`` resolved to).
 
     Raises:
@@ -122,6 +123,7 @@ def evaluate(
         k: v for k, v in overall.compute(OTHER[cfg.convention]).items() if k in ("mIoU", "mAcc", "convention")
     }
     result["num_samples"] = n
+    result["confusion"] = overall.matrix.cpu().tolist()  # rows: ground truth, columns: prediction (pixels)
     result["precision"] = precision
     result["precision_note"] = describe_precision(precision, cfg.precision, device)
     result["per_case"] = {}

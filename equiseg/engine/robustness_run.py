@@ -1,5 +1,5 @@
 """``equiseg robustness``: the robustness benchmark (SPEC §5) of a trained checkpoint on a split of the
-config's data set, with its report (tables, charts, ``report.md``).
+config's data set, with its report (tables, charts, ``report.md`` and the self-contained ``report.html``).
 
 The benchmark itself is :func:`equiseg.robustness.run_benchmark`; this module only loads the
 checkpoint and the val-transformed split (batch 1, as the protocol requires) and writes the outputs.
@@ -36,7 +36,7 @@ def run_robustness(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Benchmark ``checkpoint`` and (with ``out_dir``) write ``robustness.json``, ``robustness.md``,
-    ``robustness_missing.png``, ``robustness_noise.png`` and ``report.md``.
+    ``robustness_missing.png``, ``robustness_noise.png``, ``report.md`` and ``report.html``.
 
     Args:
         config: An :class:`~equiseg.config.ExperimentConfig`, a YAML path or a dict.

@@ -9,7 +9,7 @@ reused, so an interrupted study continues where it stopped:
 
     OUT/<init>/tab1/<model>/seed<k>/          (compare)
     OUT/<init>/<tab2|tab3>/seed<k>/<row>/     (ablate)
-    OUT/study.json, study.md, study_<init>_<table>.png
+    OUT/study.json, study.md, report.html, study_<init>_<table>.png
 
 **Inits.** ``scratch``: the config as it is. ``synth``: the ImageNet stand-in of :mod:`.pretrain`,
 made once into ``OUT/mit_<variant>_synth.pth``; any other value is the path of MiT weights. A
@@ -219,7 +219,8 @@ def run_study(
     max_samples: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the study and write ``study.json`` / ``study.md`` / charts; returns the JSON content.
+    """Run the study and write ``study.json`` / ``study.md`` / ``report.html`` / charts; returns the JSON
+    content.
 
     Args:
         tables: any of ``tab1`` (the peers), ``tab2`` (CMTB ablation), ``tab3`` (SGM ablation),
@@ -284,7 +285,7 @@ def run_study(
                     k: {**_spread(v), "vs_full": paired_difference(v, rows[full][k])} for k, v in vals.items()
                 }
             sections.append(section)
-            _chart(section, out / f"study_{tag}_{table}.png")
+            _chart(section, out / _chart_name(section))
 
     result = {
         "config": str(config) if isinstance(config, (str, Path)) else None,
@@ -298,20 +299,37 @@ def run_study(
         "claims": evaluate_claims(sections),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    files = {"json": out / "study.json", "markdown": out / "study.md"}
+    files = {"json": out / "study.json", "markdown": out / "study.md", "html": out / "report.html"}
     result["files"] = {k: str(v) for k, v in files.items()}
-    files["markdown"].write_text(study_markdown(result))
+    _write_reports(result, out)
     files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
 
 
+def _chart_name(section: Mapping[str, Any]) -> str:
+    """File name of a section's chart, beside ``study.md``: ``study_<init>_<table>.png``."""
+    return f"study_{section['init']}_{section['table']}.png"
+
+
+def _write_reports(result: Mapping[str, Any], out: Path) -> None:
+    """``study.md`` and the self-contained ``report.html`` (the same content, charts embedded)."""
+    from equiseg.reports.html import write_html
+
+    text = study_markdown(result)
+    (out / "study.md").write_text(text)
+    write_html(text, out / "report.html")
+
+
 def render_study(path: str | Path) -> dict[str, Any]:
-    """Rewrite ``study.md`` (and the ``claims`` of ``study.json``) from an existing ``study.json``, with
-    this version's claims and layout -- no run is repeated. Returns the updated content."""
+    """Rewrite ``study.md``, ``report.html``, the charts (and the ``claims`` of ``study.json``) from an
+    existing ``study.json``, with this version's claims and layout -- no run is repeated. Returns the
+    updated content."""
     path = Path(path)
     result = json.loads(path.read_text())
     result["claims"] = evaluate_claims(result["sections"])
-    (path.parent / "study.md").write_text(study_markdown(result))
+    for section in result["sections"]:
+        _chart(section, path.parent / _chart_name(section))
+    _write_reports(result, path.parent)
     path.write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
 
@@ -355,6 +373,7 @@ def study_markdown(result: Mapping[str, Any]) -> str:
             lines.append(
                 f"| `{name}` | " + " | ".join(_cell(stats[k], name == sec["full"]) for k in keys) + " |"
             )
+        lines += ["", f"![{sec['table']}, init {sec['init']}: mean ± std over seeds]({_chart_name(sec)})"]
     claims = result.get("claims") or evaluate_claims(result["sections"])
     if claims:
         lines += [
@@ -377,14 +396,18 @@ def study_markdown(result: Mapping[str, Any]) -> str:
 
 
 def _chart(section: Mapping[str, Any], path: Path) -> Path:
-    from equiseg.viz import bar_chart
+    """Grouped bars of a section: per row the mean over seeds of each metric, ± the std over seeds."""
+    from equiseg.reports.figures import bar_chart
 
     rows = section["rows"]
     keys = [k for k in METRICS[section["table"]]]
+    n = max((len(rows[r][k]["values"]) for r in rows for k in keys), default=0)
     return bar_chart(
         list(rows),
         {LABELS[k]: [rows[r][k]["mean"] for r in rows] for k in keys},
         path,
-        title=f"{section['table']} ({section['init']}): mean over seeds, %",
-        ylabel="%",
+        errors={LABELS[k]: [rows[r][k]["std"] for r in rows] for k in keys},
+        title=f"{section['table']}, init {section['init']}: mean ± std over {n} seed{'s' if n != 1 else ''}",
+        ylabel="mIoU (%)",
+        xlabel="row (full model first)",
     )

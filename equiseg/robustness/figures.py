@@ -1,10 +1,11 @@
-"""Figures and Markdown reports of a robustness-benchmark result (issue 5 item 4).
+"""Figures and reports of a robustness-benchmark result (issue 5 item 4, issue 12).
 
-- :func:`robustness_charts`: ``robustness_missing.png`` (mIoU of every missing-modality combination:
-  EMM, RMM at r = 0.5 and the model-aware EMM when present) and ``robustness_noise.png`` (clean and the
-  NM levels), drawn with :func:`equiseg.viz.bar_chart` (Pillow only).
-- :func:`write_robustness_report`: ``report.md`` beside ``robustness.json``/``.md``, linking the charts
-  and holding the tables.
+- :func:`robustness_charts`: ``robustness_missing.png`` (mIoU of every set of present modalities: EMM,
+  RMM at r = 0.5 and the model-aware EMM when present, the clean mIoU as a line) and
+  ``robustness_noise.png`` (clean and the NM levels), drawn with matplotlib
+  (:mod:`equiseg.reports.figures`).
+- :func:`write_robustness_report`: ``report.md`` and the self-contained ``report.html`` beside
+  ``robustness.json``/``.md``, with the charts and the tables.
 - :func:`robustness_section`: the same content as a section of another report (the demo's).
 """
 
@@ -32,8 +33,13 @@ def _combination_label(present: Sequence[str], short: Mapping[str, str]) -> str:
     return "+".join(short[m] for m in present)
 
 
+def noise_level_label(level: str, section: Mapping[str, Any]) -> str:
+    """``"NM low\nS&P 0.05, σ 0.1"``: a noise level and its parameters, for a chart's axis."""
+    return f"NM {level}\nS&P {section['salt_pepper']:g}, σ {section['gaussian_std']:g}"
+
+
 def robustness_charts(result: Mapping[str, Any], out_dir: str | Path, prefix: str = "") -> dict[str, Path]:
-    """Write the robustness bar charts of ``result`` (see :func:`~equiseg.robustness.run_benchmark`).
+    """Write the robustness charts of ``result`` (see :func:`~equiseg.robustness.run_benchmark`).
 
     Args:
         result: A benchmark result.
@@ -44,44 +50,43 @@ def robustness_charts(result: Mapping[str, Any], out_dir: str | Path, prefix: st
         ``{"missing": path, "noise": path}`` for the charts that apply (``missing`` needs EMM, RMM or the
         model-aware EMM; ``noise`` needs NM).
     """
-    from equiseg.viz import bar_chart
+    from equiseg.reports.figures import missing_modality_chart, noise_chart
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = list(result["modalities"])
-    short = short_names(names)
-    legend = ", ".join(f"{s}={m}" for m, s in short.items() if s != m)
+    short = short_names(list(result["modalities"]))
     paths: dict[str, Path] = {}
+    name = result.get("model_name") or "model"
 
     series: dict[str, list[float]] = {}
     base = None
     if result.get("emm") is not None:
         base = result["emm"]["combinations"]
-        series["EMM"] = [c["mIoU"] for c in base]
+        series["EMM (missing zeroed)"] = [c["mIoU"] for c in base]
     rmm = (result.get("rmm") or {}).get(rate_key(HEADLINE_RATE))
     if rmm is not None:
         base = base or rmm["combinations"]
-        series[f"RMM r={HEADLINE_RATE:g}"] = [c["mIoU"] for c in rmm["combinations"]]
+        series[f"RMM (r = {HEADLINE_RATE:g})"] = [c["mIoU"] for c in rmm["combinations"]]
     if result.get("emm_none") is not None:
         base = base or result["emm_none"]["combinations"]
-        series["EMM, None inputs"] = [c["mIoU"] for c in result["emm_none"]["combinations"]]
+        series["EMM, None inputs (model-aware)"] = [c["mIoU"] for c in result["emm_none"]["combinations"]]
     if base is not None:
-        groups = [_combination_label(c["present"], short) for c in base]
-        title = "mIoU (%) per set of present modalities" + (f" ({legend})" if legend else "")
-        paths["missing"] = bar_chart(
-            groups, series, out / f"{prefix}{MISSING_CHART}", title=title, ylabel="mIoU"
+        paths["missing"] = missing_modality_chart(
+            [_combination_label(c["present"], short) for c in base],
+            series,
+            out / f"{prefix}{MISSING_CHART}",
+            abbreviations=short,
+            clean=result["clean"]["mIoU"],
+            title=f"{name}: mIoU per set of present modalities",
         )
 
     nm = result.get("nm")
     if nm is not None:
-        groups = ["clean", *[f"NM {lvl}" for lvl in nm]]
-        values = [result["clean"]["mIoU"], *[sec["mIoU"] for sec in nm.values()]]
-        paths["noise"] = bar_chart(
-            groups,
-            {"mIoU": values},
+        paths["noise"] = noise_chart(
+            ["clean", *[noise_level_label(lvl, sec) for lvl, sec in nm.items()]],
+            {name: [result["clean"]["mIoU"], *[sec["mIoU"] for sec in nm.values()]]},
             out / f"{prefix}{NOISE_CHART}",
-            title="mIoU (%): clean and noisy modalities (salt-and-pepper + Gaussian)",
-            ylabel="mIoU",
+            title=f"{name}: mIoU under noisy modalities (salt-and-pepper + Gaussian)",
         )
     return paths
 
@@ -107,8 +112,10 @@ def write_robustness_report(
     title: str = "Robustness report",
     model_name: str | None = None,
 ) -> Path:
-    """Write ``robustness.json``, ``robustness.md``, the charts and ``report.md`` (which links them) into
-    ``out_dir``; returns the path of ``report.md``."""
+    """Write ``robustness.json``, ``robustness.md``, the charts, ``report.md`` (which links them) and
+    ``report.html`` (the same, self-contained) into ``out_dir``; returns the path of ``report.md``."""
+    from equiseg.reports.html import write_html
+
     out = Path(out_dir)
     write_report(result, out, model_name)
     charts = robustness_charts(result, out)
@@ -122,7 +129,9 @@ def write_robustness_report(
         _demote(to_markdown(result, model_name)),
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    text = "\n".join(lines).rstrip() + "\n"
+    path.write_text(text)
+    write_html(text, out / "report.html")
     return path
 
 

@@ -1,5 +1,6 @@
-"""Prediction panels like the paper's Fig. 2: each modality, ground truth, prediction and an error map,
-one row per sample, written as one PNG with Pillow (no plotting library needed)."""
+"""Prediction panels like the paper's Fig. 2 as one composed image (Pillow): each modality, ground truth,
+prediction and an error map, one row per sample. The reports draw Fig. 2 with matplotlib instead
+(:func:`equiseg.reports.figures.prediction_grid`: real text, a class legend, several models)."""
 
 from __future__ import annotations
 
