@@ -239,8 +239,8 @@ def smoke_setup(tmp: Path, size: int = 64, val: int = 4, iters: int = 3) -> tupl
 def load_setup(
     checkpoint: Path, data_root: Path, config: str | None, max_samples: int | None, device: str | None
 ):
-    from equiseg.engine.demo import demo_config_path
     from equiseg.engine.eval_setup import load_eval_setup
+    from equiseg.tasks.demo import demo_config_path
 
     overrides = [f"data.root={data_root}"] + ([f"train.device={device}"] if device else [])
     return load_eval_setup(config or demo_config_path(), checkpoint, overrides, max_samples=max_samples)

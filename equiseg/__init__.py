@@ -11,11 +11,11 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "from_pretrained":
-        from equiseg.engine.export import from_pretrained
+        from equiseg.tasks.export import from_pretrained
 
         return from_pretrained
     if name == "predict":
-        from equiseg.engine.predict import predict
+        from equiseg.tasks.predict import predict
 
         return predict
     raise AttributeError(f"module 'equiseg' has no attribute {name!r}")

@@ -131,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from equiseg.engine.demo import run_demo
+    from equiseg.tasks.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, progress=not args.quiet)
     print(f"report: {report}")
@@ -168,15 +168,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from equiseg.engine.precision import describe_precision, resolve_precision
-    from equiseg.engine.predict import parse_input_args, predict_to_dir
     from equiseg.engine.train import resolve_device
+    from equiseg.tasks.predict import parse_input_args, predict_to_dir
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device, key="--precision")
 
     source = args.checkpoint
     if args.config is not None:  # a released state dict: the config names the model and data set
-        from equiseg.engine.export import load_checkpoint_model
+        from equiseg.tasks.export import load_checkpoint_model
 
         source = load_checkpoint_model(args.checkpoint, config=args.config)  # predict moves it to --device
     written = predict_to_dir(
@@ -198,11 +198,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from equiseg.engine.export import ExportVerificationError, export
+    from equiseg.tasks.export import ExportVerificationError, export
 
     source = args.checkpoint
     if args.config is not None:  # a released state dict: the config names the model and data set
-        from equiseg.engine.export import check_opset, load_checkpoint_model
+        from equiseg.tasks.export import check_opset, load_checkpoint_model
 
         if args.format == "onnx":
             check_opset(args.opset)
@@ -232,7 +232,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from equiseg.engine.analysis import analyze, display_name
+    from equiseg.tasks.analysis import analyze, display_name
 
     split = args.split or "val"
     out = args.out or str(Path(args.checkpoint).parent / f"analysis_{split}")
@@ -260,7 +260,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from equiseg.engine.robustness_run import run_robustness
+    from equiseg.tasks.robustness_run import run_robustness
 
     split = args.split or "val"
     out = args.out or str(Path(args.checkpoint).parent / f"robustness_{split}")
@@ -291,7 +291,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from equiseg.engine.ablate import run_ablation
+    from equiseg.tasks.ablate import run_ablation
 
     out = args.out or f"runs/ablation_{args.rows}{'_quick' if args.quick else ''}"
     r = run_ablation(
@@ -331,7 +331,7 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from equiseg.engine.compare import run_compare
+    from equiseg.tasks.compare import run_compare
 
     out = args.out or f"runs/compare{'_quick' if args.quick else ''}"
     r = run_compare(
@@ -359,7 +359,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from equiseg.engine.study import TAB1_MODELS, run_study
+    from equiseg.tasks.study import TAB1_MODELS, run_study
 
     out = args.out or f"runs/study{'_quick' if args.quick else ''}"
     r = run_study(
@@ -382,7 +382,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from equiseg.engine.pretrain import run_pretrain
+    from equiseg.tasks.pretrain import run_pretrain
 
     r = run_pretrain(
         args.out,

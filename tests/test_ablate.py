@@ -11,7 +11,7 @@ from study_utils import make_synth, tiny_config_dict, write_config
 
 from equiseg.cli import main
 from equiseg.config import load_experiment
-from equiseg.engine.ablate import (
+from equiseg.tasks.ablate import (
     FULL_MODEL,
     TABLES,
     ablation_dir,

@@ -18,7 +18,7 @@ from torch import nn
 
 import equiseg
 from equiseg.cli import main
-from equiseg.engine.analysis import (
+from equiseg.tasks.analysis import (
     HEADLINE,
     analysis_markdown,
     analysis_section,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from equiseg.cli import main
-from equiseg.engine.compare import COLUMNS, model_run_config, run_compare
+from equiseg.tasks.compare import COLUMNS, model_run_config, run_compare
 
 TINY = {"embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16, "drop_path_rate": 0.0}
 
@@ -138,7 +138,7 @@ def test_compare_scores_a_release_with_reference_compat(tmp_path):
     import torch
     from reference_fixtures import release_setup
 
-    from equiseg.engine.compare import run_compare
+    from equiseg.tasks.compare import run_compare
 
     fx, release, cfg = release_setup(tmp_path, model="equiseg_b0")
     import warnings
@@ -150,7 +150,7 @@ def test_compare_scores_a_release_with_reference_compat(tmp_path):
     run = r["models"]["cmnext_b0"]["runs"][0]
     assert run["trained"] is False and run["summary"]["clean"] is not None
     # the scored network is the released one: same logits as the reference code on the fixture inputs
-    from equiseg.engine.export import load_checkpoint_model
+    from equiseg.tasks.export import load_checkpoint_model
 
     model = load_checkpoint_model(
         release, config={**cfg, "model": {**cfg["model"], "name": "cmnext_b0", "reference_compat": True}}

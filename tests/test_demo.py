@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from equiseg.engine.demo import DemoSize, run_demo
+from equiseg.tasks.demo import DemoSize, run_demo
 
 
 def test_demo_end_to_end_tiny(tmp_path):

@@ -14,8 +14,8 @@ from equiseg.data import MUSES, MUSES_MODALITIES, MUSES_NORM_STATS, build_val_tr
 from equiseg.data.io import check_finite
 from equiseg.engine import save_checkpoint
 from equiseg.engine.evaluate import evaluate
-from equiseg.engine.predict import predict, predict_to_dir
 from equiseg.robustness import run_benchmark
+from equiseg.tasks.predict import predict, predict_to_dir
 
 MODS = list(MUSES_MODALITIES)
 TINY = dict(embed_dims=(8, 16, 40, 64), depths=(1, 1, 1, 1), decoder_dim=32, drop_path_rate=0.0)

@@ -21,10 +21,10 @@ from equiseg.cli import main
 from equiseg.config import EvalConfig, load_experiment
 from equiseg.engine import precision as P
 from equiseg.engine import train as train_mod
-from equiseg.engine.analysis import modality_contributions
 from equiseg.engine.evaluate import evaluate
 from equiseg.engine.inference import infer_logits
 from equiseg.models.sgm import sgm_loss
+from equiseg.tasks.analysis import modality_contributions
 
 MODS = ["rgb", "depth", "event", "lidar"]
 
@@ -363,7 +363,7 @@ def test_robustness_analyze_predict_commands_record_bf16(bf16_run, tmp_path: Pat
     assert "precision bf16 (asked for" in capsys.readouterr().out
     assert (pred / f"{rgb.stem}_pred.png").is_file()
 
-    from equiseg.engine.predict import iter_predict
+    from equiseg.tasks.predict import iter_predict
 
     (ref,) = iter_predict(ckpt, {"rgb": rgb}, precision="fp32")
     (half,) = iter_predict(ckpt, {"rgb": rgb}, precision="bf16")

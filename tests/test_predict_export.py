@@ -17,8 +17,8 @@ import equiseg
 from equiseg.cli import main
 from equiseg.data import DELIVER_NORM_STATS
 from equiseg.engine import save_checkpoint
-from equiseg.engine.export import ExportResult, export, export_onnx, export_safetensors
-from equiseg.engine.predict import iter_predict, predict, predict_to_dir
+from equiseg.tasks.export import ExportResult, export, export_onnx, export_safetensors
+from equiseg.tasks.predict import iter_predict, predict, predict_to_dir
 
 MODS = ["rgb", "depth"]
 WEIGHTS = "model.safetensors"

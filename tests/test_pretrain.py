@@ -9,8 +9,8 @@ import torch
 
 import equiseg
 from equiseg.cli import main
-from equiseg.engine.pretrain import DATA_SEED, PretrainSize, run_pretrain
 from equiseg.models import load_mit_weights
+from equiseg.tasks.pretrain import DATA_SEED, PretrainSize, run_pretrain
 
 TINY = PretrainSize(train=4, size=64, max_iters=2)
 

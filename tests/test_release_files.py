@@ -13,7 +13,7 @@ import yaml
 from reference_fixtures import rel_err, release_setup
 
 from equiseg.cli import main
-from equiseg.engine.export import load_checkpoint_model
+from equiseg.tasks.export import load_checkpoint_model
 
 MODS = ["rgb", "depth", "event"]
 

@@ -114,11 +114,8 @@ def test_every_figure_writes_a_png(tmp_path: Path) -> None:
     )
     w, h = _png(grid, 1000, 400)
     assert w > h  # 4 modalities + ground truth + 2 models + errors, 3 rows
-    # the old public names in equiseg.viz draw with matplotlib too
-    from equiseg.viz import bar_chart, line_chart
-
-    _png(bar_chart(["a"], {"x": [1.0]}, tmp_path / "viz_bar.png"))
-    _png(line_chart({"s": ([0, 1], [1.0, 2.0])}, tmp_path / "viz_line.png"))
+    _png(F.bar_chart(["a"], {"x": [1.0]}, tmp_path / "bar.png"))
+    _png(F.line_chart({"s": ([0, 1], [1.0, 2.0])}, tmp_path / "line.png"))
 
 
 def test_svg_on_request(tmp_path: Path, monkeypatch) -> None:
@@ -325,9 +322,9 @@ def _demo_like_report(out: Path, bench: dict) -> Path:
     """The demo's report from synthetic results, through the demo's own writers (no training)."""
     from equiseg.config import load_experiment
     from equiseg.data.constants import DELIVER_CLASSES, DELIVER_PALETTE
-    from equiseg.engine.analysis import analysis_section
-    from equiseg.engine.demo import DemoSize, _evaluation_figures, _report, demo_config_path
-    from equiseg.robustness.figures import robustness_section
+    from equiseg.reports.robustness import robustness_section
+    from equiseg.tasks.analysis import analysis_section
+    from equiseg.tasks.demo import DemoSize, _evaluation_figures, _report, demo_config_path
 
     classes = list(DELIVER_CLASSES)
     confusion = np.zeros((25, 25), int)
@@ -374,8 +371,8 @@ def _demo_like_report(out: Path, bench: dict) -> Path:
 
 
 def _compare_result(out: Path) -> dict:
-    """A two-model ``compare`` result as :func:`~equiseg.engine.compare.run_compare` builds it."""
-    from equiseg.engine.compare import COLUMNS, COSTS
+    """A two-model ``compare`` result as :func:`~equiseg.tasks.compare.run_compare` builds it."""
+    from equiseg.tasks.compare import COLUMNS, COSTS
 
     combos = ["rgb+depth", "rgb", "depth"]
     models = {}
@@ -418,7 +415,7 @@ def _compare_result(out: Path) -> dict:
 
 
 def test_compare_figures_and_report(tmp_path: Path) -> None:
-    from equiseg.engine.compare import compare_chart, compare_figures, noise_levels, write_compare_reports
+    from equiseg.tasks.compare import compare_chart, compare_figures, noise_levels, write_compare_reports
 
     result = _compare_result(tmp_path)
     noise = noise_levels(result)
@@ -454,8 +451,8 @@ def test_compare_figures_and_report(tmp_path: Path) -> None:
 
 @needs_chromium
 def test_reports_render_in_chromium(tmp_path: Path, bench_result: dict) -> None:
-    from equiseg.engine.compare import compare_chart, compare_figures, write_compare_reports
-    from equiseg.robustness.figures import write_robustness_report
+    from equiseg.reports.robustness import write_robustness_report
+    from equiseg.tasks.compare import compare_chart, compare_figures, write_compare_reports
 
     demo = _demo_like_report(tmp_path / "demo", bench_result)
     text = demo.read_text()
@@ -478,7 +475,7 @@ def test_reports_render_in_chromium(tmp_path: Path, bench_result: dict) -> None:
 
 
 def test_render_study_rewrites_charts_and_html(tmp_path: Path) -> None:
-    from equiseg.engine.study import paired_difference, render_study
+    from equiseg.tasks.study import paired_difference, render_study
 
     full, row = [30.0, 32.0], [28.0, 31.0]
     stats = lambda v: {"values": v, "mean": sum(v) / 2, "std": 1.0, "vs_full": paired_difference(v, full)}  # noqa: E731

@@ -12,13 +12,13 @@ from PIL import Image
 from study_utils import train_tiny
 
 from equiseg.cli import main
-from equiseg.robustness import run_benchmark
-from equiseg.robustness.figures import (
+from equiseg.reports.robustness import (
     robustness_charts,
     robustness_section,
     short_names,
     write_robustness_report,
 )
+from equiseg.robustness import run_benchmark
 
 MODS = ["rgb", "depth", "event", "lidar"]
 

@@ -310,7 +310,7 @@ def test_eval_reorders_modalities_by_name(trained, capsys):
 
 
 def test_predict_and_export_build_the_checkpoints_network(synth_root, tmp_path):
-    from equiseg.engine.export import load_checkpoint_model
+    from equiseg.tasks.export import load_checkpoint_model
 
     work = tmp_path / "run"
     data = tiny(synth_root, work, max_iters=1, val_interval=1)

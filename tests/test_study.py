@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from equiseg.cli import main
-from equiseg.engine.study import paired_difference, run_study, t_quantile
+from equiseg.tasks.study import paired_difference, run_study, t_quantile
 
 TINY = {"embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16, "drop_path_rate": 0.0}
 
@@ -151,7 +151,7 @@ def test_the_full_model_shared_by_tab2_and_tab3_is_trained_once(tmp_path):
 
 def test_pretrained_inits_get_the_papers_recipe(tmp_path):
     from equiseg.config import load_experiment
-    from equiseg.engine.study import PRETRAINED_RECIPE, _init_overrides
+    from equiseg.tasks.study import PRETRAINED_RECIPE, _init_overrides
 
     base = load_experiment({"model": {"name": "equiseg_b0"}})
     weights = tmp_path / "mit.pth"
@@ -163,7 +163,7 @@ def test_pretrained_inits_get_the_papers_recipe(tmp_path):
 
 
 def test_claims_verdicts_follow_the_interval():
-    from equiseg.engine.study import _verdict, evaluate_claims, study_markdown
+    from equiseg.tasks.study import _verdict, evaluate_claims, study_markdown
 
     def stat(*d):
         return {

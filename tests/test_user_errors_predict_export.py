@@ -13,7 +13,8 @@ import equiseg
 from equiseg.cli import main
 from equiseg.data import DELIVER_NORM_STATS
 from equiseg.engine import save_checkpoint
-from equiseg.engine.export import (
+from equiseg.models.weights import describe_state_dict_mismatch, load_state_dict_strict
+from equiseg.tasks.export import (
     DEFAULT_OPSET,
     MAX_OPSET,
     MIN_OPSET,
@@ -21,7 +22,6 @@ from equiseg.engine.export import (
     export,
     load_checkpoint_model,
 )
-from equiseg.models.weights import describe_state_dict_mismatch, load_state_dict_strict
 
 MODS = ["rgb", "depth"]
 TINY = dict(embed_dims=(8, 16, 40, 64), depths=(1, 1, 1, 1), decoder_dim=32, drop_path_rate=0.0)

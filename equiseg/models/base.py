@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from equiseg.config import ModelConfig
+from equiseg.models.config import ModelConfig
 
 from .losses import cross_entropy, ohem_cross_entropy
 

@@ -62,9 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equiseg.config import ModelConfig
 from equiseg.layers import init_weights
 from equiseg.layers.norm import ChannelLayerNorm
+from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
 from .base import SegModel

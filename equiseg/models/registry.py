@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from equiseg.config import ModelConfig, from_dict, suggest
+from equiseg.schema import from_dict, suggest
 
 from .base import SegModel
+from .config import ModelConfig
 
 _MODELS: dict[str, Callable[[], dict[str, Any]]] = {}
 _ARCHS: dict[str, type[SegModel]] = {}

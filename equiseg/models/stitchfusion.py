@@ -57,8 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equiseg.config import ModelConfig
 from equiseg.layers import init_weights
+from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
 from .base import Inputs, SegModel

@@ -23,16 +23,13 @@ from equiseg.robustness.corruptions import (
     salt_and_pepper,
     variant_generator,
 )
-from equiseg.robustness.report import (
+from equiseg.robustness.summary import (
     TABLE1_COLUMNS,
     build_summary,
     combination_stats,
     emm_weight,
     robustness_score,
-    table1_markdown,
-    to_markdown,
     weighted_miou,
-    write_report,
 )
 
 __all__ = [
@@ -63,3 +60,13 @@ __all__ = [
     "weighted_miou",
     "write_report",
 ]
+
+
+def __getattr__(name: str):
+    # the writers of a result live with the other reports (equiseg.reports.robustness), which imports
+    # this package's arithmetic: resolved on first use, so neither import order is a cycle
+    if name in ("table1_markdown", "to_markdown", "write_report"):
+        from equiseg.reports import robustness as _reports
+
+        return getattr(_reports, name)
+    raise AttributeError(f"module 'equiseg.robustness' has no attribute {name!r}")

@@ -36,7 +36,7 @@ from .corruptions import (
     missing_sets,
     variant_generator,
 )
-from .report import build_summary, combination_stats, rate_key, write_report
+from .summary import build_summary, combination_stats, rate_key
 
 TESTS: tuple[str, ...] = ("emm", "rmm", "nm")
 Inputs = list[torch.Tensor | None]
@@ -305,6 +305,8 @@ def run_benchmark(
         model_name=model_name,
     )
     if out_dir is not None:
+        from equiseg.reports.robustness import write_report  # the writers live with the reports
+
         write_report(result, out_dir, model_name)
     return result
 

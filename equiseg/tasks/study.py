@@ -2,8 +2,8 @@
 and the Tab. 1 peers, each over several seeds, from scratch and/or from a pretrained init; mean ± std
 and, per row, the paired difference to the full model with a 95 % interval over seeds.
 
-It reuses the two runners, it does not fork them: Tab. 1 is :func:`~equiseg.engine.compare.run_compare`
-(all seeds at once), Tab. 2/3 are :func:`~equiseg.engine.ablate.run_ablation` once per seed
+It reuses the two runners, it does not fork them: Tab. 1 is :func:`~equiseg.tasks.compare.run_compare`
+(all seeds at once), Tab. 2/3 are :func:`~equiseg.tasks.ablate.run_ablation` once per seed
 (``train.seed=k``). Everything they write stays in place, one folder per run, and finished runs are
 reused, so an interrupted study continues where it stopped:
 

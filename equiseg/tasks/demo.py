@@ -21,10 +21,9 @@ from typing import Any
 import torch
 
 from equiseg.config import load_experiment
-
-from .builders import build_dataset, build_val_dataset
-from .evaluate import evaluate, metrics_markdown, write_metrics
-from .train import train
+from equiseg.engine.builders import build_dataset, build_val_dataset
+from equiseg.engine.evaluate import evaluate, metrics_markdown, write_metrics
+from equiseg.engine.train import train
 
 CONVENTION_NOTE = (
     "'present' averages over the classes that occur; 'reference' averages over all 25 DeLiVER classes "
@@ -114,10 +113,10 @@ def run_demo(
     # robustness benchmark (SPEC §5; RMM at the headline rate r = 0.5 only) and modality contributions
     from torch.utils.data import Subset
 
-    from equiseg.engine.analysis import analysis_section, modality_contributions, write_analysis
     from equiseg.engine.precision import resolve_precision, with_precision
+    from equiseg.reports.robustness import robustness_section
     from equiseg.robustness import run_benchmark
-    from equiseg.robustness.figures import robustness_section
+    from equiseg.tasks.analysis import analysis_section, modality_contributions, write_analysis
 
     t0 = time.perf_counter()
     subset = Subset(val, range(min(len(val), size.robustness_samples)))

@@ -41,11 +41,11 @@ from typing import Any
 import torch
 
 from equiseg.config import ExperimentConfig, load_experiment
+from equiseg.engine.eval_setup import subset
+from equiseg.engine.rundir import config_matches
 from equiseg.utils import to_jsonable
 
 from .ablate import short_schedule
-from .eval_setup import subset
-from .rundir import config_matches
 
 # Keys of the config's model section that apply to every compared model (the rest is EQUISeg's own).
 SHARED_MODEL_KEYS = frozenset(
@@ -140,11 +140,11 @@ def score_model(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Robustness benchmark (all tests), analysis and cost of one model on ``val``."""
+    from equiseg.engine.precision import resolve_precision, with_precision
+    from equiseg.engine.profile import count_params, forward_flops, images_per_second
     from equiseg.robustness import run_benchmark
 
     from .analysis import modality_contributions, write_analysis
-    from .precision import resolve_precision, with_precision
-    from .profile import count_params, forward_flops, images_per_second
 
     base = getattr(val, "dataset", val)
     mods = list(cfg.data.modalities)
@@ -227,12 +227,11 @@ def run_compare(
         every Tab. 1 column and cost), ``columns``, ``seeds``, ``files``, ``seconds`` and the settings.
     """
     from equiseg.api import load_model
+    from equiseg.engine.builders import build_val_dataset
+    from equiseg.engine.checkpoint import load_checkpoint
+    from equiseg.engine.eval_setup import load_eval_setup
+    from equiseg.engine.train import resolve_device, train
     from equiseg.models.reference import is_reference_state_dict
-
-    from .builders import build_val_dataset
-    from .checkpoint import load_checkpoint
-    from .eval_setup import load_eval_setup
-    from .train import resolve_device, train
 
     t_start = time.perf_counter()
     checkpoints = dict(checkpoints or {})
@@ -526,8 +525,8 @@ def compare_figures(result: Mapping[str, Any], out: Path) -> dict[str, Path]:
     of present modalities), ``compare_noise.png`` (clean and NM levels) and, when a model has
     per-modality features, ``compare_similarity.png`` (last-stage similarity per modality)."""
     from equiseg.reports.figures import bar_chart, missing_modality_chart, noise_chart
+    from equiseg.reports.robustness import short_names
     from equiseg.robustness.corruptions import NM_LEVELS
-    from equiseg.robustness.figures import short_names
 
     from .analysis import display_name
 

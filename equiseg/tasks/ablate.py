@@ -12,7 +12,7 @@ only by its ablated switch.
 Per row: training (``OUT/<row id>/``: checkpoints, log, config), then on the val split (the first
 ``max_samples`` samples) the clean mIoU and EMM Avg of the robustness protocol
 (:func:`~equiseg.robustness.run_benchmark` with ``tests=("emm",)``, batch 1) and the per-modality
-cosine similarity with the fused feature (:func:`~equiseg.engine.analysis.modality_contributions`,
+cosine similarity with the fused feature (:func:`~equiseg.tasks.analysis.modality_contributions`,
 last stage). The checkpoint evaluated is ``best.pt`` (best validation mIoU during training, the
 practice of the published numbers), else ``last.pt``. Deltas are against the first row run.
 
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment, load_yaml
+from equiseg.engine.eval_setup import subset
+from equiseg.engine.rundir import config_matches
 from equiseg.utils import to_jsonable
 
 from .analysis import display_name, modality_contributions, write_analysis
-from .eval_setup import subset
-from .rundir import config_matches
 
 # The switches of the paper's full model (first row of both tables); rows change one of them.
 FULL_MODEL: dict[str, Any] = {
@@ -263,11 +263,10 @@ def run_ablation(
         ``seconds``, ``paper``.
     """
     from equiseg.api import load_model
+    from equiseg.engine.builders import build_val_dataset
+    from equiseg.engine.precision import resolve_precision, with_precision
+    from equiseg.engine.train import resolve_device, train
     from equiseg.robustness import run_benchmark
-
-    from .builders import build_val_dataset
-    from .precision import resolve_precision, with_precision
-    from .train import resolve_device, train
 
     selected = table_rows(table, rows)
     user_overrides = list(overrides)

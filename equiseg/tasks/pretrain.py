@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.config import load_experiment
+from equiseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from equiseg.models import load_mit_weights
-
-from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "DATA_SEED",
@@ -97,8 +96,7 @@ def run_pretrain(
         ValueError: a bad variant/modality/output path (one line each).
     """
     from equiseg.data.synth import generate
-
-    from .train import train
+    from equiseg.engine.train import train
 
     out = Path(out)
     if out.exists() and out.is_dir():

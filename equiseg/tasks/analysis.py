@@ -63,9 +63,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from equiseg.engine.precision import describe_precision, inference_autocast, resolve_precision
 from equiseg.utils import to_jsonable
-
-from .precision import describe_precision, inference_autocast, resolve_precision
 
 NUM_STAGES = 4
 DEFINITION = (
@@ -623,7 +622,7 @@ def analyze(
         :func:`modality_contributions`' dict (run in the config's ``eval.precision``) plus ``split`` and
         ``checkpoint``.
     """
-    from .eval_setup import load_eval_setup
+    from equiseg.engine.eval_setup import load_eval_setup
 
     setup = load_eval_setup(config, checkpoint, overrides, split=split)
     result = modality_contributions(

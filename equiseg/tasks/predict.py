@@ -60,7 +60,7 @@ from equiseg.data.muses import muses_spec
 from equiseg.engine.inference import infer_logits
 from equiseg.engine.precision import resolve_precision, with_precision
 from equiseg.models import EQUISeg
-from equiseg.viz.panels import colorize, modality_preview
+from equiseg.reports.panels import colorize, modality_preview
 
 __all__ = [
     "Prediction",
@@ -124,8 +124,8 @@ def load_for_inference(
     Raises:
         ValueError: an unreadable checkpoint, or meta without normalisation statistics for a modality.
     """
-    from equiseg.engine.export import load_checkpoint_model
     from equiseg.engine.train import resolve_device
+    from equiseg.tasks.export import load_checkpoint_model
 
     dev = resolve_device(device) if device is not None else None
     if isinstance(model_or_checkpoint, (str, os.PathLike)):

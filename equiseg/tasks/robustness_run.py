@@ -61,11 +61,10 @@ def run_robustness(
         ``checkpoint``, ``precision`` (``"fp32"`` / ``"bf16"``: what ``eval.precision`` resolved to),
         ``precision_note`` and, with ``out_dir``, ``report`` (the path of ``report.md``).
     """
+    from equiseg.engine.eval_setup import load_eval_setup
+    from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
+    from equiseg.reports.robustness import write_robustness_report
     from equiseg.robustness import run_benchmark
-    from equiseg.robustness.figures import write_robustness_report
-
-    from .eval_setup import load_eval_setup
-    from .precision import describe_precision, resolve_precision, with_precision
 
     setup = load_eval_setup(config, checkpoint, overrides, split=split, max_samples=max_samples)
     precision = resolve_precision(setup.cfg.eval.precision, setup.device)

@@ -1,0 +1,310 @@
+"""Typed configuration machinery: dataclasses that round-trip to YAML and reject unknown keys.
+
+One mechanism for every config in the project (model, data, training): defaults live in
+dataclasses, a YAML file or dict overrides them, dotted ``a.b=c`` strings override those, and
+:func:`to_dict` writes the resolved result back out. A misspelt key is an error that names the key,
+the section it was found in, and the closest valid key -- never a silently ignored setting.
+
+Fields may also declare the values they accept (:func:`_field`: bounds such as ``ge=1`` / ``gt=0``, or a
+``check`` function); :func:`from_dict` enforces them after coercion, so a YAML file and a ``--set``
+override get the same one-line error naming the dotted key and what was expected, e.g.
+``train.lr: expected a number > 0, got -0.1``.
+
+The schemas built on it: :class:`equiseg.models.config.ModelConfig` (the network, with the models) and
+:mod:`equiseg.config` (the experiment: data, model choice, training, evaluation), which imports it --
+so neither the models nor this module import the experiment config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+__all__ = [
+    "apply_overrides",
+    "check_value",
+    "coerce",
+    "field",
+    "from_dict",
+    "load_yaml",
+    "save_yaml",
+    "suggest",
+    "to_dict",
+]
+
+
+def suggest(key: str, valid: typing.Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest valid key, or a list of valid keys."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated field type ``tp`` (lists -> tuples, nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise ValueError(f"{where}: cannot interpret {value!r} as {tp} ({'; '.join(errors)})")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=where)
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        seq = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(seq) if origin is tuple else seq
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _fmt_bound(b: float) -> str:
+    """A bound as users write it: ``32``, ``0.5``, ``1e-06``."""
+    return str(b) if isinstance(b, int) else f"{b:g}"
+
+
+def check_value(
+    value: Any,
+    where: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    check: typing.Callable[[Any], str | None] | None = None,
+    note: str | None = None,
+) -> None:
+    """Check an already-coerced value against bounds and/or a ``check`` function.
+
+    Lists and tuples are checked entry by entry (``where[i]``); ``None`` (an optional field left unset)
+    always passes. ``check(value)`` returns ``None`` when the value is fine, otherwise the text of what
+    was expected. ``note`` explains a sentinel inside the accepted range (``"0: use train.epochs"``)
+    and is shown in the error, so the user learns both the limit and what the special value means.
+
+    Raises:
+        ValueError: ``"<where>: expected an integer >= 1, got 0"``-style, one line.
+    """
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_value(v, f"{where}[{i}]", ge=ge, gt=gt, le=le, lt=lt, check=check, note=note)
+        return
+    if check is not None:
+        expected = check(value)
+        if expected is not None:
+            raise ValueError(f"{where}: expected {expected}, got {value!r}")
+    if ge is None and gt is None and le is None and lt is None:
+        return
+    # (bracket, operator, bound) of each side: "in [0, 1)" for two sides, ">= 1" for one
+    low = ("[", ">=", ge) if ge is not None else ("(", ">", gt) if gt is not None else None
+    high = ("]", "<=", le) if le is not None else (")", "<", lt) if lt is not None else None
+    if low and high:
+        bounds = f"in {low[0]}{_fmt_bound(low[2])}, {_fmt_bound(high[2])}{high[0]}"
+    else:
+        _, op, bound = low or high
+        bounds = f"{op} {_fmt_bound(bound)}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (ge is None or value >= ge) and (gt is None or value > gt)
+    ok = ok and (le is None or value <= le) and (lt is None or value < lt)
+    if not ok:
+        noun = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+        extra = f" ({note})" if note else ""
+        raise ValueError(f"{where}: expected {noun} {bounds}{extra}, got {value!r}")
+
+
+def coerce(value: Any, tp: Any, where: str, **constraints: Any) -> Any:
+    """Convert ``value`` to type ``tp`` as config fields are, then apply :func:`check_value`'s constraints.
+
+    The entry point for other YAML schemas (the folder data-set spec), so that every file a user
+    writes reports a bad value the same way: ``modalities.rgb.bgr: expected true/false, got 'flase'``.
+    """
+    out = _coerce(value, tp, where)
+    if constraints:
+        check_value(out, where, **constraints)
+    return out
+
+
+_CONSTRAINTS = "equiseg.constraints"  # dataclass field metadata key
+
+
+def _field(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
+    """A dataclass field with the constraints of :func:`check_value` (``ge``, ``gt``, ``le``, ``lt``,
+    ``check``, ``note``), enforced by :func:`from_dict` and by :func:`_validate`."""
+    return dataclasses.field(default=default, metadata={_CONSTRAINTS: constraints})
+
+
+def _check_field(field: dataclasses.Field, value: Any, where: str) -> None:
+    constraints = field.metadata.get(_CONSTRAINTS)
+    if constraints:
+        check_value(value, where, **constraints)
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    """Check every constrained field of a dataclass instance (for directly constructed configs)."""
+    for f in dataclasses.fields(obj):
+        _check_field(f, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, filling defaults and checking every key, type and constraint.
+
+    Raises:
+        ValueError: an unknown key (with the closest valid one suggested), a value of the wrong type,
+            or one outside what the field accepts (see :func:`_field`), naming the dotted key.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            section = f" in section '{prefix}'" if prefix else ""
+            raise ValueError(f"unknown config key '{where}'{section}{suggest(key, fields)}")
+        kwargs[key] = _coerce(value, hints[key], where)
+        _check_field(fields[key], kwargs[key], where)
+    obj = cls(**kwargs)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-python (YAML-safe) view of a config dataclass: tuples become lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Apply dotted ``a.b=value`` strings to a nested dict (values parsed as YAML scalars/lists)."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line error (problem, context, a quoted snippet) as one line with line/column."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        text = ": ".join(p for p in (e.context, e.problem) if p) or "malformed YAML"
+        mark = e.problem_mark or e.context_mark
+        if mark is not None:
+            text += f" (line {mark.line + 1}, column {mark.column + 1})"
+    else:
+        text = str(e)
+    return " ".join(text.split())
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a clear error names the file when it is missing or not a mapping.
+
+    A syntax error is one line -- ``cfg.yaml: not valid YAML: mapping values are not allowed here
+    (line 3, column 8)`` -- so the CLI's one-line error report stays one line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not valid YAML: not UTF-8 text (byte {e.start})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(data: Any, path: str | Path) -> None:
+    """Write a config (dataclass or dict) as YAML, keys in declaration order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(data), f, sort_keys=False)
+
+
+# the public name of the field helper (``field(default, ge=..., check=...)``); ``_field`` is kept for the
+# config modules that declare their fields with it
+field = _field
