@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from equiseg.tasks.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, progress=not args.quiet)
-    print(f"report: {report}")
+    print(f"report: {report} and {report.with_suffix('.html')}")
     return 0
 
 
@@ -286,7 +286,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         + f"  ({r['convention']} convention, {r['num_samples']} samples)"
     )
     print(r["precision_note"])
-    print(f"written: {out}/robustness.json, {out}/robustness.md, {out}/report.md")
+    print(f"written: {out}/robustness.json, {out}/robustness.md, {out}/report.md, {out}/report.html")
     return 0
 
 
@@ -352,8 +352,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             for k, h in (("clean", "mIoU"), ("emm_avg", "EMM"), ("mean", "Mean"))
         )
         print(f"  {name:20s} {shown}")
+    files = r["files"]
     print(
-        f"written: {r['files']['markdown']}, {r['files']['json']}, {r['files']['chart']} ({r['seconds']:.0f} s)"
+        f"written: {files['markdown']}, {files['html']}, {files['json']}, {files['chart']} ({r['seconds']:.0f} s)"
     )
     return 0
 
@@ -377,7 +378,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     )
     for sec in r["sections"]:
         print(f"  {sec['table']} ({sec['init']}): {len(sec['rows'])} rows x {len(r['seeds'])} seeds")
-    print(f"written: {r['files']['markdown']}, {r['files']['json']} ({r['seconds']:.0f} s)")
+    print(
+        f"written: {r['files']['markdown']}, {r['files']['html']}, {r['files']['json']} ({r['seconds']:.0f} s)"
+    )
     return 0
 
 
