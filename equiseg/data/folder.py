@@ -61,9 +61,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from equiseg.schema import coerce, load_yaml, suggest
 from equiseg.data.constants import IGNORE_INDEX, NormStats, check_palette, default_palette
 from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
+from equiseg.schema import coerce, load_yaml, suggest
 
 __all__ = ["FolderDataset", "DatasetSpec", "ModalitySpec", "LabelSpec", "Transform"]
 

@@ -353,3 +353,18 @@ def config_matches(saved: Mapping[str, Any] | None, cfg: Any, ignore: tuple[str,
         return json.loads(json.dumps(to_jsonable({k: v for k, v in d.items() if k not in ignore})))
 
     return norm(old) == norm(cfg.to_dict())
+
+
+def finished_record(path: Path, cfg: Any) -> dict[str, Any] | None:
+    """The record a finished run left at ``path`` (``row.json`` of ``ablate``, ``result.json`` of
+    ``compare``), None when there is none; an error when it was made with another config than ``cfg``
+    (see :func:`config_matches`), so a study never mixes runs of two settings."""
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    if not config_matches(rec.get("config"), cfg):
+        raise ValueError(
+            f"{path}: this run was made with another config; use another output folder (or remove "
+            f"{path.parent})"
+        )
+    return rec

@@ -33,7 +33,7 @@ from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment, load_yaml
 from equiseg.engine.eval_setup import subset
-from equiseg.engine.rundir import config_matches
+from equiseg.engine.rundir import config_matches, finished_record
 from equiseg.utils import to_jsonable
 
 from .analysis import display_name, modality_contributions, write_analysis
@@ -284,7 +284,7 @@ def run_ablation(
     for row in selected:
         work = out / row.id
         cfg = row_config(base, row, work)
-        done = _finished_row(work, cfg) if resume else None
+        done = finished_record(work / "row.json", cfg) if resume else None
         if done is None:
             done = _same_row_elsewhere(reuse_from, cfg, len(val_eval))
             if done is not None:
@@ -364,18 +364,6 @@ def run_ablation(
     files["markdown"].write_text(ablation_markdown(result))
     files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
-
-
-def _finished_row(work: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    path = work / "row.json"
-    if not path.is_file():
-        return None
-    rec = json.loads(path.read_text())
-    if not config_matches(rec.get("config"), cfg):
-        raise ValueError(
-            f"{path}: this row was run with another config; remove {work} or use another output folder"
-        )
-    return rec
 
 
 def _same_row_elsewhere(

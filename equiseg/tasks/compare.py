@@ -42,7 +42,7 @@ import torch
 
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.engine.eval_setup import subset
-from equiseg.engine.rundir import config_matches
+from equiseg.engine.rundir import finished_record
 from equiseg.utils import to_jsonable
 
 from .ablate import short_schedule
@@ -115,18 +115,6 @@ def model_run_config(base: ExperimentConfig, name: str, seed: int | None, work_d
         data["train"]["seed"] = int(seed)
     data["work_dir"] = str(work_dir)
     return load_experiment(data)
-
-
-def _finished(work: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    path = work / "result.json"
-    if not path.is_file():
-        return None
-    rec = json.loads(path.read_text())
-    if not config_matches(rec.get("config"), cfg):
-        raise ValueError(
-            f"{path}: this run was made with another config; use another --out (or remove {work})"
-        )
-    return rec
 
 
 def score_model(
@@ -283,7 +271,7 @@ def run_compare(
             for seed in seeds:
                 work = out / name / f"seed{seed}"
                 cfg = model_run_config(base, name, seed, work)
-                done = _finished(work, cfg)
+                done = finished_record(work / "result.json", cfg)
                 if done is not None:
                     runs.append(done)
                     if name not in fig2 and Path(done["checkpoint"]).is_file():
