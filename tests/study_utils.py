@@ -61,3 +61,29 @@ def train_tiny(tmp: Path) -> tuple[Path, Path]:
     cfg = write_config(tiny_config_dict(root, tmp / "run"), tmp / "tiny.yaml")
     result = equiseg.train(cfg, progress=False)
     return cfg, result.work_dir / "best.pt"
+
+
+def tiny_runner_config(
+    data_root: Path, modalities: tuple[str, ...] = ("rgb", "depth", "lidar"), iters: int = 2, **model: Any
+) -> dict[str, Any]:
+    """The config ``compare`` / ``study`` tests run: the tiny EQUISeg-B0, 64² crops, ``iters``
+    iterations with one validation at the end, the "present" convention."""
+    return {
+        "model": {**TINY_MODEL, **model},
+        "data": {
+            "root": str(data_root),
+            "crop_size": [64, 64],
+            "val_short_side": None,
+            "batch_size": 2,
+            "num_workers": 0,
+            "modalities": list(modalities),
+        },
+        "train": {
+            "max_iters": iters,
+            "warmup_iters": 0,
+            "lr": 1e-3,
+            "val_interval": iters,
+            "log_interval": 1,
+        },
+        "eval": {"convention": "present"},
+    }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from study_utils import tiny_runner_config
 
 from equiseg.cli import main
 from equiseg.tasks.compare import COLUMNS, model_run_config, run_compare
@@ -22,19 +23,7 @@ def setup(tmp_path_factory) -> tuple[dict, Path]:
     generate(
         tmp / "data", layout="deliver", splits={"train": 4, "val": 2}, size=(64, 64), seed=0, progress=False
     )
-    cfg = {
-        "model": {"name": "equiseg_b0", "lambda_sgm": 1.0, **TINY},
-        "data": {
-            "root": str(tmp / "data"),
-            "crop_size": [64, 64],
-            "val_short_side": None,
-            "batch_size": 2,
-            "num_workers": 0,
-            "modalities": ["rgb", "depth", "lidar"],
-        },
-        "train": {"max_iters": 2, "warmup_iters": 0, "lr": 1e-3, "val_interval": 2, "log_interval": 1},
-        "eval": {"convention": "present"},
-    }
+    cfg = tiny_runner_config(tmp / "data", lambda_sgm=1.0)
     return cfg, tmp
 
 

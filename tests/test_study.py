@@ -9,11 +9,10 @@ import statistics
 
 import pytest
 import yaml
+from study_utils import tiny_runner_config
 
 from equiseg.cli import main
 from equiseg.tasks.study import paired_difference, run_study, t_quantile
-
-TINY = {"embed_dims": [8, 16, 40, 64], "depths": [1, 1, 1, 1], "decoder_dim": 16, "drop_path_rate": 0.0}
 
 
 def test_paired_difference_arithmetic():
@@ -40,19 +39,7 @@ def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
         seed=0,
         progress=False,
     )
-    cfg = {
-        "model": {"name": "equiseg_b0", **TINY},
-        "data": {
-            "root": str(tmp_path / "data"),
-            "crop_size": [64, 64],
-            "val_short_side": None,
-            "batch_size": 2,
-            "num_workers": 0,
-            "modalities": ["rgb", "depth", "lidar"],
-        },
-        "train": {"max_iters": 2, "warmup_iters": 0, "lr": 1e-3, "val_interval": 2, "log_interval": 1},
-        "eval": {"convention": "present"},
-    }
+    cfg = tiny_runner_config(tmp_path / "data")
     out = tmp_path / "study"
     kw = dict(
         seeds=[1, 2],
@@ -124,18 +111,7 @@ def test_the_full_model_shared_by_tab2_and_tab3_is_trained_once(tmp_path):
 
     generate(tmp_path / "data", layout="deliver", splits={"train": 4, "val": 2}, size=(64, 64), seed=0,
              progress=False)  # fmt: skip
-    cfg = {
-        "model": {"name": "equiseg_b0", **TINY},
-        "data": {
-            "root": str(tmp_path / "data"),
-            "crop_size": [64, 64],
-            "val_short_side": None,
-            "batch_size": 2,
-            "num_workers": 0,
-            "modalities": ["rgb", "depth"],
-        },  # fmt: skip
-        "train": {"max_iters": 1, "warmup_iters": 0, "val_interval": 1, "log_interval": 1},
-    }
+    cfg = tiny_runner_config(tmp_path / "data", modalities=("rgb", "depth"), iters=1)
     out = tmp_path / "study"
     r = run_study(cfg, ["tab2", "tab3"], seeds=[1], inits=["scratch"], only=["no_add", "no_sgm"],
                   out_dir=out, max_samples=2, progress=False)  # fmt: skip
