@@ -56,6 +56,8 @@ class Cell:
     flops: int | None = None  # forward FLOPs to rate the times against (None: this cell's own count)
     matmul_size: int = 2048
     matmul_repeats: int = 5
+    # EQUISEG_CPU_ALLOCATOR of the child process (None: inherit; see equiseg.engine.allocator)
+    allocator: str | None = None
     extra: dict = field(default_factory=dict)  # free-form, copied into the result
 
     @classmethod
@@ -202,8 +204,11 @@ def time_forward_and_step(
 
 def run_cell(cell: Cell) -> dict:
     """Measure ``cell`` in this process; returns a JSON-serialisable dict (times in s, memory in MiB)."""
+    from equiseg.engine.allocator import configure_cpu_allocator, cpu_allocator
     from equiseg.engine.profile import count_params, forward_flops
 
+    if cell.allocator is not None:
+        configure_cpu_allocator(cell.allocator)
     if cell.threads:
         torch.set_num_threads(cell.threads)
     device = torch.device(cell.device)
@@ -248,6 +253,7 @@ def run_cell(cell: Cell) -> dict:
         fwd_pct_mm=100 * fwd_rate / mm,
         step_pct_mm=100 * step_rate / mm,
         threads=torch.get_num_threads(),
+        allocator=cpu_allocator(),
         torch=torch.__version__,
         **cell.extra,
     )
@@ -261,6 +267,8 @@ def run_fresh(cell: Cell, timeout: float | None = None) -> dict:
     env = dict(os.environ)
     if cell.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cell.threads)
+    if cell.allocator is not None:
+        env["EQUISEG_CPU_ALLOCATOR"] = cell.allocator  # in force from the child's `import equiseg` on
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), cell.to_json()],
         capture_output=True,

@@ -22,6 +22,12 @@ and used for both implementations of a model, so that the two rates compare (the
 which can differ by the work it does that ours does not, is kept as ``gflops_own`` in the JSON). A
 training step is counted as 3× the forward. CMX fuses exactly two modalities: it runs on the first two.
 
+Allocator: ``import equiseg`` keeps freed CPU memory in the process (``equiseg.engine.allocator``,
+``EQUISEG_CPU_ALLOCATOR``); that is how our code runs (``--ours-allocators``, default ``retain``). The public
+code, run by itself, gets glibc's default (``system``); as it is built inside this harness, which imports
+equiseg, each public cell runs once per ``--public-allocators`` (default ``system,retain``): as the public
+code runs on its own, and under the same allocator as ours. Every target is reported against both.
+
 The "targets" section checks issue 11's goals, which are defined for EQUISeg-B0 on rgb, depth, event and
 lidar at 512², batch 2, fp32; in a run with another setting they are printed as indicative only.
 """
@@ -39,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _cells import CPU_FLAGS, Cell, cpu_info, run_fresh  # noqa: E402
 from reference_models import KINDS as PUBLIC_KINDS  # noqa: E402
+
+from equiseg.engine.allocator import MODES as ALLOCATORS  # noqa: E402
 
 DEFAULT_MODELS = "equiseg_b0,segformer_b0,cmnext_b0,cmx_b0,stitchfusion_b0,magic_b0,magicpp_b0"
 TARGET_SETTING = dict(modalities=["rgb", "depth", "event", "lidar"], size=512, batch=2)
@@ -73,6 +81,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cmnext-root", default=None, help="checkout of jamycheung/DELIVER (public CMNeXt)")
     p.add_argument("--stitchfusion-root", default=None, help="checkout of LiBingyu01/StitchFusion")
     p.add_argument("--skip-public", action="store_true", help="time our implementations only")
+    p.add_argument(
+        "--ours-allocators",
+        default="retain",
+        help="EQUISEG_CPU_ALLOCATOR modes for our cells (retain, system)",
+    )
+    p.add_argument(
+        "--public-allocators",
+        default="system,retain",
+        help="EQUISEG_CPU_ALLOCATOR modes for the public cells (system: as the public code runs on its own)",
+    )
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the reference fp32 matmul")
     p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default: none)")
     p.add_argument("--out", default=None, help="write the cells, targets and machine as JSON here")
@@ -82,6 +100,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
     args.modality_list = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    for flag in ("ours_allocators", "public_allocators"):
+        modes = [m.strip() for m in getattr(args, flag).split(",") if m.strip()]
+        bad = [m for m in modes if m not in ALLOCATORS]
+        if bad or not modes:
+            name, value = flag.replace("_", "-"), getattr(args, flag)
+            p.error(f"--{name}: expected a comma list of {', '.join(ALLOCATORS)}, got {value!r}")
+        setattr(args, flag.replace("allocators", "allocator_list"), modes)
     return args
 
 
@@ -107,7 +132,7 @@ def plan(args) -> list[Cell]:
             threads=args.threads,
             matmul_size=args.matmul_size,
         )
-        cells.append(Cell(name, impl="ours", **common))
+        cells += [Cell(name, impl="ours", allocator=a, **common) for a in args.ours_allocator_list]
         if args.skip_public or arch not in PUBLIC_KINDS:
             continue
         root = roots[arch]
@@ -121,7 +146,10 @@ def plan(args) -> list[Cell]:
             raise SystemExit(
                 f"--{arch}-root {root}: no semseg/ folder there (not a checkout of the repository?)"
             )
-        cells.append(Cell(name, impl="public", root=str(Path(root).resolve()), **common))
+        root = str(Path(root).resolve())
+        cells += [
+            Cell(name, impl="public", root=root, allocator=a, **common) for a in args.public_allocator_list
+        ]
     return cells
 
 
@@ -136,30 +164,51 @@ def measure(args, cells: list[Cell]) -> list[dict]:
         try:
             r = run_fresh(cell, timeout=args.timeout)
         except Exception as e:  # one failed cell must not lose the others
-            r = dict(impl=cell.impl, model=cell.model, n=len(cell.modalities), error=str(e))
+            r = dict(
+                impl=cell.impl,
+                model=cell.model,
+                n=len(cell.modalities),
+                allocator=cell.allocator,
+                error=str(e),
+            )
         if cell.impl == "ours" and "error" not in r:
-            ours_flops[cell.model] = round(r["gflops"] * 1e9)
+            ours_flops.setdefault(cell.model, round(r["gflops"] * 1e9))
         results.append(r)
         print(_table_row(r), file=sys.stderr, flush=True)
     return results
 
 
 def check_targets(cells: list[dict], setting: dict) -> list[dict]:
-    by_key = {(c["impl"], c["model"]): c for c in cells if "error" not in c}
+    """One row per target and per allocator the denominator (public) cell ran under; the numerator is
+    our cell under ``retain`` (how our code runs) when there is one."""
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        if "error" not in c:
+            by_key.setdefault((c["impl"], c["model"]), []).append(c)
+
+    def ours(key):
+        found = by_key.get(key, [])
+        return next((c for c in found if c.get("allocator") == "retain"), found[0] if found else None)
+
     indicative = (
         any(setting[k] != v for k, v in TARGET_SETTING.items()) or setting.get("device", "cpu") != "cpu"
     )
     out = []
     for label, num, den, op, goal in TARGETS:
-        a = by_key.get(num[:2])
-        b = by_key.get(den[:2]) if den else None
-        if a is None or (den and b is None):
-            missing = [f"{k[0]} {k[1]}" for k in (num, den) if k and by_key.get(k[:2]) is None]
+        a = ours(num[:2])
+        dens = by_key.get(den[:2], []) if den else [None]
+        if a is None or not dens:
+            missing = [f"{k[0]} {k[1]}" for k in (num, den) if k and not by_key.get(k[:2])]
             out.append(dict(target=label, value=None, goal=goal, op=op, result="n/a", missing=missing))
             continue
-        value = a[num[2]] / b[den[2]] if den else a[num[2]]
-        ok = value <= goal if op == "<=" else value >= goal
-        out.append(dict(target=label, value=value, goal=goal, op=op, result="pass" if ok else "fail"))
+        for b in dens:
+            value = a[num[2]] / b[den[2]] if den else a[num[2]]
+            ok = value <= goal if op == "<=" else value >= goal
+            row = dict(target=label, value=value, goal=goal, op=op, result="pass" if ok else "fail")
+            row["allocator"] = a.get("allocator")
+            if b is not None:
+                row["public_allocator"] = b.get("allocator")
+            out.append(row)
     for t in out:
         t["indicative"] = indicative
     return out
@@ -171,7 +220,7 @@ def check_targets(cells: list[dict], setting: dict) -> list[dict]:
 
 def _table_head() -> str:
     cols = [
-        "implementation", "model", "N", "params (M)", "forward s", "train step s", "peak RSS MB",
+        "implementation", "model", "allocator", "N", "params (M)", "forward s", "train step s", "peak RSS MB",
         "GFLOP / forward", "forward GFLOP/s (% mm)", "train GFLOP/s (% mm)", "fp32 mm GFLOP/s",
     ]  # fmt: skip
     return "| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|"
@@ -180,9 +229,13 @@ def _table_head() -> str:
 def _table_row(r: dict) -> str:
     if "error" in r:
         first = r["error"].strip().splitlines()
-        return f"| {r['impl']} | {r['model']} | {r.get('n', '')} | failed: {first[-1] if first else ''} |"
+        return (
+            f"| {r['impl']} | {r['model']} | {r.get('allocator') or ''} | {r.get('n', '')} | "
+            f"failed: {first[-1] if first else ''} |"
+        )
     return (
-        f"| {r['impl']} | {r['model']} | {r['n']} | {r['params_m']:.2f} | {r['fwd_s']:.3f} | "
+        f"| {r['impl']} | {r['model']} | {r.get('allocator', '')} | {r['n']} | {r['params_m']:.2f} | "
+        f"{r['fwd_s']:.3f} | "
         f"{r['step_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['gflops']:.1f} | "
         f"{r['fwd_gflops_s']:.0f} ({r['fwd_pct_mm']:.0f} %) | {r['step_gflops_s']:.0f} ({r['step_pct_mm']:.0f} %) | "
         f"{r['matmul_gflops_s']:.0f} |"
@@ -196,7 +249,7 @@ def _fmt_target(t: dict) -> str:
         value = f"not measured ({', '.join(t['missing'])})"
     else:
         value = f"{t['value']:.1f} %" if pct else f"{t['value']:.2f}×"
-    return f"| {t['target']} | {value} | {goal} | {t['result']} |"
+    return f"| {t['target']} | {t.get('public_allocator') or '–'} | {value} | {goal} | {t['result']} |"
 
 
 def render(report: dict) -> str:
@@ -211,7 +264,8 @@ def render(report: dict) -> str:
         "",
         "GFLOP / forward: our implementation's count, used for both implementations of a model; a train "
         "step counts 3×. % mm: against the fp32 matmul rate measured in the same process (last column). "
-        "Each row ran in a fresh process; peak RSS is that process's ru_maxrss.",
+        "Each row ran in a fresh process; peak RSS is that process's ru_maxrss. allocator: the process's "
+        "EQUISEG_CPU_ALLOCATOR (retain: freed memory stays in the process; system: glibc's default).",
     ]
     own = [
         f"{r['model']} {r['gflops_own']:.1f}"
@@ -224,7 +278,14 @@ def render(report: dict) -> str:
     lines += ["", "## Targets (EQUISeg-B0, rgb+depth+event+lidar, 512², batch 2, fp32)", ""]
     if ts and ts[0]["indicative"]:
         lines += ["This run's setting differs from the targets': the results below are indicative only.", ""]
-    lines += ["| target | value | goal | result |", "|---|---|---|---|", *(_fmt_target(t) for t in ts)]
+    lines += [
+        "Ours under `retain` (how equiseg runs); the public code under `system` (how it runs on its own) "
+        "and under `retain` (the same allocator as ours).",
+        "",
+        "| target | public code's allocator | value | goal | result |",
+        "|---|---|---|---|---|",
+        *(_fmt_target(t) for t in ts),
+    ]
     flags = ", ".join(f"{f} {'yes' if m['flags'].get(f) else 'no'}" for f in CPU_FLAGS)
     threads = sorted({r["threads"] for r in report["cells"] if "threads" in r}) or [m["threads"]]
     lines += [

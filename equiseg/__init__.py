@@ -1,7 +1,13 @@
 """EQUISeg: robust multimodal semantic segmentation with balanced modality contributions."""
 
-from equiseg.config import ExperimentConfig, ModelConfig, load_experiment
-from equiseg.models import EQUISeg, create_model, list_models, load_mit_weights
+from equiseg.engine.allocator import configure_cpu_allocator
+
+# freed CPU tensor memory stays in the process (glibc; EQUISEG_CPU_ALLOCATOR=system opts out): the
+# page faults of re-mapping large activations were close to half of a 512² training step on CPU
+configure_cpu_allocator()
+
+from equiseg.config import ExperimentConfig, ModelConfig, load_experiment  # noqa: E402
+from equiseg.models import EQUISeg, create_model, list_models, load_mit_weights  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -18,6 +18,7 @@ import compare_references as cr  # noqa: E402
 CELL_KEYS = {
     "impl", "model", "n", "params_m", "gflops", "gflops_own", "fwd_s", "step_s", "peak_rss_mb",
     "fwd_gflops_s", "step_gflops_s", "matmul_gflops_s", "fwd_pct_mm", "step_pct_mm", "threads", "torch",
+    "allocator",
 }  # fmt: skip
 
 
@@ -36,15 +37,22 @@ def test_tiny_run_writes_the_report(tmp_path):
     (cell,) = report["cells"]
     assert CELL_KEYS <= set(cell)
     assert (cell["impl"], cell["model"], cell["n"], cell["threads"]) == ("ours", "segformer_b0", 4, 1)
+    assert cell["allocator"] == ("retain" if allocator_available() else "system")
     assert cell["gflops"] == cell["gflops_own"] > 0 and cell["fwd_s"] > 0 and cell["peak_rss_mb"] > 0
     assert set(report["machine"]["flags"]) == set(cr.CPU_FLAGS)
     assert [t["result"] for t in report["targets"]] == ["n/a"] * len(cr.TARGETS)
-    assert "| ours | segformer_b0 | 4 |" in r.stdout and "## Targets" in r.stdout
+    assert f"| ours | segformer_b0 | {cell['allocator']} | 4 |" in r.stdout and "## Targets" in r.stdout
     assert cr.render(report) in r.stdout  # --render reprints exactly this
 
 
-def _cell(impl, model, fwd_s, step_s, step_pct_mm=0.0):
-    return dict(impl=impl, model=model, fwd_s=fwd_s, step_s=step_s, step_pct_mm=step_pct_mm)
+def allocator_available() -> bool:
+    from equiseg.engine.allocator import _glibc
+
+    return _glibc() is not None
+
+
+def _cell(impl, model, fwd_s, step_s, step_pct_mm=0.0, **kw):
+    return dict(impl=impl, model=model, fwd_s=fwd_s, step_s=step_s, step_pct_mm=step_pct_mm, **kw)
 
 
 def test_targets_are_ratios_of_the_right_cells():
@@ -60,6 +68,53 @@ def test_targets_are_ratios_of_the_right_cells():
     assert [t["result"] for t in got] == ["pass", "fail", "pass", "pass"]
     assert not any(t["indicative"] for t in got)
     assert all(t["indicative"] for t in cr.check_targets(cells, dict(setting, size=64)))
+
+
+def test_targets_against_each_public_allocator():
+    # ours runs under retain (its system twin is not a numerator); the public code under both
+    cells = [
+        _cell("ours", "equiseg_b0", 1.0, 2.0, step_pct_mm=30.0, allocator="system"),
+        _cell("ours", "equiseg_b0", 0.5, 1.0, step_pct_mm=45.0, allocator="retain"),
+        _cell("public", "stitchfusion_b0", 2.0, 4.0, allocator="system"),
+        _cell("public", "stitchfusion_b0", 1.0, 1.25, allocator="retain"),
+        _cell("public", "cmnext_b0", 1.0, 2.0, allocator="system"),
+    ]
+    got = cr.check_targets(cells, dict(cr.TARGET_SETTING, repeats=3, device="cpu"))
+    rows = [
+        (t["target"].split(":")[0], t.get("public_allocator"), round(t["value"], 3), t["result"]) for t in got
+    ]
+    assert rows == [
+        ("train step", "system", 0.25, "pass"),
+        ("train step", "retain", 0.8, "fail"),
+        ("train step", "system", 0.5, "pass"),  # CMNeXt: run under system only
+        ("forward", "system", 0.25, "pass"),
+        ("forward", "retain", 0.5, "pass"),
+        ("train step", None, 45.0, "pass"),
+    ]
+    assert {t["allocator"] for t in got} == {"retain"}
+    text = cr.render(
+        dict(
+            setting=dict(cr.TARGET_SETTING, repeats=3, device="cpu"),
+            machine=dict(cpu="x", cores=2, flags={}, torch="t", torch_cpu_capability="c", threads=2),
+            cells=[],
+            targets=got,
+            date="d",
+            command="c",
+        )
+    )
+    assert (
+        "| train step: EQUISeg-B0 (ours) / StitchFusion-B0 (public) | retain | 0.80× | ≤ 0.6× | fail |"
+        in text
+    )
+
+
+def test_allocator_lists_are_checked():
+    with pytest.raises(SystemExit):
+        cr.parse_args(["--public-allocators", "system,jemalloc"])
+    cells = cr.plan(
+        cr.parse_args(["--models", "segformer_b0", "--skip-public", "--ours-allocators", "retain,system"])
+    )
+    assert [c.allocator for c in cells] == ["retain", "system"]
 
 
 def test_public_model_needs_its_checkout_or_skip_public():
