@@ -193,6 +193,26 @@ def test_hub_primary_does_not_see_itself():
     assert not torch.allclose(hub(x)[1], hub(y)[1])
 
 
+@pytest.mark.parametrize("P", [2, 3, 4, 5])
+def test_leave_one_out_max_equals_the_brute_force_and_topk(P):
+    from equiseg.models.modules.hub import leave_one_out_max
+
+    z = torch.randn(P, 2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    got = leave_one_out_max(z)  # the custom backward (z needs a gradient)
+    brute = torch.stack([torch.cat([z[:n], z[n + 1 :]]).amax(0) for n in range(P)])
+    assert torch.equal(got, brute)
+    with torch.no_grad():
+        assert torch.equal(leave_one_out_max(z), brute)  # the plain path
+    top = z.topk(2, dim=0)  # the former implementation: runner-up where the max is the primary's own
+    primary = torch.arange(P).view(P, 1, 1, 1, 1)
+    assert torch.equal(got, torch.where(top.indices[0] == primary, top.values[1], top.values[0]))
+    g = torch.randn_like(got)
+    (ours,) = torch.autograd.grad(got, z, g)
+    (ref,) = torch.autograd.grad(brute, z, g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)  # no ties among random values
+    assert torch.autograd.gradcheck(leave_one_out_max, (z[:, :1, :2, :2, :2].detach().requires_grad_(),))
+
+
 # --- missing modalities --------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ the others as auxiliaries:
 1. **Self-Query Hub** (CMNeXt's): modality ``m`` has its own score net
    ``s_m = sigmoid(conv1x1(dwconv3x3(x_m)))``; the hub output for primary ``n`` is the element-wise max
    over ``m != n`` of ``s_m·x_m + x_m``. Scores do not depend on the primary, so they are computed once
-   per modality and the leave-one-out max is read off the top-2 values along the modality axis.
+   per modality and the leave-one-out max comes from running maxima along the modality axis.
 2. **PPX** (CMNeXt's Parallel Pooling Mixer) turns the hub output into ``f_aux``.
 3. **Cross-attention** (Eq. 1): ``f_c = softmax(Q K^T / sqrt(d)) V`` with ``Q`` from ``f'_n`` and
    ``K, V`` from ``f_aux`` (spatially reduced like MiT's attention).
