@@ -178,3 +178,15 @@ def test_constructor_validation() -> None:
         SegMetrics(0)
     with pytest.raises(ValueError, match="class names"):
         SegMetrics(3, class_names=["a", "b"])
+
+
+def test_class_ids_is_argmax_with_its_tie_and_nan_rules():
+    from equiseg.engine.metrics import class_ids
+
+    logits = torch.randn(3, 7, 9, 11)
+    logits[0, 2] = logits[0, 5] = 50.0  # a tie: the first maximum wins
+    logits[1, 4, 3, 3] = float("nan")  # NaN wins, as in argmax
+    assert torch.equal(class_ids(logits), logits.argmax(1))
+    assert class_ids(logits)[0].unique().tolist() == [2] and class_ids(logits)[1, 3, 3] == 4
+    assert torch.equal(class_ids(logits[0], dim=0), logits[0].argmax(0))
+    assert torch.equal(class_ids(logits.bfloat16()), logits.bfloat16().argmax(1))

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from equiseg.config import EvalConfig
 from equiseg.engine.distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 from equiseg.engine.inference import infer_logits
-from equiseg.engine.metrics import SegMetrics
+from equiseg.engine.metrics import SegMetrics, class_ids
 from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
 
 from .builders import shard_indices
@@ -106,7 +106,7 @@ def evaluate(
                 logits = torch.nn.functional.interpolate(
                     logits, size=label.shape[-2:], mode="bilinear", align_corners=False
                 )
-            pred = logits.float().argmax(1)  # fp32 already (infer_logits); never argmax in bf16
+            pred = class_ids(logits.float())  # fp32 already (infer_logits); never argmax in bf16
             overall.update(pred, label)
             if per_case:
                 for c in dataset.case_of(i):

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from equiseg.config import EvalConfig
+from equiseg.engine.metrics import class_ids
 
 from .inference import infer_logits
 
@@ -151,7 +152,7 @@ def panel_image(
                 logits = torch.nn.functional.interpolate(
                     logits.float(), size=tuple(raw_label.shape), mode="bilinear", align_corners=False
                 )
-            pred = logits.float().argmax(1)[0].cpu()
+            pred = class_ids(logits.float())[0].cpu()
             rows.append(
                 {
                     "inputs": raw_inputs,

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from equiseg.engine.metrics import class_ids
+
 __all__ = ["SHOWCASE", "pick_cases", "predict_samples", "prediction_rows"]
 
 # The cases Fig. 2 shows first (DeLiVER's conditions and sensor failures; MUSES' are matched too).
@@ -95,7 +97,7 @@ def predict_samples(
                 logits = torch.nn.functional.interpolate(
                     logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
                 )
-            out[p] = logits.float().argmax(1)[0].cpu()
+            out[p] = class_ids(logits.float())[0].cpu()
     finally:
         model.train(was_training)
     return out

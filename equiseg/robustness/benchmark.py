@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from equiseg.engine.metrics import CONVENTIONS, Convention, SegMetrics
+from equiseg.engine.metrics import CONVENTIONS, Convention, SegMetrics, class_ids
 
 from .corruptions import (
     NM_LEVELS,
@@ -275,7 +275,7 @@ def run_benchmark(
                         num_classes = int(logits.shape[1])
                     elif logits.shape[1] != num_classes:
                         raise ValueError(f"model returned {logits.shape[1]} classes, expected {num_classes}")
-                    pred = logits.argmax(dim=1)  # V×H×W
+                    pred = class_ids(logits)  # V×H×W
                     for j, v in enumerate(chunk):
                         if v not in computed:
                             computed[v] = SegMetrics(num_classes, ignore_index, class_names, device=device)

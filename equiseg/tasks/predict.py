@@ -58,6 +58,7 @@ from equiseg.data.folder import DatasetSpec, ModalitySpec
 from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
 from equiseg.data.muses import muses_spec
 from equiseg.engine.inference import infer_logits
+from equiseg.engine.metrics import class_ids
 from equiseg.engine.precision import resolve_precision, with_precision
 from equiseg.models import EQUISeg
 from equiseg.reports.panels import colorize, modality_preview
@@ -397,7 +398,7 @@ def _predict_sample(
     logits = infer_logits(model, inputs, mode="whole", num_classes=model.cfg.num_classes)
     if logits.shape[-2:] != (h, w):  # resized for the forward: back to the input size
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].cpu()
+    return class_ids(logits)[0].cpu()
 
 
 def iter_predict(

@@ -157,7 +157,7 @@ class MASM(ASM):
 def selective_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """MAGIC's selection-training target ``M``: the label where ``argmax`` of the aggregate's logits
     (``B×K×H×W``) equals it, ``ignore_index`` elsewhere. ``B×H×W`` int64."""
-    pred = logits.detach().argmax(1)
+    pred = logits.detach().max(1).indices  # = argmax(1), several times faster on CPU
     return torch.where(pred == labels, labels, torch.full_like(labels, ignore_index))
 
 
