@@ -1,17 +1,20 @@
 #!/bin/bash
-# Issue 10/11 measurements after the study, one at a time (2 cores). Run from /work/main.
+# Session 4 measurements (issue 11), one at a time (2 cores). Run from the repository root.
+# Results land in $RUNS (default /work/runs/s4); the committed copies are in docs/results/benchmarks/.
 set -x
-cd /work/main
+RUNS=${RUNS:-/work/runs/s4}
+mkdir -p "$RUNS"
 . .venv/bin/activate
-lscpu | grep -E "Model name|Flags" > /work/runs/measure_cpu.txt
+lscpu | grep -E "Model name|Flags" > "$RUNS/cpu.txt"
+git rev-parse HEAD > "$RUNS/commit.txt"
 date
-/usr/bin/time -f "demo %e s" equiseg demo --out /work/runs/demo_out > /work/runs/demo.log 2>&1
+/usr/bin/time -f "demo %e s" equiseg demo --out "$RUNS/demo_out" > "$RUNS/demo.log" 2>&1
 date
-python benchmarks/precision_bf16.py --checkpoint /work/runs/demo_out/run/best.pt --data-root /work/runs/demo_out/data --reps 2 --json /work/runs/precision_bf16.json > /work/runs/precision_bf16.md 2>/work/runs/precision_bf16.err
+python benchmarks/precision_bf16.py --checkpoint "$RUNS/demo_out/run/best.pt" --data-root "$RUNS/demo_out/data" --reps 2 --json "$RUNS/precision_bf16.json" > "$RUNS/precision_bf16.md" 2>"$RUNS/precision_bf16.err"
 date
-python benchmarks/robustness_speed.py --checkpoint /work/runs/demo_out/run/best.pt --data-root /work/runs/demo_out/data --max-samples 40 --variant-batch-sizes 1 4 8 --repeats 1 --out /work/runs/robustness_speed.json > /work/runs/robustness_speed.md 2>/work/runs/robustness_speed.err
+python benchmarks/robustness_speed.py --checkpoint "$RUNS/demo_out/run/best.pt" --data-root "$RUNS/demo_out/data" --max-samples 40 --variant-batch-sizes 1 4 8 --repeats 1 --out "$RUNS/robustness_speed.json" > "$RUNS/robustness_speed.md" 2>"$RUNS/robustness_speed.err"
 date
-python benchmarks/compare_references.py --cmnext-root /tmp/ref_deliver --stitchfusion-root /tmp/ref_stitch --out /work/runs/compare_references.json > /work/runs/compare_references.md 2>/work/runs/compare_references.err
+python benchmarks/compare_references.py --cmnext-root /tmp/ref_deliver --stitchfusion-root /tmp/ref_stitch --out "$RUNS/compare_references.json" > "$RUNS/compare_references.md" 2>"$RUNS/compare_references.err"
 date
-python benchmarks/data_speed.py --parts compare --compare-samples 3 --repeats 4 --json /work/runs/data_speed.json > /work/runs/data_speed.md 2>/work/runs/data_speed.err
+python benchmarks/train_throughput.py > "$RUNS/train_throughput.md" 2>"$RUNS/train_throughput.err"
 date
