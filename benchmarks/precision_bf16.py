@@ -33,11 +33,13 @@ from equiseg.engine.eval_setup import load_eval_setup
 from equiseg.engine.evaluate import evaluate
 from equiseg.engine.precision import (
     MIN_SPEEDUP,
+    MIN_WORKLOAD_SPEEDUP,
     bf16_probe,
     cpu_bf16_support,
     cpu_model_name,
     describe_precision,
     resolve_precision,
+    sample_inputs,
 )
 
 DEMO_CONFIG = Path(equiseg.__file__).parent / "configs" / "demo.yaml"
@@ -140,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     diff = r16["mIoU"] - r32["mIoU"]
     speedup = t32 / t16
     units = cpu_bf16_support()
-    auto = resolve_precision("auto", "cpu")
+    auto = resolve_precision(
+        "auto", "cpu", model=setup.model, inputs=sample_inputs(data)
+    )  # as `eval` decides
+    auto_note = describe_precision(auto, "auto", "cpu")
     probe = bf16_probe("cpu") if units else None
     n = len(data)
 
@@ -150,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU: {cpu_model_name()}; bf16 units: {', '.join(units) if units else 'none (bf16 is emulated)'}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s).",
         "",
-        f"`precision: auto` here: {describe_precision(auto, 'auto', 'cpu')} (bf16 needs bf16 units and "
-        f">= {MIN_SPEEDUP}× in a matmul probe).",
+        f"`precision: auto` here: {auto_note} (bf16 needs bf16 units, >= {MIN_SPEEDUP}× in a matmul probe "
+        f"and >= {MIN_WORKLOAD_SPEEDUP}× in a forward of the model on one sample).",
         "",
         f"| precision | mIoU | aAcc | mAcc | wall (s, best of {args.reps}) | s / sample | speed-up |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -86,6 +86,74 @@ def test_auto_is_fp32_when_the_probe_is_not_clearly_faster(monkeypatch) -> None:
     assert "needs >= 1.2×" in P.describe_precision("fp32", "auto", "cpu")
 
 
+class _Timed(torch.nn.Module):
+    """A 'model' whose forward takes ``fp32_s`` seconds in fp32 and ``bf16_s`` under bf16 autocast."""
+
+    def __init__(self, fp32_s: float, bf16_s: float) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(3))
+        self.times = {"fp32": fp32_s, "bf16": bf16_s}
+        self.calls: list[tuple[str, bool]] = []
+
+    def forward(self, xs):
+        import time
+
+        precision = "bf16" if torch.is_autocast_enabled("cpu") else "fp32"
+        self.calls.append((precision, self.training))
+        time.sleep(self.times[precision])
+        return xs[0]
+
+
+@pytest.fixture
+def no_workload_cache(monkeypatch):
+    monkeypatch.setattr(P, "_WORKLOAD_PROBES", {})
+
+
+def test_auto_keeps_fp32_where_the_model_itself_gains_nothing(monkeypatch, no_workload_cache) -> None:
+    _fake_cpu(monkeypatch, ("avx512_bf16", "amx_bf16"), 4.0)  # the matmul says bf16 ...
+    model = _Timed(fp32_s=0.01, bf16_s=0.03).train()  # ... the model's forward says no
+    xs = [torch.zeros(1, 3, 8, 8)]
+    assert P.resolve_precision("auto", "cpu", model=model, inputs=xs) == "fp32"
+    note = P.describe_precision("fp32", "auto", "cpu")
+    assert "bf16 matmul at 4.0×" in note and "this model's forward at 0.3" in note and "needs >= 1.1×" in note
+    assert [c[0] for c in model.calls] == [
+        "fp32",
+        "bf16",
+        "fp32",
+        "fp32",
+        "bf16",
+        "bf16",
+    ]  # warm-ups, best of 2
+    assert not any(training for _, training in model.calls) and model.training  # eval for the probe, restored
+    assert P.resolve_precision("auto", "cpu", model=model, inputs=xs) == "fp32"
+    assert len(model.calls) == 6  # the verdict is cached per model and input shapes
+    assert P.resolve_precision("auto", "cpu", model=model, inputs=[torch.zeros(2, 3, 8, 8)]) == "fp32"
+    assert len(model.calls) == 12  # another shape: probed again
+    assert P.resolve_precision("auto", "cpu") == "bf16"  # no model given: the hardware rule alone
+    assert "this model's forward" not in P.describe_precision("bf16", "auto", "cpu")
+    assert P.resolve_precision("fp32", "cpu", model=model, inputs=xs) == "fp32"
+
+
+def test_auto_takes_bf16_where_the_model_gains(monkeypatch, no_workload_cache) -> None:
+    _fake_cpu(monkeypatch, ("amx_bf16",), 4.0)
+    model = _Timed(fp32_s=0.03, bf16_s=0.005)
+    assert P.resolve_precision("auto", "cpu", model=model, inputs=[torch.zeros(1, 3, 8, 8)]) == "bf16"
+    note = P.describe_precision("bf16", "auto", "cpu")
+    assert "this model's forward at" in note and "needs" not in note
+    _fake_cpu(monkeypatch, (), None)  # no bf16 units: the model is never timed
+    model = _Timed(fp32_s=0.03, bf16_s=0.005)
+    assert P.resolve_precision("auto", "cpu", model=model, inputs=[torch.zeros(1, 3, 9, 9)]) == "fp32"
+    assert model.calls == []
+
+
+def test_sample_inputs_is_a_batch_of_one() -> None:
+    x = torch.randn(3, 8, 8)
+    data = [([x, None], torch.zeros(8, 8))]
+    got = P.sample_inputs(data)
+    assert got[0].shape == (1, 3, 8, 8) and torch.equal(got[0][0], x) and got[1] is None
+    assert P.sample_inputs([]) is None
+
+
 def test_explicit_values_are_honoured(monkeypatch) -> None:
     _fake_cpu(monkeypatch, (), None)
     assert P.resolve_precision("bf16", "cpu") == "bf16"  # slow without units, but asked for

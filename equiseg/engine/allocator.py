@@ -17,6 +17,14 @@ RSS over 16 training steps of mixed sizes, and then flat). ``system`` leaves gli
 It is applied once, when ``equiseg`` is imported, from the environment variable
 ``EQUISEG_CPU_ALLOCATOR`` (``retain`` | ``system``); it changes nothing on other C libraries or systems.
 No tensor value depends on it.
+
+Forked children (DataLoader workers, ``multiprocessing`` with fork) would otherwise share the whole
+retained heap copy-on-write: every page the parent then rewrites at its next step is copied, and the old
+copy stays with the child -- two workers beside an EQUISeg-B2 512² training took the 24 GiB machine
+from 12.5 to 23.9 GiB. So a fork hook (:func:`os.register_at_fork`) makes each child give its view of the
+parent's *free* heap pages back at once (``malloc_trim(0)``, which releases free chunks with ``madvise``; the
+parent keeps its pages, and no longer needs to copy them) and switches the child to ``system``: a worker
+that decodes images has no use for a retained heap.
 """
 
 from __future__ import annotations
@@ -85,6 +93,20 @@ def configure_cpu_allocator(mode: str | None = None) -> str:
         ok = True
     _state["mode"] = mode if ok else "system"
     return _state["mode"]
+
+
+def _after_fork_in_child() -> None:
+    if _state["mode"] != "retain":
+        return
+    libc = _glibc()
+    if libc is None:
+        return
+    configure_cpu_allocator("system")
+    libc.malloc_trim(0)  # drop this child's mapping of the parent's free heap pages
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def cpu_allocator() -> str:

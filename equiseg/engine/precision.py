@@ -16,13 +16,18 @@ The environment variable ``EQUISEG_AUTO_PRECISION=fp32`` (or ``bf16``) fixes wha
 machine -- for test suites and CI whose expected numbers must not depend on the CPU they land on.
 Explicit ``fp32`` / ``bf16`` settings are not affected.
 
-Why a matmul probe and not a forward of the model: the decision is taken before any data is loaded
-and must not depend on the image size; the probe answers "are the bf16 units there and usable" (a
-CPU may list ``amx_bf16`` while the OS does not enable AMX for the process; a 256² matmul first keeps
-that case to about 0.1 s). How much a given model
-gains is what ``benchmarks/precision_bf16.py`` measures, side by side with fp32 mIoU, in one run; on
-small inputs the gain is smaller than the matmul's (on one AMX Xeon: matmul 4.6×, EQUISeg-B0 forward
-1.1× at 128², 1.4× at 256², one thread).
+The matmul probe answers "are the bf16 units there and usable" (a CPU may list ``amx_bf16`` while the
+OS does not enable AMX for the process; a 256² matmul first keeps that case to about 0.1 s). It does not
+say whether *this model at this size* gains: on small inputs the gain is far below the matmul's (one AMX
+Xeon: matmul 3.3×, the demo's EQUISeg-B0 forward at 128² 0.99× -- no faster at all). So where the
+caller has the model and a sample (``evaluate``, ``robustness``, ``analyze``, and the robustness runs of
+``demo``, ``compare``, ``ablate``), ``auto`` also times one forward of the model on that sample in both
+precisions (:func:`workload_probe`: one warm-up each, best of :data:`WORKLOAD_REPS`) and keeps bf16 only
+when it is at least :data:`MIN_WORKLOAD_SPEEDUP` times faster. The verdict is cached per process by
+model class, parameter count and input shapes, so a run's validations and its later benchmark agree (and the
+probe costs its six forwards once). ``predict`` decides before it reads an image and uses the hardware
+rule alone. Near the threshold two processes may decide differently; every output says which ran.
+``benchmarks/precision_bf16.py`` measures the gain and the mIoU difference side by side.
 
 What autocast covers: only the network's forward (:class:`AutocastModel`, :func:`inference_autocast`
 around ``encode`` for the analysis). Its outputs are cast back to fp32 at once, so the resizing,
@@ -54,12 +59,14 @@ __all__ = [
     "ProbeResult",
     "bf16_is_faster",
     "bf16_probe",
+    "workload_probe",
     "check_precision",
     "cpu_bf16_support",
     "cpu_model_name",
     "describe_precision",
     "inference_autocast",
     "resolve_precision",
+    "sample_inputs",
     "with_precision",
 ]
 
@@ -72,6 +79,10 @@ AUTO_ENV = "EQUISEG_AUTO_PRECISION"  # fp32 | bf16: what auto means, whatever th
 MIN_SPEEDUP = 1.2  # auto picks bf16 only when the probe runs it at least this much faster
 PROBE_SIZE = 1024  # the probe's square matmul
 PROBE_REPS = 3  # timed runs of each precision (after one warm-up); the minimum counts
+MIN_WORKLOAD_SPEEDUP = 1.1  # ... and a forward of the model itself at least this much faster
+WORKLOAD_REPS = 2  # timed forwards of each precision in the workload probe (after one warm-up)
+_WORKLOAD_PROBES: dict[tuple, ProbeResult] = {}  # per process: (device, model, shapes) -> probe
+_LAST_WORKLOAD: dict[str, ProbeResult | None] = {"probe": None}  # the last resolve's, for its note
 
 
 def check_precision(precision: Any, key: str = "eval.precision") -> str:
@@ -199,21 +210,90 @@ def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
     return bf16_probe("cpu").speedup >= MIN_SPEEDUP
 
 
+def _workload_key(model: nn.Module, inputs: list[torch.Tensor | None], device: torch.device) -> tuple:
+    shapes = tuple(None if x is None else tuple(x.shape) for x in inputs)
+    return (device.type, type(model).__name__, sum(p.numel() for p in model.parameters()), shapes)
+
+
+def workload_probe(
+    model: nn.Module, inputs: list[torch.Tensor | None], device: torch.device | str = "cpu"
+) -> ProbeResult:
+    """Time one eval-mode forward ``model(inputs)`` in fp32 and under bf16 autocast: one warm-up each,
+    then the best of :data:`WORKLOAD_REPS`. Cached per process by device, model class, parameter count
+    and input shapes (a run's validations and its later benchmark share one verdict). The model's
+    train/eval mode is restored; its eval-mode forward draws no random numbers, so torch's RNG does
+    not move.
+    """
+    device = torch.device(device)
+    key = _workload_key(model, inputs, device)
+    if key in _WORKLOAD_PROBES:
+        return _WORKLOAD_PROBES[key]
+    xs = [None if x is None else x.to(device) for x in inputs]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def forward(precision: Precision):
+        def run() -> None:
+            with inference_autocast(precision, device):
+                model(xs)
+            sync()
+
+        return run
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            forward("fp32")()  # warm-ups (oneDNN builds its kernels on the first call)
+            forward("bf16")()
+            result = ProbeResult(
+                _best_time(forward("fp32"), WORKLOAD_REPS), _best_time(forward("bf16"), WORKLOAD_REPS)
+            )
+    finally:
+        model.train(was_training)
+    _WORKLOAD_PROBES[key] = result
+    return result
+
+
 def resolve_precision(
-    precision: str, device: torch.device | str = "cpu", *, key: str = "eval.precision"
+    precision: str,
+    device: torch.device | str = "cpu",
+    *,
+    key: str = "eval.precision",
+    model: nn.Module | None = None,
+    inputs: list[torch.Tensor | None] | None = None,
 ) -> Precision:
     """``"auto" | "fp32" | "bf16"`` -> the precision that runs on ``device``: ``"fp32"`` or ``"bf16"``.
+
+    ``model`` and ``inputs`` (a batch the model takes, e.g. one sample of the split being scored): with
+    ``auto`` on a CPU whose bf16 units pass the matmul probe, bf16 is kept only if this model's forward
+    on these inputs is at least :data:`MIN_WORKLOAD_SPEEDUP` times faster in it (:func:`workload_probe`).
 
     Raises:
         ValueError: any other value, naming ``key`` (the config key or the flag).
     """
     check_precision(precision, key)
+    _LAST_WORKLOAD["probe"] = None
     if precision != "auto":
         return precision  # type: ignore[return-value]
     forced = _forced_auto()
     if forced is not None:
         return forced
-    return "bf16" if bf16_is_faster(device) else "fp32"
+    if not bf16_is_faster(device):
+        return "fp32"
+    if model is None or inputs is None or torch.device(device).type != "cpu":
+        return "bf16"
+    probe = workload_probe(model, inputs, device)
+    _LAST_WORKLOAD["probe"] = probe
+    return "bf16" if probe.speedup >= MIN_WORKLOAD_SPEEDUP else "fp32"
+
+
+def sample_inputs(dataset: Any, index: int = 0) -> list[torch.Tensor | None] | None:
+    """Sample ``index`` of ``dataset`` (``(inputs, label)`` items) as a batch of one, for the workload
+    probe; None for an empty data set."""
+    if len(dataset) <= index:
+        return None
+    inputs = dataset[index][0]
+    return [None if x is None else (x if x.ndim == 4 else x.unsqueeze(0)) for x in inputs]
 
 
 def _forced_auto() -> Precision | None:
@@ -241,8 +321,15 @@ def describe_precision(precision: str, requested: str, device: torch.device | st
             if not units:
                 why = f"{where}, bf16 would be emulated and slow"
             else:
-                speed = f"bf16 matmul at {bf16_probe('cpu').speedup:.1f}× the fp32 speed"
-                why = f"{where}, {speed}" + ("" if precision == "bf16" else f" (needs >= {MIN_SPEEDUP}×)")
+                mm = bf16_probe("cpu").speedup
+                why = f"{where}, bf16 matmul at {mm:.1f}× the fp32 speed"
+                workload = _LAST_WORKLOAD["probe"]
+                if mm < MIN_SPEEDUP:
+                    why += f" (needs >= {MIN_SPEEDUP}×)"
+                elif workload is not None:
+                    why += f", this model's forward at {workload.speedup:.2f}× in bf16"
+                    if precision != "bf16":
+                        why += f" (needs >= {MIN_WORKLOAD_SPEEDUP}×)"
         elif precision == "bf16" and not units:
             why = f"asked for; {where}: bf16 is emulated and slower than fp32"
         else:

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from equiseg.engine.precision import describe_precision, inference_autocast, resolve_precision
+from equiseg.engine.precision import describe_precision, inference_autocast, resolve_precision, sample_inputs
 from equiseg.utils import to_jsonable
 
 NUM_STAGES = 4
@@ -295,9 +295,13 @@ def modality_contributions(
     intermediates = bool(getattr(model, "has_intermediate_features", False))
     device = _device_of(model) if device is None else torch.device(device)
     requested = precision
-    precision = resolve_precision(precision, device, key="precision")
+    model.to(device)
+    probe = None
+    if precision == "auto" and hasattr(dataset, "__getitem__"):
+        probe = sample_inputs(dataset)  # auto: bf16 only where this model's forward gains from it
+    precision = resolve_precision(precision, device, key="precision", model=model, inputs=probe)
     was_training = model.training
-    model.to(device).eval()
+    model.eval()
     samples, total = _iter_samples(dataset, max_samples)
     sums: dict[str, torch.Tensor] = {}  # key -> S×P, float64
     sq_sums: dict[str, torch.Tensor] = {}
