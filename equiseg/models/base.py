@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from equiseg.models.config import ModelConfig
@@ -25,6 +26,19 @@ from equiseg.models.config import ModelConfig
 from .losses import cross_entropy, ohem_cross_entropy
 
 MIN_INPUT_SIZE = 32  # below this the stride-32 stage / spatial reductions run out of pixels
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of ``B×K×h×w`` head logits to the input ``size`` (``align_corners=False``), in the
+    standard (NCHW) layout.
+
+    The heads produce channels-last logits (their convolutions run that way); resized as they are, the
+    full-size logits stay channels-last, and the cross-entropy's log-softmax over K is then about 2×
+    slower on CPU (2×25×512² logits: 56 vs 27 ms forward + backward). Making the small logits
+    contiguous first costs ~1 ms: resize + loss went from 88 to 64 ms per 512² batch of 2.
+    """
+    return F.interpolate(logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=False)
+
 
 Inputs = Sequence[torch.Tensor | None]
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from equiseg.layers import init_weights
@@ -67,7 +66,7 @@ from equiseg.layers.norm import ChannelLayerNorm
 from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
-from .base import SegModel
+from .base import SegModel, upsample_logits
 from .modules.frm_ffm import FFM, FRM, fusion_reference_rules, prefixed_rules
 from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
 from .modules.hub import SelfQueryHub
@@ -321,7 +320,7 @@ class CMNeXt(SegModel):
     def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
         fused, _ = self._run(x, present, want_features=False)
         logits = self.head(fused)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(logits, x.shape[-2:])
 
 
 # cmnext_b0 ... cmnext_b5: head width 512 (256 for B0/B1), OHEM CE, and DELIVER's LayerNorm eps 1e-5

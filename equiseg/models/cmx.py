@@ -42,14 +42,13 @@ for a missing modality (for normalised RGB the mean colour); both conventions gi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from equiseg.layers import DropPath, init_weights
 from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
-from .base import SegModel
+from .base import SegModel, upsample_logits
 from .modules.frm_ffm import FFM, FRM, fusion_reference_rules
 from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
 from .reference import map_state_dict
@@ -164,7 +163,7 @@ class CMX(SegModel):
     def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
         fused, _ = self._run(x, present, want_features=False)
         logits = self.head(fused)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(logits, x.shape[-2:])
 
 
 # cmx_b0 ... cmx_b5: head width 512 (256 for B0/B1), plain CE (ModelConfig's default loss)

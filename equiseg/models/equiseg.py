@@ -21,14 +21,13 @@ them and computes nothing extra.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from equiseg.layers import init_weights
 from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
-from .base import MIN_INPUT_SIZE, Inputs, LossOutput, SegModel
+from .base import MIN_INPUT_SIZE, Inputs, LossOutput, SegModel, upsample_logits
 from .modules import CMTB, SegFormerHead
 from .registry import register_architecture, register_mit_variants, segformer_decoder_dim
 from .sgm import sgm_loss
@@ -142,7 +141,7 @@ class EQUISeg(SegModel):
         # mean over present modalities (the fused feature), taken in the channels-last layout
         fused = [f.permute(0, 1, 3, 4, 2).mean(0).permute(0, 3, 1, 2) for f in feats]
         logits = self.head(fused)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return upsample_logits(logits, size)
 
     # --- public API ---------------------------------------------------------------------------------
     def encode(

@@ -73,14 +73,13 @@ Choices the papers leave open (or that the sources at hand did not state), made 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from equiseg.layers import init_weights
 from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
-from .base import Inputs, LossOutput, SegModel
+from .base import Inputs, LossOutput, SegModel, upsample_logits
 from .modules.heads import SegFormerHead
 from .modules.magic_aggregation import MAM, MIM
 from .modules.magic_selection import (
@@ -150,7 +149,7 @@ class MAGIC(SegModel):
 
     def _predict(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Four ``B×C_s×h_s×w_s`` maps -> logits ``B×K×H×W`` at the input size."""
-        return F.interpolate(self.head(feats), size=size, mode="bilinear", align_corners=False)
+        return upsample_logits(self.head(feats), size)
 
     # --- public API ---------------------------------------------------------------------------------
     def encode(self, inputs: Inputs) -> list[torch.Tensor]:

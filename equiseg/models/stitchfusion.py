@@ -54,14 +54,13 @@ import re
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from equiseg.layers import init_weights
 from equiseg.models.config import ModelConfig
 
 from .backbones import MixVisionTransformer, mit_kwargs
-from .base import Inputs, SegModel
+from .base import Inputs, SegModel, upsample_logits
 from .modules.adapters import ADAPTER_MODES, PairAdapters, PairPlan, adapter_pairs, pair_plan
 from .modules.feature_cross import FeatureCross
 from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
@@ -183,7 +182,7 @@ class StitchFusion(SegModel):
 
     def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
         logits = self.head(self._fuse(self._encode(x, present), present))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(logits, x.shape[-2:])
 
     # --- released checkpoints ---------------------------------------------------------------------------
     def reference_state_dict(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
