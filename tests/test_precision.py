@@ -152,6 +152,8 @@ def test_sample_inputs_is_a_batch_of_one() -> None:
     got = P.sample_inputs(data)
     assert got[0].shape == (1, 3, 8, 8) and torch.equal(got[0][0], x) and got[1] is None
     assert P.sample_inputs([]) is None
+    loader = torch.utils.data.DataLoader(data, batch_size=1, collate_fn=lambda b: b)
+    assert P.sample_inputs(loader) is None  # not indexable: auto keeps the hardware rule
 
 
 def test_explicit_values_are_honoured(monkeypatch) -> None:

@@ -289,10 +289,14 @@ def resolve_precision(
 
 def sample_inputs(dataset: Any, index: int = 0) -> list[torch.Tensor | None] | None:
     """Sample ``index`` of ``dataset`` (``(inputs, label)`` items) as a batch of one, for the workload
-    probe; None for an empty data set."""
-    if len(dataset) <= index:
+    probe; None for an empty data set or one that cannot be indexed (a DataLoader, an iterable data
+    set), where ``auto`` then keeps the hardware rule."""
+    try:
+        if len(dataset) <= index:
+            return None
+        inputs = dataset[index][0]
+    except (TypeError, NotImplementedError):
         return None
-    inputs = dataset[index][0]
     return [None if x is None else (x if x.ndim == 4 else x.unsqueeze(0)) for x in inputs]
 
 
