@@ -24,7 +24,10 @@ CELL_KEYS = {
 
 def test_tiny_run_writes_the_report(tmp_path):
     out = tmp_path / "report.json"
-    argv = "--skip-public --models segformer_b0 --size 64 --batch 1 --repeats 1 --threads 1 --matmul-size 128"
+    argv = (
+        "--skip-public --models segformer_b0 --size 64 --batch 1 --repeats 1 --threads 1 --matmul-size 128 "
+        "--process-repeats 2"
+    )
     r = subprocess.run(
         [sys.executable, str(BENCH / "compare_references.py"), *argv.split(), "--out", str(out)],
         capture_output=True,
@@ -39,6 +42,10 @@ def test_tiny_run_writes_the_report(tmp_path):
     assert (cell["impl"], cell["model"], cell["n"], cell["threads"]) == ("ours", "segformer_b0", 4, 1)
     assert cell["allocator"] == ("retain" if allocator_available() else "system")
     assert cell["gflops"] == cell["gflops_own"] > 0 and cell["fwd_s"] > 0 and cell["peak_rss_mb"] > 0
+    # two fresh processes; the one with the fastest train step is the row
+    assert len(cell["process_runs"]) == 2 and report["process_repeats"] == 2
+    assert cell["step_s"] == min(r["step_s"] for r in cell["process_runs"])
+    assert "of 2 fresh process(es), the one with the fastest train step" in r.stdout
     assert set(report["machine"]["flags"]) == set(cr.CPU_FLAGS)
     assert [t["result"] for t in report["targets"]] == ["n/a"] * len(cr.TARGETS)
     assert f"| ours | segformer_b0 | {cell['allocator']} | 4 |" in r.stdout and "## Targets" in r.stdout
