@@ -20,3 +20,8 @@ python benchmarks/robustness_speed.py --checkpoint "$RUNS/demo_out/run/best.pt" 
 date
 python benchmarks/train_throughput.py > "$RUNS/train_throughput.md" 2>"$RUNS/train_throughput.err"
 date
+# Then, at commit 476d4ea (compare_references with --process-repeats, default 2), the table in the README:
+#   RUNS=/work/runs/s4rep; python benchmarks/compare_references.py --cmnext-root /tmp/ref_deliver \
+#     --stitchfusion-root /tmp/ref_stitch --out "$RUNS/compare_references.json" > "$RUNS/compare_references.md"
+# compare_references.json/.md here are that run; compare_references_8ceb24a.* and _0babba3.* the
+# single-process runs before it.
