@@ -39,7 +39,6 @@ from equiseg.engine.precision import (
     cpu_model_name,
     describe_precision,
     resolve_precision,
-    sample_inputs,
 )
 
 DEMO_CONFIG = Path(equiseg.__file__).parent / "configs" / "demo.yaml"
@@ -142,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     diff = r16["mIoU"] - r32["mIoU"]
     speedup = t32 / t16
     units = cpu_bf16_support()
-    auto = resolve_precision(
-        "auto", "cpu", model=setup.model, inputs=sample_inputs(data)
-    )  # as `eval` decides
+    auto = resolve_precision("auto", "cpu", model=setup.model, data=data)  # as `eval` decides
     auto_note = describe_precision(auto, "auto", "cpu")
     probe = bf16_probe("cpu") if units else None
     n = len(data)

@@ -146,6 +146,30 @@ def test_auto_takes_bf16_where_the_model_gains(monkeypatch, no_workload_cache) -
     assert model.calls == []
 
 
+def test_the_probe_sample_is_read_from_data_only_when_it_runs(monkeypatch, no_workload_cache) -> None:
+    class Data:
+        reads = 0
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            Data.reads += 1
+            return [torch.zeros(3, 16, 12)], torch.zeros(16, 12)
+
+    _fake_cpu(monkeypatch, ("amx_bf16",), 4.0)
+    model = _Timed(fp32_s=0.02, bf16_s=0.0)
+    assert P.resolve_precision("fp32", "cpu", model=model, data=Data()) == "fp32"
+    monkeypatch.setenv(P.AUTO_ENV, "fp32")
+    assert P.resolve_precision("auto", "cpu", model=model, data=Data()) == "fp32"
+    assert Data.reads == 0 and model.calls == []  # nothing to probe: the data are not touched
+    monkeypatch.delenv(P.AUTO_ENV)
+    assert P.resolve_precision("auto", "cpu", model=model, data=Data(), crop=(8, 8)) == "bf16"
+    assert Data.reads == 1
+    (key,) = P._WORKLOAD_PROBES
+    assert key[-1] == ((1, 3, 8, 8),)  # the window the forward runs on, batch of one
+
+
 def test_sample_inputs_is_a_batch_of_one() -> None:
     x = torch.randn(3, 8, 8)
     data = [([x, None], torch.zeros(8, 8))]

@@ -27,7 +27,7 @@ from equiseg.config import EvalConfig
 from equiseg.engine.distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 from equiseg.engine.inference import infer_logits
 from equiseg.engine.metrics import SegMetrics, class_ids
-from equiseg.engine.precision import describe_precision, resolve_precision, sample_inputs, with_precision
+from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
 
 from .builders import shard_indices
 
@@ -79,11 +79,8 @@ def evaluate(
     n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     indices = shard_indices(n, get_rank(), get_world_size())
     # auto: bf16 only if this model's forward on a sample of this split is measurably faster in it
-    probe = sample_inputs(dataset) if n and cfg.precision == "auto" else None
-    if probe is not None and cfg.mode == "slide":  # the forward runs on crops
-        ch, cw = cfg.crop_size
-        probe = [None if x is None else x[..., :ch, :cw] for x in probe]
-    precision = resolve_precision(cfg.precision, device, model=model, inputs=probe)
+    crop = cfg.crop_size if cfg.mode == "slide" else None  # the forward runs on windows
+    precision = resolve_precision(cfg.precision, device, model=model, data=dataset if n else None, crop=crop)
     if get_world_size() > 1:  # rank 0's verdict everywhere: the probe is timed per process
         precision = all_gather_objects(precision)[0]
     net = with_precision(model, precision, device)  # bf16: autocast forward, fp32 logits out

@@ -44,6 +44,7 @@ import functools
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -261,12 +262,17 @@ def resolve_precision(
     key: str = "eval.precision",
     model: nn.Module | None = None,
     inputs: list[torch.Tensor | None] | None = None,
+    data: Any = None,
+    crop: Sequence[int] | None = None,
 ) -> Precision:
     """``"auto" | "fp32" | "bf16"`` -> the precision that runs on ``device``: ``"fp32"`` or ``"bf16"``.
 
-    ``model`` and ``inputs`` (a batch the model takes, e.g. one sample of the split being scored): with
-    ``auto`` on a CPU whose bf16 units pass the matmul probe, bf16 is kept only if this model's forward
-    on these inputs is at least :data:`MIN_WORKLOAD_SPEEDUP` times faster in it (:func:`workload_probe`).
+    ``model`` and ``inputs`` (a batch the model takes) or ``data`` (a data set whose first sample is
+    that batch, read only if the probe runs; see :func:`sample_inputs`), optionally cut to its top-left
+    ``crop`` (h, w) where the forward runs on windows: with ``auto`` on a CPU whose bf16 units pass the
+    matmul probe, bf16 is kept only if this model's forward on these inputs is at least
+    :data:`MIN_WORKLOAD_SPEEDUP` times faster in it (:func:`workload_probe`). Without either, the
+    hardware rule alone decides.
 
     Raises:
         ValueError: any other value, naming ``key`` (the config key or the flag).
@@ -280,8 +286,12 @@ def resolve_precision(
         return forced
     if not bf16_is_faster(device):
         return "fp32"
+    if inputs is None and data is not None:
+        inputs = sample_inputs(data)
     if model is None or inputs is None or torch.device(device).type != "cpu":
         return "bf16"
+    if crop is not None:
+        inputs = [None if x is None else x[..., : crop[0], : crop[1]] for x in inputs]
     probe = workload_probe(model, inputs, device)
     _LAST_WORKLOAD["probe"] = probe
     return "bf16" if probe.speedup >= MIN_WORKLOAD_SPEEDUP else "fp32"

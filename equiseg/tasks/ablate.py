@@ -264,7 +264,7 @@ def run_ablation(
     """
     from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
-    from equiseg.engine.precision import resolve_precision, sample_inputs, with_precision
+    from equiseg.engine.precision import resolve_precision, with_precision
     from equiseg.engine.train import resolve_device, train
     from equiseg.robustness import run_benchmark
 
@@ -302,7 +302,7 @@ def run_ablation(
         ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
         model = load_model(ckpt, device=device)
         # the precision the trainer's validation used (eval.precision): clean mIoU = validation mIoU
-        precision = resolve_precision(cfg.eval.precision, device, model=model, inputs=sample_inputs(val_eval))
+        precision = resolve_precision(cfg.eval.precision, device, model=model, data=val_eval)
         rob = run_benchmark(
             with_precision(model, precision, device),
             val_eval,

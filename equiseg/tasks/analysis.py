@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from equiseg.engine.precision import describe_precision, inference_autocast, resolve_precision, sample_inputs
+from equiseg.engine.precision import describe_precision, inference_autocast, resolve_precision
 from equiseg.utils import to_jsonable
 
 NUM_STAGES = 4
@@ -296,10 +296,8 @@ def modality_contributions(
     device = _device_of(model) if device is None else torch.device(device)
     requested = precision
     model.to(device)
-    probe = None
-    if precision == "auto" and hasattr(dataset, "__getitem__"):
-        probe = sample_inputs(dataset)  # auto: bf16 only where this model's forward gains from it
-    precision = resolve_precision(precision, device, key="precision", model=model, inputs=probe)
+    # auto: bf16 only where this model's forward on a sample of the data gains from it
+    precision = resolve_precision(precision, device, key="precision", model=model, data=dataset)
     was_training = model.training
     model.eval()
     samples, total = _iter_samples(dataset, max_samples)

@@ -128,7 +128,7 @@ def score_model(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Robustness benchmark (all tests), analysis and cost of one model on ``val``."""
-    from equiseg.engine.precision import resolve_precision, sample_inputs, with_precision
+    from equiseg.engine.precision import resolve_precision, with_precision
     from equiseg.engine.profile import count_params, forward_flops, images_per_second
     from equiseg.robustness import run_benchmark
 
@@ -138,7 +138,7 @@ def score_model(
     mods = list(cfg.data.modalities)
     t0 = time.perf_counter()
     # as the trainer's validation (the same model and sample shapes: the same cached verdict)
-    precision = resolve_precision(cfg.eval.precision, device, model=model, inputs=sample_inputs(val))
+    precision = resolve_precision(cfg.eval.precision, device, model=model, data=val)
     rob = run_benchmark(
         with_precision(model, precision, device),
         val,

@@ -120,7 +120,7 @@ def run_demo(
     # robustness benchmark (SPEC §5; RMM at the headline rate r = 0.5 only) and modality contributions
     from torch.utils.data import Subset
 
-    from equiseg.engine.precision import resolve_precision, sample_inputs, with_precision
+    from equiseg.engine.precision import resolve_precision, with_precision
     from equiseg.reports.robustness import robustness_section
     from equiseg.robustness import run_benchmark
     from equiseg.tasks.analysis import analysis_section, modality_contributions, write_analysis
@@ -128,7 +128,7 @@ def run_demo(
     t0 = time.perf_counter()
     subset = Subset(val, range(min(len(val), size.robustness_samples)))
     precision = metrics.get("precision") or resolve_precision(
-        cfg.eval.precision, "cpu", model=model, inputs=sample_inputs(subset)
+        cfg.eval.precision, "cpu", model=model, data=subset
     )
     rob = run_benchmark(
         with_precision(model, precision, "cpu"),

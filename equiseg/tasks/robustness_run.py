@@ -62,13 +62,13 @@ def run_robustness(
         ``precision_note`` and, with ``out_dir``, ``report`` (the path of ``report.md``).
     """
     from equiseg.engine.eval_setup import load_eval_setup
-    from equiseg.engine.precision import describe_precision, resolve_precision, sample_inputs, with_precision
+    from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
     from equiseg.reports.robustness import write_robustness_report
     from equiseg.robustness import run_benchmark
 
     setup = load_eval_setup(config, checkpoint, overrides, split=split, max_samples=max_samples)
     precision = resolve_precision(
-        setup.cfg.eval.precision, setup.device, model=setup.model, inputs=sample_inputs(setup.dataset)
+        setup.cfg.eval.precision, setup.device, model=setup.model, data=setup.dataset
     )
     result = run_benchmark(
         with_precision(setup.model, precision, setup.device),
