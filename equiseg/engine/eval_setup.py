@@ -72,6 +72,8 @@ TRAINING_ONLY_MODEL_KEYS = frozenset(
         "prototype",
         "pairing",
         "lambda_sgm",
+        "sgm_features",
+        "sgm_convention",
         "drop_rate",
         "attn_drop_rate",
         "drop_path_rate",

@@ -75,6 +75,12 @@ class ModelConfig:
     # the next stage and the head see); "pre_ln", the CMTB output f' + f_c before it; "pre_cmtb", f'
     # before the CMTB (then L_s does not reach the CMTB). docs/reproduction.md reports each.
     sgm_features: typing.Literal["post_ln", "pre_ln", "pre_cmtb"] = "post_ln"
+    # The SGM's arithmetic around Eq. (3)-(4), which the paper leaves open (equiseg/models/sgm.py):
+    # "spec", the literal reading (batch prototypes of the present classes, class mean, KL averaged over
+    # channels); "reference", that of the authors' RobustSeg code (per-sample prototypes of all classes
+    # divided by the count twice, KL mean over K·C, divided by the batch size) -- about 10³ times weaker
+    # at the same λ. docs/reproduction.md compares them.
+    sgm_convention: typing.Literal["spec", "reference"] = "spec"
 
     # --- peers (SPEC §8): each architecture's own fields, one block per architecture, below this line
 

@@ -201,6 +201,7 @@ class EQUISeg(SegModel):
                 ignore_index=cfg.ignore_index,
                 prototype=cfg.prototype,
                 pairing=cfg.pairing,
+                convention=cfg.sgm_convention,
                 generator=generator,
             )
         else:

@@ -1,19 +1,35 @@
-"""Self-Guided Module (SGM), paper §2.2 / Fig. 1(c), SPEC §1.5 -- a training-only loss.
+"""Self-Guided Module (SGM), paper §2.2 / Fig. 1(c) -- a training-only loss, under two conventions.
 
-For each stage ``i`` and present modality ``n`` the class prototypes of the stage features (Eq. 3)
+The paper gives Eq. (3)-(4) but not the arithmetic around them (per batch or per sample, which classes,
+how the KL is reduced). Two readings are implemented (``convention=``, ``ModelConfig.sgm_convention``;
+docs/reproduction.md, "The two SGM conventions", compares them):
+
+``"spec"`` -- the literal reading of the paper's equations. For each stage ``i`` and present modality ``n`` the class prototypes of the stage features (Eq. 3)
 ``P_n[c] = mean_j f^j 1[l_j = c]`` are taken over the whole batch, with the labels resized to the
 stage grid by nearest interpolation (ignore 255; classes absent from the batch are left out; the sum is
-divided by the count once -- a reference implementation divides twice). Each step the modalities are
-shuffled (one dropped at random when their number is odd); the first half are teachers, the second half
-students, paired in order. For a pair and each channel ``d``, ``p = softmax_c P[:, d]`` over the present
-classes and ``KL(t‖s) = Σ_c p_t log(p_t / p_s)``, averaged over channels; the teacher is detached.
+divided by the count once). For a pair and each channel ``d``, ``p = softmax_c P[:, d]`` over the
+present classes and ``KL(t‖s) = Σ_c p_t log(p_t / p_s)``, averaged over channels.
 ``L_s = Σ_stages Σ_pairs KL`` (Eq. 4).
 
-Ablations (paper Tab. 3): ``prototype=False`` applies the same KL to pixel features (softmax over
-channels, per pixel, averaged over all pixels of the stage grid); ``pairing="cosine"`` keeps the random
-teachers but gives each, greedily in order, the most similar remaining modality by prototype cosine
-similarity (averaged over the stages). Everything is vectorised over modalities and pairs and never
-synchronises with the device.
+``"reference"`` -- the arithmetic of the prototype distillation in RobustSeg (the paper's ref. [17], by
+three of its authors), from which the SGM takes its prototypes. Prototypes per **sample**, over **all**
+K classes (absent classes are zero rows), and the class sum is divided by the count **twice** (the class
+mean divided by the class's pixel count, so a class weighs 1/count²). ``log_softmax``/``softmax`` over
+the class axis of the K×C prototype, the KL summed and divided by K·C (``KLDivLoss(reduction="mean")``),
+clamped at 0; summed over stages, pairs and samples and divided by the batch size. Its values are about
+three orders of magnitude below ``"spec"``'s on the same features, so the same λ means a far weaker
+regulariser.
+
+Both: each step the modalities are shuffled (one dropped at random when their number is odd); the first
+half are teachers, the second half students, paired in order; the teacher is detached.
+
+Ablations (paper Tab. 3): ``prototype=False`` applies the KL to pixel features (softmax over channels,
+per pixel; ``"spec"``: averaged over all pixels of the stage grid; ``"reference"``: per sample the KL
+summed over channels and pixels divided by C·h·w, clamped at 0, summed over samples and divided by the
+batch size); ``pairing="cosine"`` keeps the random teachers but gives each, greedily in order, the most
+similar remaining modality by the cosine similarity of the convention's prototypes (averaged over the
+stages). Everything is vectorised over modalities, pairs, samples and classes and never synchronises
+with the device.
 
 Numerics: :func:`sgm_loss` runs entirely in fp32 with autocast disabled. Under fp16 autocast the
 prototype sums (``onehot.T @ flat`` over e.g. 2×256×256 stage-1 pixels at 1024² crops) overflow fp16's
@@ -27,6 +43,17 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+SGM_CONVENTIONS = ("spec", "reference")
+
+
+def _onehot(labels: torch.Tensor, size: tuple[int, int], num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``B×(h·w)×K`` one-hot of the labels resized to ``size`` by nearest interpolation; pixels of no
+    class in ``0..K-1`` (the ignore index) are all-zero rows."""
+    if labels.shape[-2:] != size:
+        labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    classes = torch.arange(num_classes, device=labels.device)
+    return (labels.flatten(1)[..., None] == classes).to(dtype)
 
 
 def class_prototypes(
@@ -43,14 +70,38 @@ def class_prototypes(
         prototypes ``P×C×K`` (zero for absent classes) and ``present``: bool ``K``.
     """
     P, B, C, h, w = feats.shape
-    if labels.shape[-2:] != (h, w):
-        labels = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
-    classes = torch.arange(num_classes, device=labels.device)
-    onehot = (labels.reshape(-1, 1) == classes).to(feats.dtype)  # (B·h·w)×K; ignore rows are all 0
+    onehot = _onehot(labels, (h, w), num_classes, feats.dtype).reshape(B * h * w, num_classes)
     counts = onehot.sum(0)  # K
     flat = feats.permute(0, 1, 3, 4, 2).reshape(P, B * h * w, C)  # P×(B·h·w)×C (a view if channels-last)
     sums = (onehot.T @ flat).transpose(1, 2)  # P×C×K
     return sums / counts.clamp_min(1), counts > 0
+
+
+def sample_prototypes(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The ``"reference"`` convention's prototypes: per sample, all K classes, the class sum divided by
+    the class's pixel count twice (absent classes: zero rows).
+
+    Args:
+        feats: ``P×B×C×h×w`` stage features of P modalities.
+        labels: ``B×H×W`` int64 labels at any resolution; resized here to ``h×w`` (nearest).
+
+    Returns:
+        ``P×B×K×C``.
+    """
+    P, B, C, h, w = feats.shape
+    onehot = _onehot(labels, (h, w), num_classes, feats.dtype)  # B×(h·w)×K
+    counts = onehot.sum(1).clamp_min(1)  # B×K
+    flat = feats.permute(0, 1, 3, 4, 2).reshape(P, B, h * w, C)  # P×B×(h·w)×C
+    sums = onehot.transpose(1, 2) @ flat  # (B×K×hw) @ (P×B×hw×C) -> P×B×K×C
+    return sums / (counts * counts)[..., None]
+
+
+def reference_kl(teacher: torch.Tensor, student: torch.Tensor, dim: int) -> torch.Tensor:
+    """``KLDivLoss(reduction="mean")(log_softmax(s), softmax(t))`` over everything but the two leading
+    (pair, sample) axes, softmax along ``dim``, clamped at 0: ``M×B×… -> M×B``."""
+    log_t = F.log_softmax(teacher, dim=dim)
+    log_s = F.log_softmax(student, dim=dim)
+    return (log_t.exp() * (log_t - log_s)).flatten(2).mean(2).clamp_min(0)
 
 
 def prototype_kl(teacher: torch.Tensor, student: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -87,16 +138,22 @@ def random_pairs(num: int, generator: torch.Generator | None = None) -> tuple[to
 
 
 def cosine_pairs(
-    protos: Sequence[torch.Tensor], present: Sequence[torch.Tensor], generator: torch.Generator | None = None
+    protos: Sequence[torch.Tensor],
+    present: Sequence[torch.Tensor] | None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random teachers; each gets the most prototype-similar modality not yet taken (greedy, in order).
 
-    Similarity: cosine of the flattened ``C×K_present`` prototypes, averaged over the stages.
+    Similarity: cosine of each modality's flattened prototypes, averaged over the stages. ``protos``:
+    per stage, ``P×…`` (modality first); ``present``: per stage a bool K mask of the last axis (the
+    ``"spec"`` prototypes, ``P×C×K``), or None when absent classes are already zero rows.
     """
     num = protos[0].shape[0]
     sim = 0
-    for p, m in zip(protos, present):
-        v = F.normalize((p * m).flatten(1).detach().float(), dim=1)  # P×(C·K), absent classes zeroed
+    for i, p in enumerate(protos):
+        if present is not None:
+            p = p * present[i]  # absent classes zeroed
+        v = F.normalize(p.flatten(1).detach().float(), dim=1)  # P×(everything else)
         sim = sim + v @ v.T
     perm = torch.randperm(num, generator=generator)
     half = num // 2
@@ -121,6 +178,7 @@ def sgm_loss(
     ignore_index: int = 255,
     prototype: bool = True,
     pairing: str = "random",
+    convention: str = "spec",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``L_s`` of Eq. (4): Σ over stages and teacher/student pairs of the KL divergence.
@@ -128,6 +186,7 @@ def sgm_loss(
     Args:
         feats: per stage, ``P×B×C×h×w`` features of the P present modalities.
         labels: ``B×H×W`` int64.
+        convention: ``"spec"`` or ``"reference"`` (the module docstring).
         generator: seeds the random pairing (and teacher choice); None uses torch's global RNG.
 
     Returns:
@@ -137,9 +196,11 @@ def sgm_loss(
     """
     if pairing not in ("random", "cosine"):
         raise ValueError(f"pairing must be 'random' or 'cosine', got {pairing!r}")
+    if convention not in SGM_CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(SGM_CONVENTIONS)}, got {convention!r}")
     with torch.autocast(device_type=feats[0].device.type, enabled=False):
         return _sgm_loss_fp32(
-            [f.float() for f in feats], labels, num_classes, ignore_index, prototype, pairing, generator
+            [f.float() for f in feats], labels, num_classes, prototype, pairing, convention, generator
         )
 
 
@@ -147,19 +208,23 @@ def _sgm_loss_fp32(
     feats: list[torch.Tensor],
     labels: torch.Tensor,
     num_classes: int,
-    ignore_index: int,
     prototype: bool,
     pairing: str,
+    convention: str,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """:func:`sgm_loss` on fp32 features, called with autocast off."""
     P = feats[0].shape[0]
     if P < 2:
         return feats[0].new_zeros(())
+    reference = convention == "reference"
     protos = present = None
     if prototype or pairing == "cosine":
-        pp = [class_prototypes(f, labels, num_classes, ignore_index) for f in feats]
-        protos, present = [p for p, _ in pp], [m for _, m in pp]
+        if reference:
+            protos = [sample_prototypes(f, labels, num_classes) for f in feats]  # P×B×K×C each
+        else:
+            pp = [class_prototypes(f, labels, num_classes) for f in feats]  # P×C×K, K each
+            protos, present = [p for p, _ in pp], [m for _, m in pp]
     if pairing == "cosine":
         t_idx, s_idx = cosine_pairs(protos, present, generator)
     else:
@@ -167,10 +232,14 @@ def _sgm_loss_fp32(
     device = feats[0].device
     t_idx, s_idx = t_idx.to(device), s_idx.to(device)
     total = feats[0].new_zeros((), dtype=torch.float32)
-    for i, f in enumerate(feats):
-        if prototype:
-            kl = prototype_kl(protos[i][t_idx].detach(), protos[i][s_idx], present[i])
+    for i, f in enumerate(feats):  # the stages: 4 tensors of different shapes
+        if reference and prototype:  # M×B×K×C, softmax over the classes
+            kl = reference_kl(protos[i][t_idx].detach(), protos[i][s_idx], dim=2).sum() / f.shape[1]
+        elif reference:  # M×B×C×h×w, softmax over the channels
+            kl = reference_kl(f[t_idx].detach(), f[s_idx], dim=2).sum() / f.shape[1]
+        elif prototype:
+            kl = prototype_kl(protos[i][t_idx].detach(), protos[i][s_idx], present[i]).sum()
         else:
-            kl = pixel_kl(f[t_idx].detach(), f[s_idx])
-        total = total + kl.sum()
+            kl = pixel_kl(f[t_idx].detach(), f[s_idx]).sum()
+        total = total + kl
     return total
