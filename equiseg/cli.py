@@ -293,13 +293,15 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from equiseg.tasks.ablate import run_ablation
 
-    out = args.out or f"runs/ablation_{args.rows}{'_quick' if args.quick else ''}"
+    out = args.out or f"runs/ablation_{args.rows}{_schedule_suffix(args)}"
     r = run_ablation(
         args.config,
         args.rows,
         args.set,
         out_dir=out,
         quick=args.quick,
+        schedule=args.schedule,
+        records=args.records,
         rows=_csv(args.only),
         max_samples=args.max_samples,
         resume=args.resume,
@@ -330,10 +332,34 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
+def _schedule_suffix(args: argparse.Namespace) -> str:
+    name = "quick" if args.quick else args.schedule
+    return f"_{name}" if name else ""
+
+
+def _add_schedule(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--schedule",
+        choices=["quick", "standard"],
+        default=None,
+        help="quick (= --quick) or standard (the demo setting's converged schedule, every val sample); "
+        "default: the config's own",
+    )
+
+
+def _add_records(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--records",
+        default=None,
+        help="a record tree (e.g. docs/results/STUDY): each finished run leaves its small record there "
+        "(no checkpoints), and a run matching a record is taken from it instead of trained",
+    )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from equiseg.tasks.compare import run_compare
 
-    out = args.out or f"runs/compare{'_quick' if args.quick else ''}"
+    out = args.out or f"runs/compare{_schedule_suffix(args)}"
     r = run_compare(
         args.config,
         _csv(args.models) or [],
@@ -342,6 +368,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         checkpoints=_mapping(args.checkpoints, "--checkpoints"),
         out_dir=out,
         quick=args.quick,
+        schedule=args.schedule,
+        records=args.records,
         max_samples=args.max_samples,
         progress=not args.quiet,
     )
@@ -362,7 +390,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from equiseg.tasks.study import TAB1_MODELS, run_study
 
-    out = args.out or f"runs/study{'_quick' if args.quick else ''}"
+    out = args.out or f"runs/study{_schedule_suffix(args)}"
     r = run_study(
         args.config,
         _csv(args.rows) or [],
@@ -373,6 +401,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         models=_csv(args.models) or TAB1_MODELS,
         out_dir=out,
         quick=args.quick,
+        schedule=args.schedule,
+        records=args.records,
         max_samples=args.max_samples,
         progress=not args.quiet,
     )
@@ -514,15 +544,20 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="train and evaluate the rows of the paper's Tab. 2 or Tab. 3")
     ab.add_argument("config")
     ab.add_argument(
-        "--rows", required=True, choices=["tab2", "tab3", "sgm_features"], help="which ablation table"
+        "--rows",
+        required=True,
+        choices=["tab2", "tab3", "sgm_convention", "sgm_features"],
+        help="which ablation table",
     )
     ab.add_argument("--only", default=None, help="comma-separated row ids (default: every row)")
     ab.add_argument("--quick", action="store_true", help="short schedule, val subset (demo setting, CPU)")
-    ab.add_argument("--out", default=None, help="default: runs/ablation_TABLE[_quick]")
+    _add_schedule(ab)
+    ab.add_argument("--out", default=None, help="default: runs/ablation_TABLE[_SCHEDULE]")
     ab.add_argument(
         "--max-samples", type=_positive_int, default=None, help="evaluate on the first N val samples"
     )
     ab.add_argument("--resume", action="store_true", help="reuse rows already finished in --out")
+    _add_records(ab)
     ab.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     ab.set_defaults(func=cmd_ablate)
 
@@ -531,7 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("config")
     st.add_argument(
-        "--rows", default="tab1,tab2,tab3", help="comma-separated tables: tab1, tab2, tab3, sgm_features"
+        "--rows",
+        default="tab1,tab2,tab3",
+        help="comma-separated tables: tab1, tab2, tab3, sgm_convention, sgm_features",
     )
     st.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds")
     st.add_argument(
@@ -544,7 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--quick", action="store_true", help="the short schedule and val subset of ablate --quick"
     )
-    st.add_argument("--out", default=None, help="default: runs/study[_quick]")
+    _add_schedule(st)
+    _add_records(st)
+    st.add_argument("--out", default=None, help="default: runs/study[_SCHEDULE]")
     st.add_argument("--max-samples", type=_positive_int, default=None)
     st.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     st.set_defaults(func=cmd_study)
@@ -573,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="score these files instead of training (equiseg checkpoints or public releases)",
     )
     cp.add_argument("--quick", action="store_true", help="short schedule and a val subset (demo data, CPU)")
-    cp.add_argument("--out", default=None, help="default: runs/compare[_quick]")
+    _add_schedule(cp)
+    _add_records(cp)
+    cp.add_argument("--out", default=None, help="default: runs/compare[_SCHEDULE]")
     cp.add_argument(
         "--max-samples", type=_positive_int, default=None, help="evaluate on the first N val samples"
     )

@@ -176,3 +176,55 @@ def test_a_run_saved_before_a_schema_key_existed_is_still_reused():
     assert not config_matches(saved, cfg)
     assert config_matches({**cfg.to_dict(), "work_dir": "elsewhere"}, cfg, ignore=("work_dir",))
     assert not config_matches(None, cfg) and not config_matches({"model": {"name": "nope"}}, cfg)
+
+
+def test_records_let_a_study_continue_in_a_fresh_folder_without_training(tmp_path, monkeypatch):
+    """--records: every finished run leaves a small record (no checkpoint) at its relative path; the
+    same study in an empty --out (a later session) takes every run from the records and trains none,
+    and a run whose config changed is trained."""
+    from equiseg.data.synth import generate
+    from equiseg.engine import train as train_mod
+
+    generate(tmp_path / "data", layout="deliver", splits={"train": 4, "val": 2}, size=(64, 64), seed=0,
+             progress=False)  # fmt: skip
+    cfg = tiny_runner_config(tmp_path / "data", modalities=("rgb", "depth"), iters=1)
+    records = tmp_path / "records"
+    kw = dict(seeds=[1], inits=["scratch"], only=["no_add", "segformer_b0"], models=["equiseg_b0", "segformer_b0"],
+              max_samples=2, records=records, progress=False)  # fmt: skip
+    first = run_study(cfg, ["tab1", "tab2"], out_dir=tmp_path / "s1", **kw)
+    rec_dir = records / "scratch" / "tab2" / "seed1" / "no_add"
+    row = json.loads((rec_dir / "row.json").read_text())
+    assert row["machine"]["cpu"] and row["seconds"]["train"] > 0 and "reused_from" not in row
+    assert (rec_dir / "config.yaml").is_file() and (rec_dir / "log.jsonl").is_file()
+    assert list((rec_dir / "robustness").glob("*.json")) and list((rec_dir / "analysis").glob("*.json"))
+    assert (records / "scratch" / "tab1" / "segformer_b0" / "seed1" / "result.json").is_file()
+    assert not list(records.rglob("*.pt")) and not list(records.rglob("*.pth"))
+
+    calls = []
+    real = train_mod.train
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = run_study(cfg, ["tab1", "tab2"], out_dir=tmp_path / "s2", **kw)
+    assert calls == []  # nothing trained: every run came from the records
+    assert again["sections"] == first["sections"]
+    reused = json.loads((tmp_path / "s2" / "scratch" / "tab2" / "seed1" / "no_add" / "row.json").read_text())
+    assert reused["reused_from"] == str(rec_dir)
+    # the records themselves are untouched by the reuse (never replaced by a pointer to themselves)
+    assert "reused_from" not in json.loads((rec_dir / "row.json").read_text())
+    # another schedule is another run: trained, not taken from the records
+    cfg2 = {**cfg, "train": {**cfg["train"], "lr": 2e-3}}
+    run_study(cfg2, ["tab2"], out_dir=tmp_path / "s3", **{**kw, "only": ["no_add"]})
+    assert len(calls) == 2  # the full model and no_add
+
+
+def test_schedules_resolve_and_refuse_a_contradiction():
+    from equiseg.tasks.ablate import SCHEDULES, STANDARD_ITERS, resolve_schedule
+
+    assert resolve_schedule(None, False) is None
+    assert resolve_schedule(None, True) is SCHEDULES["quick"] == resolve_schedule("quick", False)
+    std = resolve_schedule("standard", False)
+    assert f"train.max_iters={STANDARD_ITERS}" in std.overrides and std.max_samples is None
+    assert f"train.val_interval={STANDARD_ITERS // 3}" in std.overrides
+    with pytest.raises(ValueError, match="--quick and --schedule standard disagree"):
+        resolve_schedule("standard", True)
+    with pytest.raises(ValueError, match="expected one of quick, standard"):
+        resolve_schedule("long", False)

@@ -33,7 +33,7 @@ from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment, load_yaml
 from equiseg.engine.eval_setup import subset
-from equiseg.engine.rundir import config_matches, finished_record
+from equiseg.engine.rundir import finished_record
 from equiseg.utils import to_jsonable
 
 from .analysis import display_name, modality_contributions, write_analysis
@@ -58,19 +58,55 @@ QUICK_BATCH = 4
 QUICK_MAX_SAMPLES = 16
 
 
-def short_schedule(iters: int, batch_size: int | None = None) -> tuple[str, ...]:
-    """Overrides for a ``--quick`` run of ``iters`` iterations: 10 % warm-up, one validation at the end,
-    four log lines, and optionally the batch size (shared by ``ablate``, ``compare`` and ``study``)."""
+def short_schedule(iters: int, batch_size: int | None = None, validations: int = 1) -> tuple[str, ...]:
+    """Overrides for a run of ``iters`` iterations: 10 % warm-up, ``validations`` evenly spaced
+    validations (the last at the end), log lines every 1/4 (one validation) or every 1/20 of the run,
+    and optionally the batch size (shared by ``ablate``, ``compare`` and ``study``)."""
     return (
         f"train.max_iters={iters}",
         f"train.warmup_iters={iters // 10}",
-        f"train.val_interval={iters}",
-        f"train.log_interval={max(1, iters // 4)}",
+        f"train.val_interval={max(1, iters // validations)}",
+        f"train.log_interval={max(1, iters // (4 if validations == 1 else 20))}",
         *(() if batch_size is None else (f"data.batch_size={batch_size}",)),
     )
 
 
 QUICK_OVERRIDES: tuple[str, ...] = short_schedule(QUICK_ITERS, QUICK_BATCH)
+
+# --schedule standard: long enough for the demo setting (configs/demo.yaml on `equiseg demo`'s data: 400
+# scenes of 128², batch 8, from scratch) to converge -- the full model's clean mIoU is within about 2
+# points of a run twice as long (the learning curves in docs/reproduction.md). Every val sample is scored.
+STANDARD_ITERS = 900
+STANDARD_BATCH = 8
+STANDARD_OVERRIDES: tuple[str, ...] = short_schedule(STANDARD_ITERS, STANDARD_BATCH, validations=3)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named training schedule of the study runners: config overrides and the val subset scored."""
+
+    name: str
+    overrides: tuple[str, ...]
+    max_samples: int | None
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "quick": Schedule("quick", QUICK_OVERRIDES, QUICK_MAX_SAMPLES),
+    "standard": Schedule("standard", STANDARD_OVERRIDES, None),
+}
+
+
+def resolve_schedule(schedule: str | None, quick: bool, quick_schedule: Schedule | None = None) -> Schedule | None:
+    """The schedule a runner uses: ``schedule`` by name, ``quick=True`` meaning ``"quick"`` (the runner's
+    own quick schedule when it has one, e.g. ``compare``'s); None: the config's own schedule."""
+    if quick and schedule not in (None, "quick"):
+        raise ValueError(f"--quick and --schedule {schedule} disagree: give one of them")
+    name = "quick" if quick else schedule
+    if name is None:
+        return None
+    if name not in SCHEDULES:
+        raise ValueError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {name!r}")
+    return quick_schedule if name == "quick" and quick_schedule is not None else SCHEDULES[name]
 
 
 @dataclass(frozen=True)
@@ -164,6 +200,19 @@ TABLES: dict[str, tuple[str, tuple[AblationRow, ...]]] = {
             ),
         ),
     ),
+    # Not a table of the paper: the SGM's two conventions (ModelConfig.sgm_convention) and separate
+    # encoders (share_encoder: false), each against the full model as configured.
+    "sgm_convention": (
+        "SGM conventions and separate encoders (not in the paper)",
+        (
+            AblationRow("sgm_config", "EQUISeg + SGM (λ=60), the config's convention", None),
+            AblationRow("sgm_spec", "SGM, the literal reading (spec)", "sgm_convention_spec.yaml"),
+            AblationRow(
+                "sgm_reference", "SGM, RobustSeg's arithmetic (reference)", "sgm_convention_reference.yaml"
+            ),
+            AblationRow("separate_encoders", "one encoder per modality", "separate_encoders.yaml"),
+        ),
+    ),
     # Not a table of the paper: the three readings of "stage feature" the SGM's prototypes can be
     # taken from (ModelConfig.sgm_features; issue 10 asks for each to be reported).
     "sgm_features": (
@@ -185,8 +234,8 @@ def ablation_dir() -> Path:
 
 
 def table_rows(table: str, rows: Sequence[str] | None = None) -> tuple[AblationRow, ...]:
-    """The rows of ``table`` (``"tab2"``, ``"tab3"`` or ``"sgm_features"``), optionally only those with
-    the given ids (in table order)."""
+    """The rows of ``table`` (a key of :data:`TABLES`), optionally only those with the given ids (in
+    table order)."""
     if table not in TABLES:
         raise ValueError(f"unknown ablation table {table!r}; choose from {', '.join(TABLES)}")
     all_rows = TABLES[table][1]
@@ -227,10 +276,13 @@ def run_ablation(
     *,
     out_dir: str | Path = "runs/ablation",
     quick: bool = False,
+    schedule: str | None = None,
     rows: Sequence[str] | None = None,
     max_samples: int | None = None,
     resume: bool = False,
     reuse_from: Sequence[str | Path] = (),
+    records: str | Path | None = None,
+    record_roots: Sequence[str | Path] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate every row of ``table`` and write the combined table.
@@ -243,7 +295,9 @@ def run_ablation(
         quick: A short schedule (:data:`QUICK_OVERRIDES`: ``QUICK_ITERS`` iterations, one validation
             at the end) and the first :data:`QUICK_MAX_SAMPLES` val samples for the evaluation. On the
             demo setting (``configs/demo.yaml``, 96 px data of ``equiseg demo --quick``) a row takes
-            about 30 s on 2 CPU cores.
+            about 30 s on 2 CPU cores. The same as ``schedule="quick"``.
+        schedule: A named schedule of :data:`SCHEDULES` (``"quick"``, ``"standard"``); None: the
+            config's own.
         rows: Only these row ids (table order kept); default all.
         max_samples: Evaluate on the first ``max_samples`` val samples (default: all; quick: 16).
         resume: Reuse rows already finished in ``out_dir`` (their ``row.json``) when their config is
@@ -251,7 +305,12 @@ def run_ablation(
         reuse_from: Other ablation output folders (e.g. another table's, same seed): a row not finished
             here whose training config (all but ``work_dir``) and evaluation subset equal a finished
             row there is taken from it instead of being trained again -- the first rows of Tab. 2 and
-            Tab. 3 are the same model. The record says ``reused_from``.
+            Tab. 3 are the same model. The record says ``reused_from``. Rows of this same table with
+            identical configs are also trained once.
+        records: Save each finished row's record (:mod:`.records`: no checkpoints) to
+            ``records/<row id>/``.
+        record_roots: Record trees searched (recursively) for a finished row before training one
+            (default: ``[records]``).
         progress: Progress bars.
 
     Returns:
@@ -268,11 +327,15 @@ def run_ablation(
     from equiseg.engine.train import resolve_device, train
     from equiseg.robustness import run_benchmark
 
+    from .records import find_record, machine_info, save_record
+
     selected = table_rows(table, rows)
     user_overrides = list(overrides)
-    base = load_experiment(config, [*(QUICK_OVERRIDES if quick else ()), *user_overrides])
-    if quick and max_samples is None:
-        max_samples = QUICK_MAX_SAMPLES
+    sched = resolve_schedule(schedule, quick)
+    base = load_experiment(config, [*(sched.overrides if sched else ()), *user_overrides])
+    if sched is not None and max_samples is None:
+        max_samples = sched.max_samples
+    roots = [Path(r) for r in (record_roots if record_roots is not None else [records] if records else [])]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(base.train.device)
@@ -280,20 +343,24 @@ def run_ablation(
     val_eval = subset(val, max_samples)
     mods = list(base.data.modalities)
 
-    records: list[dict[str, Any]] = []
+    done_rows: list[dict[str, Any]] = []
     for row in selected:
         work = out / row.id
         cfg = row_config(base, row, work)
         done = finished_record(work / "row.json", cfg) if resume else None
         if done is None:
-            done = _same_row_elsewhere(reuse_from, cfg, len(val_eval))
+            # a record of the same run (a committed record tree, another table, an earlier row here)
+            others = [out / r.id for r in selected if r.id != row.id]
+            done = find_record([*roots, *reuse_from, *others], cfg, len(val_eval), "row.json")
             if done is not None:
                 done = {**done, "id": row.id, "label": row.label, "config": cfg.to_dict(),
                         "model_overrides": row_model_overrides(row)}  # fmt: skip
                 work.mkdir(parents=True, exist_ok=True)
                 (work / "row.json").write_text(json.dumps(to_jsonable(done), indent=2) + "\n")
+                if records is not None:
+                    save_record(work, Path(records) / row.id, "row.json")
         if done is not None:
-            records.append(done)
+            done_rows.append(done)
             continue
         t0 = time.perf_counter()
         # an unfinished row (killed mid-training) continues from its last.pt under --resume
@@ -333,29 +400,33 @@ def run_ablation(
             "similarity": ana["similarity"]["last_stage"],
             "pixel_similarity": ana["pixel_similarity"]["last_stage"],
             "seconds": {"train": round(t1 - t0, 1), "eval": round(time.perf_counter() - t1, 1)},
+            "machine": machine_info(),
             "num_eval_samples": len(val_eval),
             "config": cfg.to_dict(),
         }
         (work / "row.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
-        records.append(record)
+        if records is not None:
+            save_record(work, Path(records) / row.id, "row.json")
+        done_rows.append(record)
         del model
 
-    for rec, row in zip(records, selected, strict=True):
-        rec["delta_mIoU"] = rec["mIoU"] - records[0]["mIoU"]
-        rec["delta_emm_avg"] = rec["emm_avg"] - records[0]["emm_avg"]
+    for rec, row in zip(done_rows, selected, strict=True):
+        rec["delta_mIoU"] = rec["mIoU"] - done_rows[0]["mIoU"]
+        rec["delta_emm_avg"] = rec["emm_avg"] - done_rows[0]["emm_avg"]
         rec["paper"] = dict(row.paper)
     result: dict[str, Any] = {
         "table": table,
         "title": TABLES[table][0],
         "config": str(config) if isinstance(config, (str, Path)) else None,
         "overrides": user_overrides,
-        "quick": quick,
+        "quick": sched is not None and sched.name == "quick",
+        "schedule": sched.name if sched else None,
         "split": base.data.val_split,
         "num_eval_samples": len(val_eval),
         "convention": base.eval.convention,
         "modalities": mods,
         "full_model": dict(FULL_MODEL),
-        "rows": [{k: v for k, v in r.items() if k != "config"} for r in records],
+        "rows": [{k: v for k, v in r.items() if k != "config"} for r in done_rows],
     }
     stem = f"ablation_{table}"
     files = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "chart": out / f"{stem}.png"}
@@ -364,21 +435,6 @@ def run_ablation(
     files["markdown"].write_text(ablation_markdown(result))
     files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
-
-
-def _same_row_elsewhere(
-    dirs: Sequence[str | Path], cfg: ExperimentConfig, n_eval: int
-) -> dict[str, Any] | None:
-    """A finished row in one of ``dirs`` trained with ``cfg`` (``work_dir`` aside) and evaluated on the
-    same number of val samples, or None."""
-    for d in dirs:
-        for path in sorted(Path(d).glob("*/row.json")):
-            rec = json.loads(path.read_text())
-            if rec.get("reused_from") or rec.get("num_eval_samples") != n_eval:
-                continue
-            if config_matches(rec.get("config"), cfg, ignore=("work_dir",)):
-                return {**rec, "reused_from": str(path.parent)}
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -445,6 +501,11 @@ def config_line(result: Mapping[str, Any]) -> str:
         + (
             " — **quick mode** (short schedule, val subset: not comparable with the paper)"
             if result["quick"]
+            else ""
+        )
+        + (
+            f" — the **{result['schedule']}** schedule (`{' '.join(SCHEDULES[result['schedule']].overrides)}`)"
+            if result.get("schedule") in SCHEDULES and not result["quick"]
             else ""
         )
     )

@@ -45,7 +45,7 @@ from equiseg.engine.eval_setup import subset
 from equiseg.engine.rundir import finished_record
 from equiseg.utils import to_jsonable
 
-from .ablate import short_schedule
+from .ablate import Schedule, resolve_schedule, short_schedule
 
 # Keys of the config's model section that apply to every compared model (the rest is EQUISeg's own).
 SHARED_MODEL_KEYS = frozenset(
@@ -193,7 +193,10 @@ def run_compare(
     checkpoints: Mapping[str, str | Path] | None = None,
     out_dir: str | Path = "runs/compare",
     quick: bool = False,
+    schedule: str | None = None,
     max_samples: int | None = None,
+    records: str | Path | None = None,
+    record_roots: Sequence[str | Path] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or take) every model of ``models`` for every seed, score it, and write the comparison.
@@ -208,8 +211,15 @@ def run_compare(
         out_dir: One folder per run plus ``compare.json``/``.md``/``.png``, ``report.html`` and the
             figures (``compare_missing.png``, ``compare_noise.png``, ``compare_similarity.png``,
             ``compare_predictions.png``).
-        quick: :data:`QUICK_OVERRIDES` and the first :data:`QUICK_MAX_SAMPLES` val samples.
+        quick: :data:`QUICK_OVERRIDES` and the first :data:`QUICK_MAX_SAMPLES` val samples (the same as
+            ``schedule="quick"``).
+        schedule: A named schedule (``"quick"``: compare's own; ``"standard"``:
+            :data:`equiseg.tasks.ablate.SCHEDULES`); None: the config's own.
         max_samples: Evaluate on the first N val samples (default all; quick: 12).
+        records: Save each trained run's record (:mod:`.records`, no checkpoints) to
+            ``records/<model>/seed<k>/``.
+        record_roots: Record trees searched for a finished run before training one (default
+            ``[records]``).
 
     Returns:
         The content of ``compare.json``: ``models`` (per model ``runs`` and the ``mean``/``std`` of
@@ -227,10 +237,14 @@ def run_compare(
     names = list(dict.fromkeys([*models, *checkpoints]))
     if not names:
         raise ValueError("compare: no models given (--models a,b,...)")
+    from .records import find_record, machine_info, save_record
+
     user_overrides = list(overrides)
-    base = load_experiment(config, [*(QUICK_OVERRIDES if quick else ()), *user_overrides])
-    if quick and max_samples is None:
-        max_samples = QUICK_MAX_SAMPLES
+    sched = resolve_schedule(schedule, quick, Schedule("quick", QUICK_OVERRIDES, QUICK_MAX_SAMPLES))
+    base = load_experiment(config, [*(sched.overrides if sched else ()), *user_overrides])
+    if sched is not None and max_samples is None:
+        max_samples = sched.max_samples
+    roots = [Path(r) for r in (record_roots if record_roots is not None else [records] if records else [])]
     seeds = [base.train.seed] if not seeds else list(dict.fromkeys(int(s) for s in seeds))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,6 +287,15 @@ def run_compare(
                 work = out / name / f"seed{seed}"
                 cfg = model_run_config(base, name, seed, work)
                 done = finished_record(work / "result.json", cfg)
+                if done is None and roots:
+                    n_eval = len(subset(build_val_dataset(cfg.data), max_samples))
+                    done = find_record(roots, cfg, n_eval, "result.json")
+                    if done is not None:
+                        work.mkdir(parents=True, exist_ok=True)
+                        done = {**done, "config": to_jsonable(cfg.to_dict())}
+                        (work / "result.json").write_text(json.dumps(to_jsonable(done), indent=2) + "\n")
+                        if records is not None:
+                            save_record(work, Path(records) / name / f"seed{seed}", "result.json")
                 if done is not None:
                     runs.append(done)
                     if name not in fig2 and Path(done["checkpoint"]).is_file():
@@ -297,9 +320,12 @@ def run_compare(
                     trained=True,
                     iterations=trained.iterations,
                     train_seconds=round(t1 - t0, 1),
+                    machine=machine_info(),
                     config=to_jsonable(cfg.to_dict()),
                 )
                 (work / "result.json").write_text(json.dumps(to_jsonable(rec), indent=2) + "\n")
+                if records is not None:
+                    save_record(work, Path(records) / name / f"seed{seed}", "result.json")
                 runs.append(rec)
                 if name not in fig2:
                     fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
@@ -323,7 +349,8 @@ def run_compare(
     result: dict[str, Any] = {
         "config": str(config) if isinstance(config, (str, Path)) else None,
         "overrides": user_overrides,
-        "quick": quick,
+        "quick": sched is not None and sched.name == "quick",
+        "schedule": sched.name if sched else None,
         "seeds": seeds,
         "split": base.data.val_split,
         "convention": base.eval.convention,

@@ -23,7 +23,13 @@ for both), and reported as mean ± the half-width ``t_{0.975, n−1} · sd(d) / 
 interval; with one seed there is no interval.
 
 ``--quick`` uses the ablation runner's short schedule and val subset for every table (so Tab. 1 and
-Tab. 2/3 share one schedule).
+Tab. 2/3 share one schedule); ``--schedule standard`` the converged one of the demo setting
+(:data:`equiseg.tasks.ablate.STANDARD_OVERRIDES`, every val sample).
+
+**Across sittings.** With ``--records DIR`` (e.g. ``docs/results/<study>``) every finished run also leaves
+its small record in ``DIR`` (:mod:`.records`: config, log, metrics, robustness and analysis JSON, no
+checkpoints), and a run whose resolved config matches a record is taken from it instead of trained:
+commit the records as they land, and the same command in a later session continues the study.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from typing import Any
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.utils import to_jsonable
 
-from .ablate import QUICK_MAX_SAMPLES, QUICK_OVERRIDES, TABLES, config_line
+from .ablate import TABLES, config_line, resolve_schedule
 
 __all__ = [
     "CLAIMS",
@@ -68,6 +74,7 @@ METRICS = {
     "tab1": ("clean", "emm_avg", "mean"),
     "tab2": ("mIoU", "emm_avg"),
     "tab3": ("mIoU", "emm_avg"),
+    "sgm_convention": ("mIoU", "emm_avg"),
     "sgm_features": ("mIoU", "emm_avg"),
 }
 LABELS = {"clean": "mIoU", "mIoU": "mIoU", "emm_avg": "EMM Avg", "mean": "Mean"}
@@ -216,7 +223,9 @@ def run_study(
     models: Sequence[str] = TAB1_MODELS,
     out_dir: str | Path = "runs/study",
     quick: bool = False,
+    schedule: str | None = None,
     max_samples: int | None = None,
+    records: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the study and write ``study.json`` / ``study.md`` / ``report.html`` / charts; returns the JSON
@@ -230,7 +239,14 @@ def run_study(
         only: restrict to these row ids / model names (the full model is always kept: the differences
             need it).
         models: Tab. 1's models; the first is the full model the others are paired with.
-        quick: the short schedule and val subset of ``ablate --quick`` for every table.
+        quick: the short schedule and val subset of ``ablate --quick`` for every table (the same as
+            ``schedule="quick"``).
+        schedule: ``"quick"`` or ``"standard"`` (:data:`equiseg.tasks.ablate.SCHEDULES`) for every
+            table; None: the config's own schedule.
+        records: A record tree (:mod:`.records`; e.g. ``docs/results/<study>``): every finished run
+            leaves its small record there, at the same relative path as its folder under ``out_dir``,
+            and a run whose resolved config matches a record anywhere in the tree is taken from it
+            instead of being trained -- a study is finished over several sittings by re-running it.
     """
     from .ablate import run_ablation, table_rows
     from .compare import run_compare
@@ -244,13 +260,20 @@ def run_study(
         raise ValueError("study: at least one seed is needed")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    user = [*(QUICK_OVERRIDES if quick else ()), *overrides]
-    if quick and max_samples is None:
-        max_samples = QUICK_MAX_SAMPLES
+    sched = resolve_schedule(schedule, quick)
+    user = [*(sched.overrides if sched else ()), *overrides]
+    if sched is not None and max_samples is None:
+        max_samples = sched.max_samples
+    rec_root = Path(records) if records is not None else None
+    rec_roots = [rec_root] if rec_root is not None else []
+
+    def rec_dir(*parts: str) -> Path | None:
+        return None if rec_root is None else rec_root.joinpath(*parts)
+
     base = load_experiment(config, user)
     sections: list[dict[str, Any]] = []
     for init in inits:
-        init_over = _init_overrides(init, out, base, quick, progress)
+        init_over = _init_overrides(init, out, base, sched is not None and sched.name == "quick", progress)
         tag = "scratch" if init == "scratch" else ("synth" if init == "synth" else Path(init).stem)
         for table in tables:
             where = out / tag / table
@@ -258,7 +281,8 @@ def run_study(
             if table == "tab1":
                 chosen = [m for m in models if only is None or m in only or m == models[0]]
                 r = run_compare(config, chosen, [*user, *init_over], seeds=seeds, out_dir=where,
-                                max_samples=max_samples, progress=progress)  # fmt: skip
+                                max_samples=max_samples, records=rec_dir(tag, table), record_roots=rec_roots,
+                                progress=progress)  # fmt: skip
                 for name, m in r["models"].items():
                     rows[name] = {k: [run["summary"][k] for run in m["runs"]] for k in METRICS["tab1"]}
                 full = models[0]
@@ -270,7 +294,8 @@ def run_study(
                     others = [out / tag / t / f"seed{seed}" for t in tables if t not in ("tab1", table)]
                     r = run_ablation(config, table, [*user, *init_over, f"train.seed={seed}"],
                                      out_dir=where / f"seed{seed}", rows=chosen, max_samples=max_samples,
-                                     resume=True, reuse_from=others, progress=progress)  # fmt: skip
+                                     resume=True, reuse_from=others, records=rec_dir(tag, table, f"seed{seed}"),
+                                     record_roots=rec_roots, progress=progress)  # fmt: skip
                     for rec in r["rows"]:
                         vals = rows.setdefault(rec["id"], {k: [] for k in METRICS[table]})
                         for k in METRICS[table]:
@@ -290,7 +315,9 @@ def run_study(
     result = {
         "config": str(config) if isinstance(config, (str, Path)) else None,
         "overrides": list(overrides),
-        "quick": quick,
+        "quick": sched is not None and sched.name == "quick",
+        "schedule": sched.name if sched else None,
+        "records": None if rec_root is None else str(rec_root),
         "seeds": seeds,
         "inits": list(inits),
         "tables": list(tables),
