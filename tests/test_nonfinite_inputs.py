@@ -138,4 +138,9 @@ def test_training_refuses_naming_the_file(work, tmp_path, capsys):
     assert main(["--quiet", "train", str(cfg)]) == 2
     err = capsys.readouterr().err
     _assert_names_bad_file(err.strip(), work)
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert "then continue with --resume" in err
+    # the first batch failed: last.pt, saved so that --resume works once the file is fixed, holds
+    # the untrained state of iteration 0 (nothing was learnt from the bad file)
+    from equiseg.engine import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iter"] == 0

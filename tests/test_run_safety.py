@@ -504,3 +504,261 @@ def test_paths_and_devices_that_cannot_work_are_one_line(trained, tmp_path, caps
         assert rc == 2, argv
         assert_one_line(err, needle)
     assert a_file.read_text() == "x" and not (tmp_path / "g").exists()
+
+
+# --------------------------------------------------- 15. divergence and failing files lose no work
+
+
+def _all_finite(ckpt: dict) -> bool:
+    """Every floating tensor of a checkpoint's model and optimizer state is finite."""
+    tensors = list(ckpt["model"].values())
+    tensors += [v for s in ckpt["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_divergence_never_overwrites_last_pt_with_non_finite_weights(synth_root, tmp_path, capsys):
+    """lr=10: a step with a finite loss but an overflowing gradient used to poison AdamW's moments and,
+    a few steps later, the weights; the NaN guard then saved those weights over the good last.pt."""
+    work = tmp_path / "run"
+    cfg = write_cfg(tmp_path / "c.yaml", tiny(synth_root, work, max_iters=100, val_interval=2, lr=10))
+    rc, _, err = run_cli(["train", str(cfg), "--stop-after", "10"], capsys)
+    assert rc == 1
+    assert_one_line(err, "non-finite", "at iteration")
+    import re
+
+    n = int(re.search(r"at iteration (\d+)", err).group(1))
+    assert f"{work / 'last.pt'} holds iteration {n}" in err
+    ckpt = load_checkpoint(work / "last.pt")
+    assert ckpt["iter"] == n and _all_finite(ckpt)
+    if (work / "best.pt").exists():
+        assert _all_finite(load_checkpoint(work / "best.pt"))
+    logged = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in logged if "loss" in r] == list(range(1, n + 1))  # every step before it
+    # resumable, and deterministic: the same step fails again, and last.pt stays finite
+    rc, _, err2 = run_cli(["train", str(cfg), "--resume"], capsys)
+    assert rc == 1 and f"at iteration {n} " in err2 and f"holds iteration {n}" in err2
+    assert _all_finite(load_checkpoint(work / "last.pt"))
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward (a finite loss); infinite gradients backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
+def test_non_finite_gradients_stop_before_the_step(synth_root, tmp_path, monkeypatch):
+    from equiseg.engine.train import NonFiniteLossError
+    from equiseg.models import EQUISeg
+
+    original = EQUISeg.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(self, inputs, labels, generator=None):
+        out = original(self, inputs, labels, generator)
+        calls["n"] += 1
+        if calls["n"] == 3:  # iteration 2: finite loss, infinite gradients
+            out.loss = _InfGrad.apply(out.loss)
+        return out
+
+    monkeypatch.setattr(EQUISeg, "compute_loss", poisoned)
+    work = tmp_path / "bad"
+    with pytest.raises(NonFiniteLossError) as info:
+        equiseg.train(load_experiment(tiny(synth_root, work, max_iters=4, val_interval=100)), progress=False)
+    msg = str(info.value)
+    assert msg.startswith("non-finite gradient norm (") and " at iteration 2 (epoch 1): " in msg
+    assert "samples " in msg and f"{work / 'last.pt'} holds iteration 2" in msg
+    # last.pt is exactly a clean run stopped after 2 iterations: the bad step changed nothing
+    monkeypatch.setattr(EQUISeg, "compute_loss", original)
+    clean = tmp_path / "clean"
+    clean_cfg = load_experiment(tiny(synth_root, clean, max_iters=4, val_interval=100))
+    equiseg.train(clean_cfg, progress=False, stop_after=2)
+    assert load_checkpoint(work / "last.pt")["iter"] == 2 and _all_finite(load_checkpoint(work / "last.pt"))
+    assert _same_weights(work / "last.pt", clean / "last.pt")
+
+
+def test_a_non_finite_state_is_never_saved(synth_root, tmp_path, monkeypatch, capsys):
+    """Whatever made the state non-finite, no checkpoint is written from it; last.pt keeps the last
+    finite one and the message says which iteration that is."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps = {"n": 0}
+
+    def poison(opt, args, kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            state = next(iter(opt.state.values()))
+            state["exp_avg_sq"].fill_(float("inf"))
+
+    handle = register_optimizer_step_post_hook(poison)
+    try:
+        work = tmp_path / "run"
+        data = tiny(synth_root, work, max_iters=6, val_interval=100, checkpoint_interval=2)
+        rc, _, err = run_cli(["train", str(write_cfg(tmp_path / "c.yaml", data))], capsys)
+    finally:
+        handle.remove()
+    assert rc == 1
+    assert_one_line(err, "the state at iteration 4 is not finite (optimizer exp_avg_sq of ")
+    assert f"{work / 'last.pt'} holds iteration 2" in err
+    ckpt = load_checkpoint(work / "last.pt")
+    assert ckpt["iter"] == 2 and _all_finite(ckpt)
+
+
+def test_grad_scaler_skips_are_not_failures(synth_root, tmp_path, monkeypatch):
+    """Under a GradScaler (fp16 AMP on a GPU; a CPU scaler stands in here), infinite gradients are the
+    scaler's to skip, lowering its scale: the run goes on and ends normally."""
+    from equiseg.models import EQUISeg
+
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: real("cpu", init_scale=2.0**8))
+    original = EQUISeg.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(self, inputs, labels, generator=None):
+        out = original(self, inputs, labels, generator)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.loss = _InfGrad.apply(out.loss)
+        return out
+
+    monkeypatch.setattr(EQUISeg, "compute_loss", poisoned)
+    work = tmp_path / "run"
+    cfg = load_experiment(tiny(synth_root, work, max_iters=3, val_interval=100))
+    result = equiseg.train(cfg, progress=False)
+    ckpt = load_checkpoint(work / "last.pt")
+    assert result.iterations == 3 and ckpt["iter"] == 3 and _all_finite(ckpt)
+    assert ckpt["scaler"]["scale"] == 2.0**7  # the one skipped step halved the scale
+
+
+def test_grad_norm_verdict_is_left_to_the_scaler():
+    from equiseg.engine.train import _grad_norm
+
+    class Scaler:
+        def __init__(self, enabled):
+            self.enabled = enabled
+
+        def is_enabled(self):
+            return self.enabled
+
+        def unscale_(self, opt):
+            pass
+
+    model = torch.nn.Linear(2, 1)
+    model(torch.ones(1, 2)).sum().mul(float("inf")).backward()
+    assert _grad_norm(model, None, Scaler(True), 0.0) is None
+    assert _grad_norm(model, None, Scaler(True), 1.0) is None
+    assert not torch.isfinite(_grad_norm(model, None, Scaler(False), 0.0))
+    assert not torch.isfinite(_grad_norm(model, None, Scaler(False), 1.0))
+
+
+def test_a_val_file_vanishing_mid_run_saves_then_resumes(synth_root, tmp_path, monkeypatch, capsys):
+    """The validation at iteration 4 hits a deleted file: last.pt at 4 is saved first (with the default
+    checkpoint_interval all 4 iterations were lost before); after the fix, --resume validates
+    iteration 4 and ends exactly as a run that never failed."""
+    import shutil
+
+    from equiseg.engine.builders import SeededTrainSet
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "lidar").rglob("val/**/*.png"))[0]
+    aside = victim.with_name(victim.name + ".aside")
+    original = SeededTrainSet.__getitem__
+    calls = {"n": 0}
+
+    def loads(self, key):
+        calls["n"] += 1
+        if calls["n"] == 7:  # the batch of iteration 3: after the validation at 2, before that at 4
+            victim.rename(aside)
+        return original(self, key)
+
+    monkeypatch.setattr(SeededTrainSet, "__getitem__", loads)
+    work = tmp_path / "run"
+    cfg = write_cfg(tmp_path / "c.yaml", tiny(root, work, max_iters=6, val_interval=2))
+    rc, _, err = run_cli(["train", str(cfg)], capsys)
+    assert rc == 2
+    assert_one_line(
+        err,
+        str(victim),
+        f"saved iteration 4 to {work / 'last.pt'}",
+        f"fix {victim}, then continue with --resume",
+    )
+    ckpt = load_checkpoint(work / "last.pt")
+    assert ckpt["iter"] == 4 and ckpt["val_pending"] and _all_finite(ckpt)
+    before = snapshot(work)
+    rc, _, err = run_cli(["train", str(cfg), "--resume"], capsys)  # not fixed yet: refused at start
+    assert rc == 2
+    assert_one_line(err, str(victim))
+    assert snapshot(work) == before
+
+    monkeypatch.setattr(SeededTrainSet, "__getitem__", original)
+    aside.rename(victim)
+    rc, out, err = run_cli(["train", str(cfg), "--resume"], capsys)
+    assert rc == 0, err
+    assert "the validation at iteration 4 did not finish; running it first" in out
+    clean = tmp_path / "clean"
+    equiseg.train(load_experiment(tiny(root, clean, max_iters=6, val_interval=2)), progress=False)
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val" in r] == [2, 4, 6]  # none lost, none twice
+    assert [r["iter"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    ref = [json.loads(line) for line in (clean / "log.jsonl").read_text().splitlines()]
+    assert [r["val"] for r in records if "val" in r] == [r["val"] for r in ref if "val" in r]
+    assert _same_weights(work / "last.pt", clean / "last.pt")
+    assert load_checkpoint(work / "best.pt")["iter"] == load_checkpoint(clean / "best.pt")["iter"]
+    assert not load_checkpoint(work / "last.pt")["val_pending"]
+
+
+def _vanishing_train_file(self, key, *, original, marker):
+    """SeededTrainSet.__getitem__ whose first epoch-1 sample finds its lidar file gone (once)."""
+    epoch, index = key
+    if epoch == 1 and not marker.exists():
+        path = Path(self.base.paths(index)["lidar"])
+        marker.write_text(str(path))
+        path.rename(path.with_name(path.name + ".aside"))
+    return original(self, key)
+
+
+def test_a_train_file_vanishing_mid_run_saves_then_resumes(synth_root, tmp_path, monkeypatch, capsys):
+    """A training file deleted under a run (read by a DataLoader worker): last.pt is saved at the
+    iteration reached, the line names the file, and after the fix --resume ends as a clean run."""
+    import functools
+    import shutil
+
+    from equiseg.engine.builders import SeededTrainSet
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    marker = tmp_path / "victim.txt"
+    original = SeededTrainSet.__getitem__
+    patched = functools.partialmethod(_vanishing_train_file, original=original, marker=marker)
+    monkeypatch.setattr(SeededTrainSet, "__getitem__", patched)
+    work = tmp_path / "run"
+    data = tiny(root, work, max_iters=4, val_interval=100)
+    data["data"]["num_workers"] = 1
+    cfg = write_cfg(tmp_path / "c.yaml", data)
+    rc, _, err = run_cli(["train", str(cfg)], capsys)
+    victim = Path(marker.read_text())
+    assert rc == 2
+    assert_one_line(err, str(victim), "saved iteration 2", f"fix {victim}, then continue with --resume")
+    assert "DataLoader worker" not in err
+    assert load_checkpoint(work / "last.pt")["iter"] == 2  # 4 samples, batch 2: epoch 1 starts at 2
+
+    monkeypatch.setattr(SeededTrainSet, "__getitem__", original)
+    victim.with_name(victim.name + ".aside").rename(victim)
+    rc, _, err = run_cli(["train", str(cfg), "--resume"], capsys)
+    assert rc == 0, err
+    clean = tmp_path / "clean"
+    equiseg.train(load_experiment(dict(data, work_dir=str(clean))), progress=False)
+    assert _same_weights(work / "last.pt", clean / "last.pt")
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "loss" in r] == [1, 2, 3, 4]

@@ -1,5 +1,11 @@
 """The training loop (SPEC §2): AdamW + warm-up/poly schedule, CE or OHEM CE + λ·SGM, periodic
-validation, atomic ``last``/``best`` checkpoints, bit-exact resume, a non-finite-loss guard, and DDP.
+validation, atomic ``last``/``best`` checkpoints, bit-exact resume, a divergence guard, and DDP.
+
+What a failure keeps: a checkpoint is never written from a state holding NaN/Inf (model, buffers or
+optimizer); a non-finite loss or gradient norm stops the run before the optimizer step, so ``last.pt``
+can hold the state from before that iteration; a data file that fails mid-run (training loader or
+validation) first saves ``last.pt`` at the iteration reached, so fixing the file and ``--resume`` loses
+nothing (a validation that failed is run again on resume).
 
 Why resume is exact: every source of randomness is either saved or re-derivable. The sample order is
 ``DistributedSampler``'s (seeded by ``seed + epoch``) and a resumed run skips the batches already seen;
@@ -12,13 +18,15 @@ creating a loader never advances the global one.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -64,7 +72,14 @@ from .tb import TensorBoardLog, panel_indices, require_tensorboard
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when a loss term is NaN/Inf; the ``last`` checkpoint holds the state before it."""
+    """Training diverged: a loss term or the gradient norm became NaN/Inf, or the state to be saved
+    holds NaN/Inf. The message says which iteration ``last.pt`` holds (never a non-finite state)."""
+
+
+class DataFileError(ValueError):
+    """A data file failed mid-run (training loader or validation). ``last.pt`` was saved at the
+    iteration reached first; the message names the file: fix it, then continue with ``--resume``.
+    A ``ValueError`` like the data layer's own file errors, so callers and the CLI treat it alike."""
 
 
 @dataclass
@@ -256,7 +271,11 @@ def train(
     Raises:
         RunDirError: the folder is in use, holds a run (without ``resume``/``overwrite``), or the
             resume config differs from the checkpoint's in keys that cannot change mid-run.
-        NonFiniteLossError: a loss term became NaN/Inf (``last.pt`` holds the step before).
+        NonFiniteLossError: a loss term or the gradient norm became NaN/Inf (stopped before the
+            optimizer step; ``last.pt`` holds the state from before it), or the state to be saved
+            holds NaN/Inf (not written). The message says which iteration ``last.pt`` holds.
+        DataFileError: a data file failed mid-run (training loader or validation); ``last.pt`` was
+            saved at the iteration reached. Fix the file named, then ``resume=True``.
         ValueError: ``train.tensorboard`` without the ``tensorboard`` package (before anything is written).
     """
     tcfg, dcfg = cfg.train, cfg.data
@@ -336,7 +355,7 @@ def train(
         sgm_gen = torch.Generator().manual_seed(tcfg.seed + dist.rank)
         loader_gen = torch.Generator().manual_seed(tcfg.seed)
 
-        it, best, last_metrics = 0, -1.0, None
+        it, best, last_metrics, val_pending = 0, -1.0, None, False
         ckpt_path = find_checkpoint(work, resume)
         if ckpt_path is not None:
             if ckpt is None:  # ranks > 0 (rank 0 loaded and checked it above)
@@ -354,6 +373,7 @@ def train(
             if isinstance(rng, list):  # one state per rank
                 rng = rng[dist.rank] if dist.rank < len(rng) else rng[0]
             restore_rng_state(rng, generators={"sgm": sgm_gen, "loader": loader_gen})
+            val_pending = bool(ckpt.get("val_pending", False))
             ckpt = None  # its tensors were copied into the model and optimizer: free them
         # Data, model, weights and checkpoint all loaded: only now does the run folder change.
         if main:
@@ -361,7 +381,7 @@ def train(
                 print(note, flush=True)
             started = True
 
-        def state(iteration: int) -> dict[str, Any]:
+        def state(iteration: int, val_pending: bool = False) -> dict[str, Any]:
             return {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -374,11 +394,118 @@ def train(
                 "config": cfg.to_dict(),
                 "model_config": model_cfg.to_dict(),
                 "meta": meta,
+                "val_pending": val_pending,  # the validation at `iter` failed: resume runs it first
             }
 
-        def save(name: str, iteration: int) -> None:
+        # the iteration work/last.pt holds (None: not written by this run nor the one it continues)
+        own_last = ckpt_path is not None and Path(ckpt_path).resolve() == (work / "last.pt").resolve()
+        held: dict[str, int | None] = {"last": it if own_last else None}
+
+        def last_held() -> str:
+            path = work / "last.pt"
+            if held["last"] is not None:
+                return f"{path} holds iteration {held['last']}"
+            return f"{path} was left unchanged" if path.exists() else f"{path} was not written"
+
+        def try_save(
+            name: str, iteration: int, *, val_pending: bool = False, agree: bool = True
+        ) -> str | None:
+            """Write ``name`` at ``iteration`` unless the state holds NaN/Inf: returns the first
+            non-finite entry (nothing written) or None. ``agree``: every rank is here, so they decide
+            together (one all-reduce); False on paths that only some ranks may reach."""
+            bad = _non_finite_entry(model, opt)
+            flag = torch.tensor(float(bad is not None), device=device)
+            if agree_any(flag) if agree else bad is not None:
+                return bad or "another rank's state"
             if main:
-                save_checkpoint(work / name, state(iteration))
+                save_checkpoint(work / name, state(iteration, val_pending))
+            if name == "last.pt":
+                held["last"] = iteration
+            return None
+
+        def save(name: str, iteration: int) -> None:
+            bad = try_save(name, iteration)
+            if bad is not None:
+                raise NonFiniteLossError(
+                    f"the state at iteration {iteration} is not finite ({bad}), so {work / name} was not "
+                    f"written; {last_held()}"
+                )
+
+        def stop_on_data_error(
+            error: BaseException, iteration: int, *, val_pending: bool = False
+        ) -> NoReturn:
+            """Save ``last.pt`` at ``iteration`` (if finite and not there already), then raise
+            :class:`DataFileError` naming the file. No collective: under DDP one rank's file fails."""
+            line = _error_line(error)
+            if held["last"] == iteration or not main:
+                kept = last_held()
+            else:
+                bad = try_save("last.pt", iteration, val_pending=val_pending, agree=False)
+                kept = (
+                    f"saved iteration {iteration} to {work / 'last.pt'}"
+                    if bad is None
+                    else f"{last_held()} (the state at iteration {iteration} is not finite: {bad})"
+                )
+            fix = _named_file(error, line) or "the cause above"
+            raise DataFileError(f"{line}; {kept}; fix {fix}, then continue with --resume") from error
+
+        def diverged(iteration: int, epoch: int, out: Any, loss_bad: bool, norm, before) -> NoReturn:
+            """Undo what the failed step's forward changed (buffers, RNG), save ``last.pt`` if that
+            state is finite, and raise :class:`NonFiniteLossError` naming the iteration, the loss
+            terms and the samples (under DDP: of the ranks whose loss failed, else of all ranks)."""
+            with torch.no_grad():
+                for b, saved in zip(model.buffers(), before[0]):
+                    b.copy_(saved)
+            restore_rng_state(before[1], generators={"sgm": sgm_gen, "loader": loader_gen})
+            bad = try_save("last.pt", iteration)
+            kept = (
+                f"{last_held()}, the state from before this iteration"
+                if bad is None
+                else f"{last_held()}; the state before this iteration is not finite either ({bad})"
+            )
+            here = {
+                "rank": dist.rank,
+                "finite": not loss_bad,
+                "terms": {k: float(v) for k, v in out.as_dict().items()},
+                "samples": [_sample_name(train_set.base, i) for i in batches.indices(iteration)],
+            }
+            gathered = all_gather_objects(here)
+            reports = [r for r in gathered if not r["finite"]] or gathered
+            where = "; ".join(
+                (f"rank {r['rank']}: " if dist.distributed else "")
+                + f"{r['terms']}, samples {', '.join(r['samples'])}"
+                for r in reports
+            )
+            what = "loss" if any(not r["finite"] for r in gathered) else f"gradient norm ({float(norm)})"
+            raise NonFiniteLossError(
+                f"non-finite {what} at iteration {iteration} (epoch {epoch}): {where}; {kept}"
+            )
+
+        def validate(iteration: int) -> None:
+            """Validate at ``iteration``: the log, TensorBoard, ``best.pt``, ``metrics.json``. A data
+            file error saves ``last.pt`` marked to validate again on resume, then stops."""
+            nonlocal best, last_metrics
+            if dist.distributed:  # BN running stats drift apart per rank; evaluate rank 0's
+                _broadcast_buffers(model)
+            try:
+                metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
+            except (OSError, ValueError) as e:
+                stop_on_data_error(e, iteration, val_pending=True)
+            net.train()
+            last_metrics = metrics
+            if main:
+                val = {k: metrics[k] for k in ("mIoU", "aAcc", "mAcc")}
+                log.write(json.dumps({"iter": iteration, "val": val}) + "\n")
+                log.flush()
+                bar.write(f"iter {iteration}: val mIoU {metrics['mIoU']:.2f}  aAcc {metrics['aAcc']:.2f}")
+                if tb is not None:
+                    tb.log_val(iteration, metrics)
+                    tb.log_panel(iteration, model, val_set, tb_rows, cfg.eval, device)
+                    tb.flush()
+            if metrics["mIoU"] > best:
+                best = metrics["mIoU"]
+                save("best.pt", iteration)
+            write_metrics(metrics, work, title=f"Validation at iteration {iteration}")
 
         log = open(work / "log.jsonl", "a") if main else None
         if main and tcfg.tensorboard:
@@ -390,9 +517,16 @@ def train(
             total=max_iters, initial=it, desc="train", disable=not (progress and main), dynamic_ncols=True
         )
         stop_at = max_iters if stop_after is None else min(max_iters, it + stop_after)
-        t_last, n_last, wait = time.perf_counter(), 0, 0.0
         net.train()
         interrupt = _GracefulInterrupt(bar, enabled=not dist.distributed)
+        if val_pending:  # the run stopped when its validation at `it` failed: validate now
+            if main:
+                print(
+                    f"resume: the validation at iteration {it} did not finish; running it first", flush=True
+                )
+            validate(it)
+            save("last.pt", it)
+        t_last, n_last, wait = time.perf_counter(), 0, 0.0
         # One loader for the whole run (its workers start once); batch k of the stream is iteration
         # it + k, so epoch and position follow from the iteration counter.
         batches = EpochBatches(sampler, bs, start=it)
@@ -406,7 +540,8 @@ def train(
         )
         t_data = time.perf_counter()
         if it < stop_at and not interrupt.requested:
-            for inputs, labels in loader:
+            # `it` is read when loading fails (late binding on purpose): the iteration reached
+            for inputs, labels in _batches(loader, lambda e: stop_on_data_error(e, it)):  # noqa: B023
                 epoch = it // iters_per_epoch
                 wait += time.perf_counter() - t_data
                 inputs = [x.to(device, non_blocking=True) for x in inputs]
@@ -420,37 +555,17 @@ def train(
                 with _autocast(device, tcfg.amp):
                     # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
                     out = net(inputs, labels=labels, generator=sgm_gen)
-                # One host sync per step, on purpose: a non-finite loss must be caught *before*
-                # the optimizer step so that `last` holds the weights from before the failure. Under
-                # DDP the verdict is agreed across ranks (one all-reduce), so all stop together.
-                bad = ~torch.isfinite(out.loss.detach())
-                if agree_any(bad):
-                    with torch.no_grad():
-                        for b, saved in zip(model.buffers(), before[0]):
-                            b.copy_(saved)
-                    restore_rng_state(before[1], generators={"sgm": sgm_gen, "loader": loader_gen})
-                    save("last.pt", it)
-                    here = {
-                        "rank": dist.rank,
-                        "finite": not bool(bad),
-                        "terms": {k: float(v) for k, v in out.as_dict().items()},
-                        "samples": [_sample_name(train_set.base, i) for i in batches.indices(it)],
-                    }
-                    reports = [r for r in all_gather_objects(here) if not r["finite"]]
-                    where = "; ".join(
-                        (f"rank {r['rank']}: " if dist.distributed else "")
-                        + f"{r['terms']}, samples {', '.join(r['samples'])}"
-                        for r in reports
-                    )
-                    raise NonFiniteLossError(
-                        f"non-finite loss at iteration {it} (epoch {epoch}): {where}; "
-                        f"saved the state from before this iteration to {work / 'last.pt'}"
-                    )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(out.loss).backward()
-                if tcfg.grad_clip > 0:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                norm = _grad_norm(model, opt, scaler, tcfg.grad_clip)
+                # One host sync per step, on purpose: a non-finite loss or gradient norm must be
+                # caught *before* the optimizer step, so that the weights and AdamW's moments stay
+                # finite and `last` can hold the state from before the failure. Under DDP the verdict
+                # is agreed across ranks (one all-reduce), so all stop together.
+                loss_bad = ~torch.isfinite(out.loss.detach())
+                bad = loss_bad if norm is None else loss_bad | ~torch.isfinite(norm)
+                if agree_any(bad):
+                    diverged(it, epoch, out, bool(loss_bad), norm, before)
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
@@ -479,30 +594,8 @@ def train(
                     )
                     t_last, n_last, wait = now, it, 0.0
                 if it % val_interval == 0 or it == max_iters:
-                    if dist.distributed:  # BN running stats drift apart per rank; evaluate rank 0's
-                        _broadcast_buffers(model)
                     t_val = time.perf_counter()
-                    last_metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
-                    net.train()
-                    if main:
-                        log.write(
-                            json.dumps(
-                                {"iter": it, "val": {k: last_metrics[k] for k in ("mIoU", "aAcc", "mAcc")}}
-                            )
-                            + "\n"
-                        )
-                        log.flush()
-                        bar.write(
-                            f"iter {it}: val mIoU {last_metrics['mIoU']:.2f}  aAcc {last_metrics['aAcc']:.2f}"
-                        )
-                        if tb is not None:
-                            tb.log_val(it, last_metrics)
-                            tb.log_panel(it, model, val_set, tb_rows, cfg.eval, device)
-                            tb.flush()
-                    if last_metrics["mIoU"] > best:
-                        best = last_metrics["mIoU"]
-                        save("best.pt", it)
-                    write_metrics(last_metrics, work, title=f"Validation at iteration {it}")
+                    validate(it)
                     t_last += time.perf_counter() - t_val  # img/s measures training, not validation
                 if it % ckpt_interval == 0 or it == stop_at or interrupt.requested:
                     save("last.pt", it)
@@ -536,6 +629,86 @@ def train(
         # can abort the process at exit ("terminate called without an active exception").
         net = None  # noqa: F841
         cleanup()
+
+
+def _grad_norm(model: torch.nn.Module, opt, scaler, grad_clip: float) -> torch.Tensor | None:
+    """The gradients' total L2 norm as a tensor (no host sync), after clipping them to ``grad_clip``
+    when it is > 0. None under a GradScaler: its step skips on inf/NaN gradients and lowers the scale,
+    which is not a failure.
+
+    Why the L2 norm and not only a NaN/Inf scan: it is infinite as soon as squared gradients overflow,
+    and AdamW accumulates exactly those squares. A finite gradient of 1e22 makes the second moment
+    infinite, and a few steps later the weights NaN (seen with ``train.lr=10``)."""
+    if grad_clip > 0:
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        return None if scaler.is_enabled() else norm
+    if scaler.is_enabled():
+        return None
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
+def _non_finite_entry(model: torch.nn.Module, opt: torch.optim.Optimizer) -> str | None:
+    """The name of the first model or optimizer tensor holding NaN/Inf; None when all are finite.
+
+    One pass over the state and one host sync: run before each checkpoint write, not every step."""
+    names = {id(p): k for k, p in model.named_parameters()}
+    named = [(f"model {k}", v) for k, v in model.state_dict().items()]
+    for p, entries in opt.state.items():
+        owner = names.get(id(p), "?")
+        named += [(f"optimizer {k} of {owner}", v) for k, v in entries.items() if torch.is_tensor(v)]
+    named = [(n, t) for n, t in named if t.is_floating_point() or t.is_complex()]
+    if not named:
+        return None
+    ok = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(ok.all()):
+        return None
+    return named[int((~ok).nonzero()[0, 0])][0]
+
+
+def _batches(loader: DataLoader, on_error):
+    """The loader's batches; a file error while loading one (``OSError`` / ``ValueError``, also from a
+    worker) goes to ``on_error``, which saves the run and raises."""
+    stream = iter(loader)
+    while True:
+        try:
+            batch = next(stream)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as e:
+            on_error(e)
+            raise
+        yield batch
+
+
+def _error_line(exc: BaseException) -> str:
+    """An error's message on one line; for one re-raised from a DataLoader worker, the original
+    message without torch's wrapper and the worker's traceback."""
+    text = str(exc) or type(exc).__name__
+    if "in DataLoader worker process" in text and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        head, sep, rest = last.partition(": ")
+        text = rest if sep and head.isidentifier() else last
+    return " ".join(text.split())
+
+
+_LEADING_PATH = re.compile(r"^(.+?)(?:: | does not exist| is a directory)")
+
+
+def _named_file(exc: BaseException, line: str) -> str | None:
+    """The file an error names: its ``filename``, else the path the data layer's messages start with
+    (``PATH: ...``, ``PATH does not exist``), else the first word that looks like a file path."""
+    name = getattr(exc, "filename", None)
+    if name:
+        return str(name)
+    m = _LEADING_PATH.match(line)
+    if m and os.sep in m.group(1):
+        return m.group(1)
+    for word in line.split():
+        word = word.strip("'\"()[],;:")
+        if os.sep in word and Path(word).suffix:
+            return word
+    return None
 
 
 def _sample_name(ds: Any, index: int) -> str:
