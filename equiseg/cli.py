@@ -7,7 +7,7 @@ equiseg demo [--out DIR] [--quick]
 equiseg convert-weights SRC.safetensors DST.pth
 equiseg models
 equiseg predict --checkpoint PATH --input DIR | MODALITY=FILE ... --out DIR [--overlay] [--raw]
-equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR] [--opset 17] [--size H W]
+equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR [--overwrite]] [--opset 17] [--size H W]
 equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
 equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
 equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
@@ -25,6 +25,7 @@ traceback), 1 a failed run (non-finite loss), 130 interrupted (Ctrl-C; ``train``
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -201,13 +202,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from equiseg.tasks.export import ExportVerificationError, export
 
     source = args.checkpoint
+    out = args.out or str(Path(args.checkpoint).parent / "export")
     if args.config is not None:  # a released state dict: the config names the model and data set
         from equiseg.tasks.export import check_opset, load_checkpoint_model
+        from equiseg.utils import check_writable_dir
 
         if args.format == "onnx":
             check_opset(args.opset)
+        check_writable_dir(out, "--out")  # before the release is read
         source = load_checkpoint_model(args.checkpoint, config=args.config)
-    out = args.out or str(Path(args.checkpoint).parent / "export")
     try:
         r = export(
             source,
@@ -216,10 +219,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             opset=args.opset,
             size=tuple(args.size),
             verify=not args.no_verify,
+            overwrite=args.overwrite,
         )
     except ExportVerificationError as e:
-        print(f"equiseg export: error: {e}", file=sys.stderr)
+        print(f"equiseg export: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    if r.moved_aside is not None:
+        print(f"moved the previous contents of {out} to {r.moved_aside}")
     print(f"wrote {r.path} and {r.config}")
     for c in r.checks:
         print(
@@ -631,7 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a DeLiVER/MUSES-layout folder, or MODALITY=FILE items of one sample "
         "(any subset of the checkpoint's modalities; the others are absent)",
     )
-    pr.add_argument("--out", required=True, help="output folder (<stem>_pred.png per sample)")
+    pr.add_argument(
+        "--out",
+        required=True,
+        help="output folder (<stem>_pred.png per sample), outside the --input data set folder",
+    )
     pr.add_argument(
         "--config",
         default=None,
@@ -646,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="resize as validation does (short side N, sides aligned to 32); default: keep size",
+        help="resize as validation does (short side N >= 32, sides aligned to 32); default: keep size",
     )
     _add_precision(pr, default="auto")
     pr.set_defaults(func=cmd_predict)
@@ -659,7 +669,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="for a public release's state dict: the config naming its model and data",
     )
-    x.add_argument("--out", default=None, help="output folder (default: export/ beside the checkpoint)")
+    x.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: export/ beside the checkpoint); one model per folder: a folder "
+        "holding anything else is refused, except this model's export in the other format",
+    )
+    x.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out is not empty: move its contents aside to OUT.replaced-<time>/ and export afresh",
+    )
     x.add_argument("--opset", type=int, default=17)
     x.add_argument(
         "--size",
@@ -679,14 +699,20 @@ EXIT_RUN_FAILED = 1  # the run itself failed (non-finite loss); the message says
 EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports SIGINT
 
 
+MAX_ERROR_CHARS = 2000  # a message quoting something huge is cut (values are bounded at the source)
+
+
 def _one_line(exc: BaseException) -> str:
     """The user-facing line of an exception: for errors re-raised from a DataLoader worker, the original
-    message without torch's wrapper and the worker's traceback."""
+    message without torch's wrapper and the worker's traceback; at most :data:`MAX_ERROR_CHARS`."""
     text = str(exc) or type(exc).__name__
     if "in DataLoader worker process" in text and "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
-    return " ".join(text.split())  # one line, whatever the message held
+    line = " ".join(text[:MAX_ERROR_CHARS].split())  # one line, whatever the message held
+    if len(text) > MAX_ERROR_CHARS:
+        line += f" ... (message cut at {MAX_ERROR_CHARS} of {len(text)} characters)"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -695,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from equiseg.engine.checkpoint import CheckpointError
     from equiseg.engine.train import NonFiniteLossError
-    from equiseg.utils import disk_full_cause
+    from equiseg.utils import WriteError, disk_full_cause
 
     try:
         return args.func(args)
@@ -714,17 +740,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"equiseg {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except (CheckpointError, OSError) as e:  # corrupt/unsafe checkpoints, disk full
+    except (CheckpointError, OSError) as e:  # corrupt/unsafe checkpoints, disk full, read-only output
         if args.debug:
             raise
         full = disk_full_cause(e)
-        if full is None and not isinstance(e, CheckpointError):
+        if isinstance(e, (CheckpointError, WriteError)):
+            msg = _one_line(e)  # names the file the user asked for
+        elif full is not None:
+            msg = f"no space left on device while writing {full.filename or 'a file'}"
+        elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            msg = f"cannot write {e.filename or 'a file'}: {e.strerror or e}"
+        else:
             raise
-        msg = (
-            _one_line(e)
-            if full is None or isinstance(e, CheckpointError)
-            else (f"no space left on device while writing {full.filename or 'a file'}")
-        )
         print(f"equiseg {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
 

@@ -25,6 +25,7 @@ from equiseg.schema import (
     _field,
     _validate,
     apply_overrides,
+    check_expanded_size,
     check_value,
     coerce,
     from_dict,
@@ -33,6 +34,7 @@ from equiseg.schema import (
     suggest,
     to_dict,
 )
+from equiseg.utils import bounded_repr
 
 __all__ = [
     "DataConfig",
@@ -185,6 +187,18 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self.model = dict(self.model)
         self.model.setdefault("name", "equiseg_b0")
+        name = self.model["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"model.name: expected a model name such as equiseg_b0 (`equiseg models` lists them), "
+                f"got {bounded_repr(name)}"
+            )
+        weights = self.model.get("pretrained")
+        if weights is not None and (not isinstance(weights, str) or not weights):
+            raise ValueError(
+                "model.pretrained: expected the path of a weights file, or null for none, "
+                f"got {bounded_repr(weights)}"
+            )
         for key in ("num_classes", "modalities"):
             if key in self.model:
                 raise ValueError(
@@ -232,6 +246,7 @@ def load_experiment(
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):
+        check_expanded_size(source, "config")
         data = dict(source)
     else:
         data = _load_with_base(Path(source))
@@ -247,6 +262,11 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config with its ``_base_`` chain merged in (the base first, this file's keys on top).
+
+    ``_base_`` names one file (a string, relative to this file); anything else is an error naming this
+    file -- not a ``TypeError`` from joining a path with a list.
+    """
     path = path.resolve()
     if path in _seen:
         raise ValueError(f"{path}: circular _base_ chain")
@@ -254,4 +274,9 @@ def _load_with_base(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = data.pop("_base_", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(
+            f"{path}: _base_: expected the file name of one config to extend (a string, relative to this "
+            f"file), got {bounded_repr(base)}"
+        )
     return _merge(_load_with_base(path.parent / base, _seen + (path,)), data)

@@ -27,10 +27,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from equiseg.utils import bounded_repr, bounded_text
+
 T = TypeVar("T")
 
 __all__ = [
     "apply_overrides",
+    "check_expanded_size",
     "check_value",
     "coerce",
     "field",
@@ -68,20 +71,22 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except (TypeError, ValueError) as e:
                 errors.append(str(e))
-        raise ValueError(f"{where}: cannot interpret {value!r} as {tp} ({'; '.join(errors)})")
+        raise ValueError(f"{where}: cannot interpret {bounded_repr(value)} as {tp} ({'; '.join(errors)})")
     if origin is typing.Literal:
         if value not in args:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ValueError(f"{where}: {bounded_repr(value)} is not one of {', '.join(map(repr, args))}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
+            raise ValueError(
+                f"{where}: expected a mapping for section {tp.__name__}, got {bounded_repr(value)}"
+            )
         return from_dict(tp, value, prefix=where)
     if origin in (tuple, list):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise ValueError(f"{where}: expected a list, got {bounded_repr(value)}")
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if origin is tuple and args:
@@ -93,31 +98,31 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(seq) if origin is tuple else seq
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise ValueError(f"{where}: expected a mapping, got {bounded_repr(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
+        raise ValueError(f"{where}: expected true/false, got {bounded_repr(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{where}: expected an integer, got {bounded_repr(value)}")
         try:
             return int(value)
         except ValueError:
-            raise ValueError(f"{where}: expected an integer, got {value!r}") from None
+            raise ValueError(f"{where}: expected an integer, got {bounded_repr(value)}") from None
     if tp is float:
         if isinstance(value, bool):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise ValueError(f"{where}: expected a number, got {bounded_repr(value)}")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+            raise ValueError(f"{where}: expected a number, got {bounded_repr(value)}") from None
     if tp is str:
         if not isinstance(value, (str, int, float)):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
+            raise ValueError(f"{where}: expected a string, got {bounded_repr(value)}")
         return str(value)
     return value
 
@@ -157,7 +162,7 @@ def check_value(
     if check is not None:
         expected = check(value)
         if expected is not None:
-            raise ValueError(f"{where}: expected {expected}, got {value!r}")
+            raise ValueError(f"{where}: expected {expected}, got {bounded_repr(value)}")
     if ge is None and gt is None and le is None and lt is None:
         return
     # (bracket, operator, bound) of each side: "in [0, 1)" for two sides, ">= 1" for one
@@ -174,7 +179,7 @@ def check_value(
     if not ok:
         noun = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
         extra = f" ({note})" if note else ""
-        raise ValueError(f"{where}: expected {noun} {bounds}{extra}, got {value!r}")
+        raise ValueError(f"{where}: expected {noun} {bounds}{extra}, got {bounded_repr(value)}")
 
 
 def coerce(value: Any, tp: Any, where: str, **constraints: Any) -> Any:
@@ -222,7 +227,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else key
+        where = f"{prefix}.{bounded_text(key)}" if prefix else bounded_text(key)
         if key not in fields:
             section = f" in section '{prefix}'" if prefix else ""
             raise ValueError(f"unknown config key '{where}'{section}{suggest(key, fields)}")
@@ -243,14 +248,54 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# A config's size once YAML anchors/aliases are expanded: real configs hold a few hundred values; an
+# "alias bomb" (each list repeating the previous one nine times) holds billions in a few hundred bytes,
+# and walking, copying or quoting it in an error message takes the machine's memory.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+
+def check_expanded_size(data: Any, where: str) -> None:
+    """Refuse a parsed YAML value whose expanded size or nesting is absurd (an alias bomb, a recursive
+    alias), before anything walks it. The count stops at the limit, so the check itself is cheap.
+
+    Raises:
+        ValueError: ``{where}: the config expands to more than 100000 values ...``.
+    """
+    count, stack = 0, [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
+            what = (
+                f"more than {MAX_CONFIG_VALUES} values"
+                if count > MAX_CONFIG_VALUES
+                else f"more than {MAX_CONFIG_DEPTH} levels of nesting"
+            )
+            raise ValueError(
+                f"{where}: the config expands to {what} (YAML anchors/aliases repeated inside each other, "
+                "or an alias that contains itself); refused"
+            )
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            count += len(node)  # the keys
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
     """Apply dotted ``a.b=value`` strings to a nested dict (values parsed as YAML scalars/lists)."""
     data = dict(data)
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override '{item}' must look like key.sub=value")
+            raise ValueError(f"override {bounded_repr(item)} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            problem = _yaml_problem(e)
+            raise ValueError(f"--set {bounded_text(key)}: not a valid YAML value: {problem}") from None
+        check_expanded_size(value, f"--set {bounded_text(key)}")
         node = data
         parts = key.strip().split(".")
         for p in parts[:-1]:
@@ -292,6 +337,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: not valid YAML: not UTF-8 text (byte {e.start})") from None
     if data is None:
         return {}
+    check_expanded_size(data, str(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
     return data

@@ -242,14 +242,14 @@ def test_export_api(work, tmp_path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # tracer and deprecation warnings are silenced by export
-            r = export_onnx(model, tmp_path, size=(48, 80))
+            r = export_onnx(model, tmp_path, size=(48, 80), meta=META)
         assert model.training and all(m.training for m in model.modules())
     finally:
         model.eval()
     assert isinstance(r, ExportResult) and r.path == tmp_path / "model.onnx" and len(r.checks) == 2
     assert [c.shape for c in r.checks] == [(1, 48, 80), (2, 88, 56)]
     assert all(c.ok and c.max_abs_diff < 1e-4 for c in r.checks)
-    # both formats share one folder and one config.json
+    # both formats of one model (same weights and meta) share one folder and one config.json
     export_safetensors(work["model"], tmp_path, meta=META)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["onnx"]["inputs"] == MODS and config["meta"] == META

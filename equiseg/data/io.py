@@ -33,6 +33,11 @@ Memory: large outputs (:func:`to_chw_tensor` here, the transforms' tensors) come
 :func:`empty_array`, which recycles the memory of dropped outputs instead of asking the kernel for
 fresh, zero-filled pages each time (see :class:`_BufferPool`).
 
+Size: an image (or array) larger than :func:`max_image_pixels` pixels -- 2**26 (8192²) unless the
+environment variable ``EQUISEG_MAX_IMAGE_PIXELS`` says otherwise -- is refused from its header, before
+it is decoded: a 74-byte PNG may declare 100000² pixels, and a valid 388 KB one of 20000² pixels
+decodes to 1.2 GB (and more as float). The error names the file, its size and the variable.
+
 Errors: a missing file raises :class:`FileNotFoundError`; an unreadable, truncated or malformed file
 raises :class:`ValueError`; both name the path and what was expected. PNGs must end in IEND (else a
 chunk walk says where they end; bytes after IEND are allowed), the chunk CRCs are checked by OpenCV's
@@ -62,7 +67,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from equiseg.utils import bounded_repr
+
 __all__ = [
+    "MAX_PIXELS_ENV",
+    "check_image_size",
+    "max_image_pixels",
     "read_image",
     "read_png",
     "read_png16",
@@ -80,6 +90,8 @@ __all__ = [
 PathLike = str | os.PathLike
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_PIXELS_ENV = "EQUISEG_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 1 << 26  # 8192²: far above every supported data set (MUSES: 1920×1080)
 ARRAY_EXTENSIONS = (".npz", ".npy")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -184,6 +196,44 @@ def empty_array(shape: tuple[int, ...], dtype) -> np.ndarray:
     return _POOL.empty(shape, dtype)
 
 
+def max_image_pixels() -> int:
+    """The largest image (height × width) the readers decode: ``EQUISEG_MAX_IMAGE_PIXELS`` when set,
+    else :data:`DEFAULT_MAX_PIXELS`. Read at each call, so the variable may change in a session.
+
+    Raises:
+        ValueError: the variable is set to something other than an integer >= 1.
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV}: expected an integer >= 1 (pixels), got {bounded_repr(raw)}")
+    return value
+
+
+def check_image_size(height: int, width: int, where: str) -> None:
+    """Refuse an image whose header declares more than :func:`max_image_pixels` pixels.
+
+    Called with the header's size before any decoding, so neither the decoder's own limits (OpenCV
+    fails with an internal error above 2**30 pixels) nor the memory of the decoded array are reached.
+
+    Raises:
+        ValueError: ``{where}: the file declares 20000×20000 = 400,000,000 pixels, more than the limit
+            of 67,108,864 (EQUISEG_MAX_IMAGE_PIXELS) ...``.
+    """
+    limit = max_image_pixels()
+    pixels = int(height) * int(width)
+    if pixels > limit:
+        raise ValueError(
+            f"{where}: the file declares {height}×{width} = {pixels:,} pixels, more than the limit of "
+            f"{limit:,}; set the environment variable {MAX_PIXELS_ENV} higher to read it"
+        )
+
+
 def _require_file(path: PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -236,8 +286,10 @@ def _png_structure_error(data: bytes, where: str) -> str | None:
 
 
 def _check_png(data: bytes, where: str) -> tuple[int, int, int, int]:
-    """Header of a PNG whose bytes are complete (end in IEND, or pass the chunk walk)."""
+    """Header of a PNG whose bytes are complete (end in IEND, or pass the chunk walk) and whose size is
+    within :func:`max_image_pixels`."""
     header = _png_header(data, where)
+    check_image_size(header[1], header[0], where)
     if not data.endswith(_PNG_IEND):  # the common case costs one comparison of 12 bytes
         problem = _png_structure_error(data, where)
         if problem:
@@ -247,7 +299,15 @@ def _check_png(data: bytes, where: str) -> tuple[int, int, int, int]:
 
 def _imdecode(data: bytes, where: str, what: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     """``cv2.imdecode(..., flags)``; with ``IMREAD_UNCHANGED`` channels in OpenCV's order (B, G, R[, A])."""
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as e:  # e.g. a size over OpenCV's own limit
+        reason = " ".join(str(e).split())[-200:]
+        raise ValueError(f"{where}: cannot decode {what} (OpenCV: {reason})") from None
+    except MemoryError:
+        raise ValueError(
+            f"{where}: not enough memory to decode {what}; lower {MAX_PIXELS_ENV} to refuse such files early"
+        ) from None
     if array is None:
         problem = _png_structure_error(data, where) if data[:8] == _PNG_SIGNATURE else None
         raise ValueError(
@@ -407,6 +467,7 @@ def _read_jpeg(path: Path) -> np.ndarray:
     data = _read_bytes(path)
     if data[:2] == _JPEG_SOI and data.rfind(_JPEG_EOI) < data.rfind(_JPEG_SOS):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
+    _check_pillow_size(io.BytesIO(data), str(path))  # the header alone
     array = _imdecode(data, str(path), "image")
     if array.ndim == 3 and array.shape[2] >= 3:
         code = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
@@ -414,7 +475,27 @@ def _read_jpeg(path: Path) -> np.ndarray:
     return array
 
 
+def _check_pillow_size(source: Path | io.BytesIO, where: str) -> None:
+    """:func:`check_image_size` on the size in an image's header, read by Pillow without decoding;
+    files Pillow cannot open are left for the decoder to report."""
+    try:
+        with Image.open(source) as im:
+            width, height = im.size
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours by default
+        raise ValueError(
+            f"{where}: the file declares more pixels than Pillow decodes (and more than the limit of "
+            f"{max_image_pixels():,}, {MAX_PIXELS_ENV})"
+        ) from None
+    except (OSError, SyntaxError, ValueError):
+        return
+    finally:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+    check_image_size(height, width, where)
+
+
 def _read_with_pillow(source: Path | io.BytesIO, where: str, *, as_label: bool) -> np.ndarray:
+    _check_pillow_size(source, where)
     try:
         with Image.open(source) as im:
             im.load()
@@ -431,6 +512,34 @@ def _read_with_pillow(source: Path | io.BytesIO, where: str, *, as_label: bool) 
         raise ValueError(f"{where}: cannot decode image ({e}); the file is unreadable or truncated") from None
 
 
+def _npy_shape(f) -> tuple[int, ...] | None:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)[0]
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)[0]
+    return None
+
+
+def _array_header_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape an ``.npy`` file (or an ``.npz``'s ``arr_0`` / only array) declares, read from its
+    header without loading (or decompressing) the data; None when the header cannot be read (the
+    loader then reports the problem)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as f:
+                return _npy_shape(f)
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            name = "arr_0.npy" if "arr_0.npy" in names else names[0] if len(names) == 1 else None
+            if name is None:
+                return None
+            with z.open(name) as f:
+                return _npy_shape(f)
+    except Exception:  # noqa: BLE001 -- any malformation is np.load's to report, with its message
+        return None
+
+
 def read_array(path: PathLike) -> np.ndarray:
     """Read a ``.npz`` (key ``arr_0``, or its only array) or ``.npy`` file.
 
@@ -439,6 +548,9 @@ def read_array(path: PathLike) -> np.ndarray:
         ValueError: unreadable file, or an ``.npz`` without ``arr_0`` holding several arrays.
     """
     path = _require_file(path)
+    shape = _array_header_shape(path)
+    if shape is not None and len(shape) >= 2:
+        check_image_size(shape[0], shape[1], str(path))
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.schema import from_dict, suggest
+from equiseg.utils import bounded_repr
 
 from .base import SegModel
 from .config import ModelConfig
@@ -103,8 +104,8 @@ def model_config(
         close = difflib.get_close_matches(name, list(_MODELS), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(
-            f"unknown model '{name}'{hint}; models are <architecture>_b0 ... _b5 with architecture one of "
-            f"{sizes} (`equiseg models` lists them)"
+            f"unknown model {bounded_repr(name)}{hint}; models are <architecture>_b0 ... _b5 with "
+            f"architecture one of {sizes} (`equiseg models` lists them)"
         )
     if isinstance(modalities, str):
         raise ValueError(f"modalities must be a list of names, got the string {modalities!r}")

@@ -38,6 +38,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from equiseg.utils import atomic_output
+
 __all__ = [
     "PALETTE",
     "ConfusionFigure",
@@ -138,8 +140,9 @@ def save(fig: Figure, path: str | Path, formats: Sequence[str] | None = None) ->
         if fmt not in FORMATS:
             raise ValueError(f"unknown figure format {fmt!r}; choose from {', '.join(FORMATS)}")
         meta = {"Software": "equiseg (matplotlib)"} if fmt == "png" else {"Date": None}
-        with matplotlib.rc_context(_STYLE):
-            fig.savefig(path.with_suffix(f".{fmt}"), format=fmt, dpi=DPI, metadata=meta)
+        # written whole or not at all (a full disk leaves no partial file; the error names the figure)
+        with matplotlib.rc_context(_STYLE), atomic_output(path.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
     return path
 
 

@@ -24,6 +24,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from equiseg.utils import write_atomic
+
 __all__ = ["Report", "inline", "write_html"]
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -295,8 +297,7 @@ class Report:
     def write(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.html(), encoding="utf-8")
-        return path
+        return write_atomic(path, self.html())  # whole or not at all (a full disk leaves no partial page)
 
 
 def write_html(

@@ -15,14 +15,13 @@ The arithmetic (summary, weighted averages, the robustness score) is :mod:`equis
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from equiseg.robustness.summary import HEADLINE_RATE, TABLE1_COLUMNS, p_key, rate_key
-from equiseg.utils import to_jsonable
+from equiseg.utils import write_atomic, write_json_atomic
 
 # ---------------------------------------------------------------------------------------------------
 # Markdown
@@ -145,8 +144,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "robustness.json", out / "robustness.md"
-    json_path.write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
-    md_path.write_text(to_markdown(result, model_name))
+    write_json_atomic(json_path, result)  # whole or not at all: a full disk leaves no 0-byte JSON
+    write_atomic(md_path, to_markdown(result, model_name))
     return json_path, md_path
 
 
@@ -263,7 +262,7 @@ def write_robustness_report(
     ]
     path = out / "report.md"
     text = "\n".join(lines).rstrip() + "\n"
-    path.write_text(text)
+    write_atomic(path, text)
     write_html(text, out / "report.html")
     return path
 

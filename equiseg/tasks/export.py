@@ -1,12 +1,23 @@
 """Shipping a trained model (issue 5 item 6): a ``model.safetensors`` + ``config.json`` pair that
 rebuilds the PyTorch model anywhere, and an ONNX graph verified against PyTorch.
 
-Folder layout (``equiseg export --format ... --out DIR``; both formats may share one folder)::
+Folder layout (``equiseg export --format ... --out DIR``)::
 
     DIR/config.json          {"format": "equiseg", "format_version": 1, "model_config": {...},
-                              "meta": {classes, palette, modalities, norm_stats, ...}, "onnx": {...}}
+                              "meta": {classes, palette, modalities, norm_stats, ...},
+                              "weights_sha256": "...", "onnx": {...}}
     DIR/model.safetensors    the full EQUISeg state dict (weights and BatchNorm buffers)
     DIR/model.onnx           the eval-mode graph (opset 17 by default)
+
+**One folder, one model.** An export folder always holds one consistent set: every file in it comes
+from the same weights and the same class/normalisation meta, which ``config.json`` describes. So a
+folder that is not empty is refused -- unless it holds an export of the very same model (same
+``weights_sha256``, ``model_config`` and ``meta``) that lacks the format being written, which is then
+added beside it (``safetensors`` and ``onnx`` of one checkpoint may share one folder). ``overwrite``
+(``--overwrite``) moves the old contents aside to ``DIR.replaced-<time>/`` -- nothing is deleted.
+A new set is written into a hidden sibling folder and renamed into place when complete, and every
+file is written whole (a temporary file renamed over the name), so a failure -- a full disk above
+all -- leaves the old folder as it was, no partial file, and an error naming the file.
 
 Loading the safetensors export: :func:`from_pretrained` (``equiseg.from_pretrained(DIR)``), or
 ``equiseg.create_model(name, num_classes, modalities, pretrained="DIR/model.safetensors", **config)``
@@ -31,8 +42,12 @@ different batch and size, and compares with PyTorch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
+import secrets
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,7 +58,7 @@ from torch import nn
 
 from equiseg.config import ModelConfig, from_dict
 from equiseg.models import EQUISeg, build_model
-from equiseg.utils import to_jsonable
+from equiseg.utils import WriteError, bounded_repr, check_writable_dir, to_jsonable, write_atomic
 
 __all__ = [
     "FORMATS",
@@ -57,6 +72,7 @@ __all__ = [
     "export_onnx",
     "export_safetensors",
     "from_pretrained",
+    "weights_fingerprint",
     "load_checkpoint_model",
     "verify_onnx",
 ]
@@ -116,13 +132,15 @@ class OnnxCheck:
 @dataclasses.dataclass
 class ExportResult:
     """What :func:`export` wrote. ``checks`` is empty when ONNX verification did not run
-    (``verify=False``, the safetensors format, or onnxruntime not installed: see ``note``)."""
+    (``verify=False``, the safetensors format, or onnxruntime not installed: see ``note``);
+    ``moved_aside`` is set when ``overwrite`` moved the folder's previous contents away."""
 
     format: str
     path: Path
     config: Path
     checks: list[OnnxCheck] = dataclasses.field(default_factory=list)
     note: str = ""
+    moved_aside: Path | None = None  # where ``overwrite`` moved the folder's previous contents
 
 
 # ----------------------------------------------------------------------------------- config.json
@@ -132,24 +150,41 @@ def _model_meta(model: EQUISeg, meta: Mapping[str, Any] | None) -> dict[str, Any
     return to_jsonable(dict(meta if meta is not None else getattr(model, "meta", None) or {}))
 
 
-def _write_config(out_dir: Path, model: EQUISeg, meta: dict[str, Any], extra: Mapping[str, Any]) -> Path:
-    """Write ``config.json``; sections of another format already there for the same model are kept."""
-    path = out_dir / CONFIG_NAME
-    config = {
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in key order): what tells two
+    exports of the same architecture but other weights apart (their ``model_config`` is the same)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _config_dict(model: EQUISeg, meta: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    return {
         "format": "equiseg",
         "format_version": FORMAT_VERSION,
         "model_config": model.cfg.to_dict(),
         "meta": meta,
+        "weights_sha256": fingerprint,
     }
+
+
+def _write_config(out_dir: Path, config: dict[str, Any], extra: Mapping[str, Any]) -> Path:
+    """Write ``config.json`` whole; the sections of the folder's other format (same model: checked by
+    :func:`_prepare_folder`) are kept."""
+    path = out_dir / CONFIG_NAME
+    merged = dict(config)
     if path.is_file():
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
-        if old.get("model_config") == config["model_config"]:
-            config = {**old, **config}
-    config.update(extra)
-    path.write_text(json.dumps(config, indent=2) + "\n")
+        if isinstance(old, dict) and old.get("weights_sha256") == config["weights_sha256"]:
+            merged = {**old, **config}
+    merged.update(extra)
+    write_atomic(path, json.dumps(merged, indent=2) + "\n")
     return path
 
 
@@ -173,26 +208,32 @@ def _read_config(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ safetensors
 
 
-def export_safetensors(model: EQUISeg, out_dir: PathLike, meta: Mapping[str, Any] | None = None) -> Path:
+def export_safetensors(
+    model: EQUISeg, out_dir: PathLike, meta: Mapping[str, Any] | None = None, *, overwrite: bool = False
+) -> Path:
     """Write ``out_dir/model.safetensors`` (the state dict) and ``out_dir/config.json``.
 
     Args:
         model: the model (any mode, any device).
-        out_dir: created if needed.
+        out_dir: created if needed; a folder that is not empty is refused unless it holds the ONNX
+            export of this same model (see the module's "one folder, one model").
         meta: classes / palette / norm_stats to store (default: ``model.meta``).
+        overwrite: move what ``out_dir`` holds aside to ``OUT.replaced-<time>/`` first.
 
     Returns:
         The weights file.
     """
-    from safetensors.torch import save_file
+    return _export(model, "safetensors", Path(out_dir), meta=meta, overwrite=overwrite).path
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write_safetensors(model: EQUISeg, folder: Path) -> Path:
+    """``folder/model.safetensors``, serialised in memory and written whole (a ``SafetensorError`` of
+    the library's own writer would hide a full disk's errno and the file name)."""
+    from safetensors.torch import save
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = out / WEIGHTS_NAME
-    save_file(tensors, str(path), metadata={"format": "pt", "equiseg_format_version": str(FORMAT_VERSION)})
-    _write_config(out, model, _model_meta(model, meta), {})
-    return path
+    data = save(tensors, metadata={"format": "pt", "equiseg_format_version": str(FORMAT_VERSION)})
+    return write_atomic(folder / WEIGHTS_NAME, data)
 
 
 def from_pretrained(path: PathLike, device: str | torch.device = "cpu") -> EQUISeg:
@@ -305,38 +346,64 @@ def export_onnx(
     meta: Mapping[str, Any] | None = None,
     verify: bool = True,
     rtol: float = DEFAULT_RTOL,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export the eval-mode graph to ``out_dir/model.onnx`` (+ ``config.json``) and verify it.
 
     Args:
         model: the model; exported in eval mode, its mode is restored afterwards.
-        out_dir: created if needed.
+        out_dir: created if needed; a folder that is not empty is refused unless it holds the
+            safetensors export of this same model (see the module's "one folder, one model").
         size: ``(H, W)`` of the tracing inputs (batch 1); the graph accepts any size.
         opset: ONNX opset, :data:`MIN_OPSET`..:data:`MAX_OPSET` (14-20; 17 is the tested one).
         meta: classes / palette / norm_stats to store (default: ``model.meta``).
         verify: compare with PyTorch via onnxruntime at ``(1, H, W)`` and at a different batch and
             size (skipped, with a note, when onnxruntime is not installed).
         rtol: tolerance of the comparison (see :func:`verify_onnx`).
+        overwrite: move what ``out_dir`` holds aside to ``OUT.replaced-<time>/`` first.
 
     Returns:
         :class:`ExportResult` with the comparisons.
 
     Raises:
-        ValueError: an opset outside :data:`MIN_OPSET`..:data:`MAX_OPSET` (before anything is written).
-        ExportVerificationError: a comparison is over the tolerance (the file is left for inspection).
+        ValueError: an opset outside :data:`MIN_OPSET`..:data:`MAX_OPSET`, a size under 32, or a
+            folder holding something else (before anything is written).
+        ExportVerificationError: a comparison is over the tolerance (the files are left in
+            ``out_dir`` for inspection, described by their ``config.json``).
     """
+    _check_onnx_settings(opset, size)
+    return _export(
+        model,
+        "onnx",
+        Path(out_dir),
+        meta=meta,
+        overwrite=overwrite,
+        size=tuple(size),
+        opset=opset,
+        verify=verify,
+        rtol=rtol,
+    )
+
+
+def _check_onnx_settings(opset: int, size: Sequence[int]) -> None:
     check_opset(opset)
     h, w = size
     if min(h, w) < 32:
         raise ValueError(f"--size must be at least 32×32 (the model's minimum input), got {h}×{w}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / ONNX_NAME
+
+
+def _write_onnx(
+    model: EQUISeg, folder: Path, *, size: tuple[int, int], opset: int, meta: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
+    """Trace the eval-mode graph into memory, add the ``equiseg_config`` metadata, write
+    ``folder/model.onnx`` whole; returns the file and the ``onnx`` section of ``config.json``."""
+    h, w = size
     names = list(model.modalities)
     device = next(model.parameters()).device
     # The wrapper's mode is what the exporter restores afterwards, recursively: give it the model's.
     wrapper = _OnnxWrapper(model).train(model.training)
     dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, "logits"]}
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         # Python-level shape checks in forward become constants of the trace (intended), and the
         # TorchScript exporter announces its deprecation; neither concerns the user.
@@ -346,14 +413,13 @@ def export_onnx(
         torch.onnx.export(
             wrapper,
             tuple(_random_inputs(len(names), (1, h, w), 0, device)),
-            str(path),
+            buffer,
             input_names=names,
             output_names=["logits"],
             dynamic_axes=dynamic,
             opset_version=opset,
             dynamo=False,
         )
-    meta_dict = _model_meta(model, meta)
     onnx_info = {
         "file": ONNX_NAME,
         "opset": opset,
@@ -363,27 +429,29 @@ def export_onnx(
         "export_size": [h, w],
         "absent_modalities": "feed zeros (the graph takes all inputs; ONNX has no None)",
     }
-    _add_onnx_metadata(path, {"model_config": model.cfg.to_dict(), "meta": meta_dict, "onnx": onnx_info})
-    config = _write_config(out, model, meta_dict, {"onnx": onnx_info})
-    result = ExportResult("onnx", path, config)
-    if not verify:
-        result.note = "not verified (verify=False)"
-        return result
+    data = _add_onnx_metadata(
+        buffer.getvalue(), {"model_config": model.cfg.to_dict(), "meta": meta, "onnx": onnx_info}
+    )
+    return write_atomic(folder / ONNX_NAME, data), onnx_info
+
+
+def _verify(model: EQUISeg, result: ExportResult, size: tuple[int, int], rtol: float) -> None:
+    """Fill ``result.checks`` (or ``note``); raise when a comparison is over the tolerance."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         result.note = "not verified: onnxruntime is not installed (pip install onnxruntime)"
-        return result
-    result.checks = verify_onnx(model, path, [(1, h, w), _other_shape((1, h, w))], rtol=rtol)
+        return
+    h, w = size
+    result.checks = verify_onnx(model, result.path, [(1, h, w), _other_shape((1, h, w))], rtol=rtol)
     bad = [c for c in result.checks if not c.ok]
     if bad:
         detail = "; ".join(
             f"{c.shape}: max diff {c.max_abs_diff:.3g} (max |logit| {c.max_abs_ref:.3g})" for c in bad
         )
         raise ExportVerificationError(
-            f"{path}: onnxruntime does not match PyTorch within rtol {rtol}: {detail}"
+            f"{result.path}: onnxruntime does not match PyTorch within rtol {rtol}: {detail}"
         )
-    return result
 
 
 def check_opset(opset: int) -> None:
@@ -402,16 +470,17 @@ def check_opset(opset: int) -> None:
         )
 
 
-def _add_onnx_metadata(path: Path, info: Mapping[str, Any]) -> None:
-    """Store ``info`` as the ONNX model's ``equiseg_config`` metadata (needs the ``onnx`` package)."""
+def _add_onnx_metadata(data: bytes, info: Mapping[str, Any]) -> bytes:
+    """The ONNX model ``data`` with ``info`` as its ``equiseg_config`` metadata (unchanged without the
+    ``onnx`` package)."""
     try:
         import onnx
     except ImportError:
-        return
-    proto = onnx.load(str(path))
+        return data
+    proto = onnx.load_model_from_string(data)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "equiseg_config", json.dumps(to_jsonable(info))
-    onnx.save(proto, str(path))
+    return proto.SerializeToString()
 
 
 # ----------------------------------------------------------------------------------------- entry
@@ -425,33 +494,188 @@ def export(
     opset: int = DEFAULT_OPSET,
     size: tuple[int, int] = DEFAULT_SIZE,
     verify: bool = True,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a model or a training checkpoint (``equiseg export``).
 
     Args:
         model_or_checkpoint: an :class:`~equiseg.models.EQUISeg` or a training checkpoint path.
         format: ``onnx`` or ``safetensors``.
-        out_dir: output folder; default ``export/`` beside the checkpoint (required for a model).
+        out_dir: output folder; default ``export/`` beside the checkpoint (required for a model). A
+            folder that is not empty is refused (see the module's "one folder, one model").
         opset, size, verify: ONNX settings (see :func:`export_onnx`).
+        overwrite: move what ``out_dir`` holds aside to ``OUT.replaced-<time>/`` (never deleted).
 
     Returns:
         :class:`ExportResult`.
+
+    Raises:
+        ValueError: an unknown format, a bad opset or size, ``out_dir`` a file or holding something
+            else than this model's other format -- checked before the checkpoint is read where the
+            folder alone decides.
+        WriteError: ``out_dir`` is not writable (checked first), or a write failed (a full disk):
+            the message names the file; the folder is left as it was.
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+        raise ValueError(f"unknown export format {bounded_repr(format)}; choose from {', '.join(FORMATS)}")
     if format == "onnx":
-        check_opset(opset)  # before the checkpoint is read
+        _check_onnx_settings(opset, size)  # before the checkpoint is read
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
-        model = load_checkpoint_model(model_or_checkpoint)
         out_dir = out_dir if out_dir is not None else Path(model_or_checkpoint).parent / "export"
+        _refuse_early(Path(out_dir), format, overwrite)
+        model = load_checkpoint_model(model_or_checkpoint)
     else:
         model = model_or_checkpoint
         if out_dir is None:
             raise ValueError("out_dir is required when exporting a model object")
-    if format == "safetensors":
-        path = export_safetensors(model, out_dir)
-        return ExportResult("safetensors", path, Path(out_dir) / CONFIG_NAME)
-    return export_onnx(model, out_dir, size=tuple(size), opset=opset, verify=verify)
+    return _export(
+        model,
+        format,
+        Path(out_dir),
+        meta=None,
+        overwrite=overwrite,
+        size=tuple(size),
+        opset=opset,
+        verify=verify,
+    )
+
+
+# ------------------------------------------------------------------------------ the export folder
+
+
+def _contents(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _shown(names: Sequence[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _refusal(out: Path, why: str) -> ValueError:
+    return ValueError(
+        f"--out {out} {why}; pass --overwrite to move its contents aside to {out.name}.replaced-<time>/ "
+        "(nothing is deleted), or choose another --out"
+    )
+
+
+def _refuse_early(out: Path, format: str, overwrite: bool) -> dict[str, Any] | None:
+    """What the folder alone decides, before any model is loaded: a file or an unwritable folder is an
+    error; a non-empty folder is refused unless it holds an equiseg export without ``format``'s file
+    (whose ``config.json`` is returned, to be matched against the model; None: nothing to match)."""
+    check_writable_dir(out, "--out")
+    names = _contents(out)
+    if not names or overwrite:
+        return None
+    target = WEIGHTS_NAME if format == "safetensors" else ONNX_NAME
+    if target in names:
+        raise _refusal(out, f"already holds {target}")
+    try:
+        config = _read_config(out / CONFIG_NAME)
+    except (OSError, ValueError):
+        config = None
+    others = [n for n in names if n not in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME)]
+    if config is None or others:
+        raise _refusal(out, f"is not empty and holds no export of this model ({_shown(others or names)})")
+    return config
+
+
+def _prepare_folder(out: Path, format: str, overwrite: bool, config: dict[str, Any]) -> str:
+    """How to write into ``out``: ``"new"`` (a fresh set, renamed into place: ``out`` is missing or
+    empty, or ``overwrite``) or ``"add"`` (``out`` holds this same model's other format).
+
+    Raises:
+        ValueError: ``out`` holds something else (another model's export, this format's file, other
+            files) and ``overwrite`` is false -- one line naming the folder, what it holds and
+            ``--overwrite``.
+    """
+    old = _refuse_early(out, format, overwrite)
+    if old is None:
+        return "new"
+    same = all(old.get(k) == config[k] for k in ("weights_sha256", "model_config", "meta"))
+    if not same:
+        what = "weights" if old.get("weights_sha256") != config["weights_sha256"] else "meta or model_config"
+        raise _refusal(out, f"holds the export of another model ({_shown(_contents(out))}; other {what})")
+    return "add"
+
+
+def _export(
+    model: EQUISeg,
+    format: str,
+    out: Path,
+    *,
+    meta: Mapping[str, Any] | None,
+    overwrite: bool,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    rtol: float = DEFAULT_RTOL,
+) -> ExportResult:
+    """Write ``format``'s file and ``config.json`` as one consistent set (see the module docstring).
+
+    A new set is written into a hidden sibling (``.OUT.<hex>.tmp``) and renamed to ``out`` when
+    complete; with ``overwrite`` the old contents are moved aside only then, so a failed export
+    changes nothing. A format added to this model's export is written file by file, each whole.
+    """
+    meta_dict = _model_meta(model, meta)
+    config = _config_dict(model, meta_dict, weights_fingerprint(model))
+    mode = _prepare_folder(out, format, overwrite, config)
+    folder = out if mode == "add" else out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        if mode == "new":
+            folder.mkdir(parents=True)
+        if format == "safetensors":
+            path = _write_safetensors(model, folder)
+            extra: dict[str, Any] = {}
+        else:
+            path, onnx_info = _write_onnx(model, folder, size=size, opset=opset, meta=meta_dict)
+            extra = {"onnx": onnx_info}
+        _write_config(folder, config, extra)
+        result = ExportResult(format, path, folder / CONFIG_NAME)
+        failure: ExportVerificationError | None = None
+        if format == "onnx" and not verify:
+            result.note = "not verified (verify=False)"
+        elif format == "onnx":
+            try:
+                _verify(model, result, size, rtol)
+            except ExportVerificationError as e:  # kept for inspection, as a complete set
+                failure = e
+        if mode == "new":
+            result.moved_aside = _put_in_place(folder, out, overwrite)
+    except OSError as e:
+        raise _at_final_path(e, folder, out) from e
+    finally:
+        if mode == "new" and folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+    result.path, result.config = out / path.name, out / CONFIG_NAME
+    if failure is not None:
+        raise ExportVerificationError(str(failure).replace(str(folder), str(out)))
+    return result
+
+
+def _put_in_place(staging: Path, out: Path, overwrite: bool) -> Path | None:
+    """Rename the complete new set to ``out``, moving what ``out`` held aside first (``overwrite``);
+    returns where the old contents went (None: there were none)."""
+    from equiseg.engine.rundir import move_run_aside
+
+    moved = None
+    if out.is_dir() and _contents(out):
+        if not overwrite:  # filled while we were writing
+            raise _refusal(out, "was filled by another process during the export")
+        moved = move_run_aside(out)
+    if out.is_dir():
+        out.rmdir()
+    os.rename(staging, out)
+    return moved
+
+
+def _at_final_path(e: OSError, staging: Path, out: Path) -> OSError:
+    """A write error in the staging folder, told with the file's final name under ``out``."""
+    name = Path(e.filename) if e.filename else None
+    if name is not None and (name == staging or staging in name.parents):
+        target = out / name.relative_to(staging)
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        return WriteError(e.errno, f"cannot write {target}: {reason}", str(target))
+    return e
 
 
 def load_checkpoint_model(

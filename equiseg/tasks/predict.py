@@ -34,11 +34,17 @@ blended 50 % over the RGB image, or over a preview of the first present modality
 is present), with ``raw`` ``<stem>_classes.png`` (uint8 class indices, 255 = ignore). For a data set
 folder the stem keeps the sample's sub-folders (``cloud/val/MAP_1_point0/000000_rgb_front``), so
 samples of different sequences cannot collide.
+
+Output safety: each file is written whole or not at all (a full disk leaves no 0-byte or partial PNG,
+and the error names the file); a read-only ``out_dir`` is refused before the model is loaded; and an
+``out_dir`` inside the input data set folder is refused, since the next run would read the predictions
+as samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -62,6 +68,7 @@ from equiseg.engine.metrics import class_ids
 from equiseg.engine.precision import resolve_precision, with_precision
 from equiseg.models import EQUISeg
 from equiseg.reports.panels import colorize, modality_preview
+from equiseg.utils import bounded_repr, check_writable_dir, write_atomic
 
 __all__ = [
     "Prediction",
@@ -79,6 +86,7 @@ SampleInputs = Mapping[str, PathLike | torch.Tensor]
 Inputs = PathLike | SampleInputs | Sequence[SampleInputs]
 
 OVERLAY_ALPHA = 0.5
+MIN_SHORT_SIDE = 32  # the model's minimum input (its last stage has stride 32)
 SUFFIXES = {"pred": "_pred.png", "overlay": "_overlay.png", "raw": "_classes.png"}
 
 
@@ -401,6 +409,35 @@ def _predict_sample(
     return class_ids(logits)[0].cpu()
 
 
+def _check_resize(short_side: Any, align: Any) -> None:
+    """``short_side`` is None or an integer >= 32 and ``align`` an integer >= 1 (0 divides by zero)."""
+    if short_side is not None and (
+        isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < MIN_SHORT_SIDE
+    ):
+        raise ValueError(
+            f"--short-side: expected an integer >= {MIN_SHORT_SIDE} (the model's minimum input), "
+            f"got {bounded_repr(short_side)}"
+        )
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise ValueError(f"align: expected an integer >= 1, got {bounded_repr(align)}")
+
+
+def _check_out_outside_input(out: Path, inputs: Any) -> None:
+    """Refuse an output folder inside the data set folder being read: its ``<stem>_pred.png`` files
+    match the samples' patterns, so every rerun would predict on the previous run's predictions too."""
+    if not isinstance(inputs, (str, os.PathLike)):
+        return  # explicit files: only those files are read, wherever the outputs go
+    if Path(inputs).is_dir():
+        _FolderSamples._detect(Path(inputs))  # a folder in no known layout: that error first
+    root = Path(inputs).resolve()
+    target = out.resolve()
+    if target == root or root in target.parents:
+        raise ValueError(
+            f"--out {out} is inside the input folder {inputs}: the predictions would be read as samples "
+            "on the next run; write them outside the data set"
+        )
+
+
 def iter_predict(
     model_or_checkpoint: EQUISeg | PathLike,
     inputs: Inputs,
@@ -418,6 +455,7 @@ def iter_predict(
     Yields:
         :class:`Prediction` per sample, in the data set's (or the given) order.
     """
+    _check_resize(short_side, align)
     model, meta = load_for_inference(model_or_checkpoint, meta, device)
     dev = next(model.parameters()).device
     precision = resolve_precision(precision, dev, key="precision")
@@ -528,7 +566,7 @@ def write_prediction(
     labels = pred.cpu().numpy()
     colour = colorize(labels, palette, ignore_index)
     written = [base.with_name(base.name + SUFFIXES["pred"])]
-    Image.fromarray(colour).save(written[-1])
+    _save_png(Image.fromarray(colour), written[-1])
     if overlay_on is not None:
         if overlay_on.shape != colour.shape:
             raise ValueError(f"overlay image is {overlay_on.shape}, the prediction {colour.shape}")
@@ -536,13 +574,20 @@ def write_prediction(
             np.float32
         )
         written.append(base.with_name(base.name + SUFFIXES["overlay"]))
-        Image.fromarray(np.clip(blend + 0.5, 0, 255).astype(np.uint8)).save(written[-1])
+        _save_png(Image.fromarray(np.clip(blend + 0.5, 0, 255).astype(np.uint8)), written[-1])
     if raw:
         if labels.size and int(labels.max()) > 255:
             raise ValueError("class indices above 255 do not fit a uint8 class-index PNG")
         written.append(base.with_name(base.name + SUFFIXES["raw"]))
-        Image.fromarray(labels.astype(np.uint8), mode="L").save(written[-1])
+        _save_png(Image.fromarray(labels.astype(np.uint8), mode="L"), written[-1])
     return written
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    """Encode in memory, then write the file whole (:func:`~equiseg.utils.write_atomic`)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
 
 
 def predict_to_dir(
@@ -571,12 +616,17 @@ def predict_to_dir(
         Every file written.
 
     Raises:
-        ValueError: ``out_dir`` exists and is not a folder (checked before the model is loaded), and as
-            :func:`predict`.
+        ValueError: ``out_dir`` exists and is not a folder, or lies inside the input data set folder;
+            a bad ``short_side``; and as :func:`predict`.
+        WriteError: ``out_dir`` is not writable. These are checked before the model is loaded; a
+            write that fails later (a full disk) names its file and leaves no partial file.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, expected a folder (it is created if missing)")
+    _check_resize(short_side, align)
+    _check_out_outside_input(out, inputs)
+    check_writable_dir(out, "--out")
     model, meta = load_for_inference(model_or_checkpoint, meta, device)
     if raw and model.cfg.num_classes > 255:
         raise ValueError(

@@ -66,6 +66,10 @@ def run_robustness(
     from equiseg.reports.robustness import write_robustness_report
     from equiseg.robustness import run_benchmark
 
+    if out_dir is not None:  # a read-only or unusable folder is found now, not after the benchmark
+        from equiseg.utils import check_writable_dir
+
+        check_writable_dir(out_dir, "--out")
     setup = load_eval_setup(config, checkpoint, overrides, split=split, max_samples=max_samples)
     precision = resolve_precision(
         setup.cfg.eval.precision, setup.device, model=setup.model, data=setup.dataset
