@@ -32,6 +32,9 @@ from pathlib import Path
 
 
 def _csv(text: str | None) -> list[str] | None:
+    """A comma-separated flag as a list: None when the flag is absent, ``[]`` when it is empty -- never
+    the default in its place: each command refuses an empty list it cannot use, by the one check of
+    :func:`equiseg.utils.check_names`."""
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
@@ -266,15 +269,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
+    from equiseg.robustness.benchmark import TESTS
     from equiseg.tasks.robustness_run import run_robustness
+    from equiseg.utils import check_names
 
+    tests = check_names(_csv(args.tests), TESTS, what="robustness test", where="--tests")
     split = args.split or "val"
     out = args.out or str(Path(args.checkpoint).parent / f"robustness_{split}")
     r = run_robustness(
         args.config,
         args.checkpoint,
         _overrides(args),
-        tests=args.tests,
+        tests=tests,
         out_dir=out,
         seed=args.seed,
         split=args.split,
@@ -368,7 +374,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = args.out or f"runs/compare{_schedule_suffix(args)}"
     r = run_compare(
         args.config,
-        _csv(args.models) or [],
+        _csv(args.models),
         args.set,
         seeds=_ints(args.seeds, "--seeds"),
         checkpoints=_mapping(args.checkpoints, "--checkpoints"),
@@ -399,12 +405,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     out = args.out or f"runs/study{_schedule_suffix(args)}"
     r = run_study(
         args.config,
-        _csv(args.rows) or [],
+        _csv(args.rows),
         args.set,
-        seeds=_ints(args.seeds, "--seeds") or [1, 2, 3],
-        inits=_csv(args.init) or ["scratch", "synth"],
+        seeds=_ints(args.seeds, "--seeds"),
+        inits=_csv(args.init),
         only=_csv(args.only),
-        models=_csv(args.models) or TAB1_MODELS,
+        models=TAB1_MODELS if args.models is None else _csv(args.models),
         out_dir=out,
         quick=args.quick,
         schedule=args.schedule,
@@ -426,7 +432,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     r = run_pretrain(
         args.out,
         variant=args.variant,
-        modalities=_csv(args.modalities) or None,
+        modalities=_csv(args.modalities),
         quick=args.quick,
         overrides=args.set,
         progress=not args.quiet,
@@ -562,7 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--max-samples", type=_positive_int, default=None, help="evaluate on the first N val samples"
     )
-    ab.add_argument("--resume", action="store_true", help="reuse rows already finished in --out")
+    ab.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse rows already finished in --out (re-scored from their checkpoints when scored "
+        "otherwise) and continue unfinished ones from their last.pt",
+    )
     _add_records(ab)
     ab.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
     ab.set_defaults(func=cmd_ablate)

@@ -213,3 +213,40 @@ def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
         msg = f"{flag} {folder} {where} ({reason}); choose another folder"
         raise WriteError(e.errno, msg, str(folder)) from e
     return folder
+
+
+# ----------------------------------------------------------------------------------- lists of names
+
+
+def check_names(
+    given: Iterable[str], known: Iterable[str], *, what: str, where: str, allow_empty: bool = False
+) -> list[str]:
+    """``given`` in its order without repeats, every name one of ``known``.
+
+    The one check of every list of names a command takes (models, table rows, tables, robustness
+    tests ...), so that each command refuses an empty list and an unknown name the same way -- and
+    before any work starts, not after the first model has trained.
+
+    Args:
+        given: the names asked for.
+        known: the names that exist.
+        what: what a name is, for the message (``"model"``, ``"tab2 row"``).
+        where: the flag or key the list came from (``"--models"``).
+        allow_empty: an empty list is a choice (``synth --failures ""``: none), not a mistake.
+
+    Raises:
+        ValueError: ``given`` is empty (``--models: no model given; choose from ...``) or holds a name
+            not in ``known`` (``--models: unknown model 'x'; choose from ...``), every unknown one named.
+    """
+    names = list(dict.fromkeys(str(n).strip() for n in given))
+    choices = list(dict.fromkeys(known))
+    listed = ", ".join(choices)
+    if not names and allow_empty:
+        return []
+    if not names:
+        raise ValueError(f"{where}: no {what} given; choose from {listed}")
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        shown = ", ".join(bounded_repr(n, 80) for n in unknown[:12]) + (" ..." if len(unknown) > 12 else "")
+        raise ValueError(f"{where}: unknown {what} {shown}; choose from {listed}")
+    return names

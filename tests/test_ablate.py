@@ -51,7 +51,9 @@ def test_every_row_changes_only_its_switch() -> None:
             changed = row_model_overrides(row)
             mc = row_config(base, row, "w").model_config(3).to_dict()
             # a row may restate the full model's value (sgm_spec when the config's convention is spec)
-            assert {k for k in mc if mc[k] != full[k]} == {k for k, v in changed.items() if full[k] != v}, row.id
+            assert {k for k in mc if mc[k] != full[k]} == {k for k, v in changed.items() if full[k] != v}, (
+                row.id
+            )
             assert set(changed) <= set(mc)
     assert row_model_overrides(table_rows("tab2", ["no_add"])[0]) == {"residual": False}
     assert [r.id for r in table_rows("tab3", ["lambda80", "no_sgm"])] == ["no_sgm", "lambda80"]  # table order
@@ -167,3 +169,31 @@ def test_tab3_markdown_layout() -> None:
     assert "| without SGM | 88.00 | 93.00 | 8.00 | 11.00 | 37.50 (-2.50) |" in md
     assert "**quick mode**" in md and "15 sets of present modalities" in md
     assert "| without SGM | 88.14 | 93.45 | 8.25 | 11.35 | 41.54 (-3.23) |" in md  # paper row, paper delta
+
+
+def test_resumed_rows_are_rescored_or_restarted_never_mixed(setting) -> None:
+    """--resume: a finished row scored on another number of samples is re-scored from its checkpoint
+    (not retrained, old row.json kept); a row folder left by a run killed before its first checkpoint
+    is started afresh, its files moved aside."""
+    tmp, cfg = setting
+    out = tmp / "rescore"
+    kw = dict(out_dir=out, rows=["cmtb", "hub_mean"], progress=False, resume=True)
+    first = run_ablation(cfg, "tab2", ["train.seed=1"], max_samples=2, rows=["cmtb"], out_dir=out,
+                         progress=False)  # fmt: skip
+    assert first["rows"][0]["num_eval_samples"] == 2 and first["rows"][0]["inference"]["mode"] == "whole"
+    stamp = (out / "cmtb" / "best.pt").stat().st_mtime_ns
+    (out / "hub_mean").mkdir()
+    (out / "hub_mean" / "config.yaml").write_text("killed before the first checkpoint\n")
+    again = run_ablation(cfg, "tab2", ["train.seed=1"], max_samples=1, **kw)
+    cmtb, hub = again["rows"]
+    assert cmtb["num_eval_samples"] == hub["num_eval_samples"] == again["num_eval_samples"] == 1
+    assert "num_samples: 2 recorded, 1 asked" in cmtb["rescored"]["because"][0]
+    assert (out / "cmtb" / "best.pt").stat().st_mtime_ns == stamp  # not retrained
+    (kept,) = (out / "cmtb").glob("row.replaced-*.json")
+    assert json.loads(kept.read_text())["num_eval_samples"] == 2
+    (aside,) = tmp.glob("rescore/hub_mean.replaced-*")
+    assert (aside / "config.yaml").read_text() == "killed before the first checkpoint\n"
+    assert (out / "hub_mean" / "best.pt").is_file() and "rescored" not in hub
+    assert (
+        "1 sample of the val split, batch 1, whole image, scale 1" in (out / "ablation_tab2.md").read_text()
+    )

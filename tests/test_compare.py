@@ -146,3 +146,110 @@ def test_compare_scores_a_release_with_reference_compat(tmp_path):
     )
     with torch.no_grad():
         assert float((model(fx.inputs) - fx.logits).norm() / fx.logits.norm()) < 1e-4
+
+
+def test_compare_starts_afresh_a_run_killed_before_its_first_checkpoint(setup, tmp_path):
+    """A run folder holding only what a run killed before its first checkpoint leaves (config.yaml,
+    log.jsonl) is started afresh: its files are moved aside, never deleted -- compare has no
+    --resume/--overwrite to pass; the short schedules save last.pt at every validation."""
+    from equiseg.tasks.ablate import SCHEDULES
+    from equiseg.tasks.compare import QUICK_OVERRIDES
+
+    cfg, _ = setup
+    out = tmp_path / "out"
+    work = out / "segformer_b0" / "seed1"
+    work.mkdir(parents=True)
+    (work / "config.yaml").write_text("written by a run killed at once\n")
+    (work / "log.jsonl").write_text('{"iter": 1, "loss": 3.2}\n')
+    r = run_compare(cfg, ["segformer_b0"], seeds=[1], out_dir=out, max_samples=1, progress=False)
+    assert r["models"]["segformer_b0"]["runs"][0]["trained"] is True
+    assert (work / "best.pt").is_file() and (work / "result.json").is_file()
+    aside = list((out / "segformer_b0").glob("seed1.replaced-*"))
+    assert len(aside) == 1
+    assert (aside[0] / "config.yaml").read_text() == "written by a run killed at once\n"
+    assert (aside[0] / "log.jsonl").read_text() == '{"iter": 1, "loss": 3.2}\n'
+    for overrides in (QUICK_OVERRIDES, SCHEDULES["quick"].overrides, SCHEDULES["standard"].overrides):
+        assert "train.checkpoint_interval=0" in overrides  # last.pt at every validation
+
+
+def test_compare_never_mixes_runs_scored_on_other_samples_or_inference(setup, tmp_path):
+    """A finished run scored otherwise than asked (--max-samples, eval.flip) is re-scored from its
+    checkpoint, not retrained and not reused as it is; the old result is kept; compare.md shows the
+    sample count and the inference."""
+    cfg, _ = setup
+    out = tmp_path / "out"
+    kw = dict(seeds=[1], out_dir=out, progress=False)
+    first = run_compare(cfg, ["segformer_b0"], max_samples=2, **kw)["models"]["segformer_b0"]["runs"][0]
+    assert (
+        first["num_samples"] == 2 and first["inference"]["mode"] == "whole" and first["precision"] == "fp32"
+    )
+    work = out / "segformer_b0" / "seed1"
+    stamp = (work / "best.pt").stat().st_mtime_ns
+    again = run_compare(cfg, ["segformer_b0"], max_samples=1, **kw)
+    run = again["models"]["segformer_b0"]["runs"][0]
+    assert run["num_samples"] == 1 and again["num_samples"] == 1
+    assert any(b.startswith("num_samples: 2 recorded, 1 asked") for b in run["rescored"]["because"])
+    assert (work / "best.pt").stat().st_mtime_ns == stamp  # re-scored, not retrained
+    (kept,) = work.glob("result.replaced-*.json")
+    assert json.loads(kept.read_text())["num_samples"] == 2  # the old result is not lost
+    md = (out / "compare.md").read_text()
+    assert "1 sample of the val split, whole image, scale 1" in md
+    assert "| samples | precision |" in md and "| 1 | fp32 |" in md
+    # the same request again: reused as it is, nothing re-scored
+    third = run_compare(cfg, ["segformer_b0"], max_samples=1, **kw)
+    assert third["models"]["segformer_b0"]["runs"][0]["summary"] == run["summary"]
+    assert len(list(work.glob("result.replaced-*.json"))) == 1
+    # another inference is another scoring: re-scored too, and said so
+    flip = run_compare(cfg, ["segformer_b0"], ["eval.flip=true"], max_samples=1, **kw)
+    run = flip["models"]["segformer_b0"]["runs"][0]
+    assert run["inference"]["flip"] is True and any(
+        b.startswith("inference") for b in run["rescored"]["because"]
+    )
+    assert (work / "best.pt").stat().st_mtime_ns == stamp
+    assert "horizontal flip" in (out / "compare.md").read_text()
+    # a run trained otherwise is refused before anything is done, naming the key
+    with pytest.raises(ValueError, match=r"another config \(differing: train.lr\)"):
+        run_compare(cfg, ["segformer_b0"], ["train.lr=0.5"], max_samples=1, **kw)
+
+
+def test_compare_checks_every_name_and_file_before_training(setup, tmp_path, capsys):
+    """A misspelt model or a missing --checkpoints file stops compare before the first model trains;
+    ablate checks its rows and folders the same way."""
+    cfg, tmp = setup
+    path = tmp / "names.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    base = ["--quiet", "compare", str(path), "--out", str(out), "--max-samples", "1"]
+    assert main([*base, "--models", "equiseg_b0,nosuch_b0"]) == 2
+    err = capsys.readouterr().err
+    assert "--models: unknown model 'nosuch_b0'; choose from" in err and "equiseg_b0" in err
+    missing = tmp_path / "nope.pt"
+    assert main([*base, "--models", "equiseg_b0", "--checkpoints", f"segformer_b0={missing}"]) == 2
+    assert f"--checkpoints segformer_b0={missing}: no such file" in capsys.readouterr().err
+    assert main([*base, "--models", "equiseg_b0", "--seeds", ""]) == 2
+    assert "--seeds: no seed given" in capsys.readouterr().err
+    assert not (out / "equiseg_b0").exists()  # nothing trained
+    # an unfinished run (last.pt) that a resume could not continue is found before the others train
+    from equiseg.config import load_experiment, save_yaml
+
+    unfinished = out / "equiseg_b0" / "seed1"
+    unfinished.mkdir(parents=True)
+    other = model_run_config(load_experiment(cfg, ["train.lr=0.5"]), "equiseg_b0", 1, unfinished)
+    save_yaml(other, unfinished / "config.yaml")
+    (unfinished / "last.pt").write_bytes(b"an unfinished run's checkpoint")
+    assert main([*base, "--models", "segformer_b0,equiseg_b0", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{unfinished} holds an unfinished run (last.pt) trained with another config" in err
+    assert "train.lr" in err and not (out / "segformer_b0").exists()
+    # ablate: an unknown row, and a row folder holding a checkpoint without --resume
+    ab = tmp_path / "ablate"
+    abl = ["--quiet", "ablate", str(path), "--rows", "tab2", "--out", str(ab), "--max-samples", "1"]
+    assert main([*abl, "--only", "cmtb,nosuch_row"]) == 2
+    assert "--only: unknown tab2 row 'nosuch_row'; choose from cmtb, hub_mean" in capsys.readouterr().err
+    (ab / "hub_mean").mkdir(parents=True)
+    (ab / "hub_mean" / "last.pt").write_bytes(b"a checkpoint of an earlier run")
+    assert main([*abl, "--only", "cmtb,hub_mean"]) == 2
+    err = capsys.readouterr().err
+    assert str(ab / "hub_mean") in err and "--resume" in err
+    assert not (ab / "cmtb").exists()  # the first row did not train
+    assert (ab / "hub_mean" / "last.pt").read_bytes() == b"a checkpoint of an earlier run"

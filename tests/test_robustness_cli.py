@@ -132,3 +132,61 @@ def test_report_and_section(stub_result, tmp_path: Path) -> None:
     assert "](figures/robustness_missing.png)" in section and "](figures/robustness_noise.png)" in section
     assert (tmp_path / "demo" / "figures" / "robustness_missing.png").is_file()
     assert f"{100 * 4 / 7:.2f}" in section
+
+
+def test_robustness_predicts_as_eval_does_and_analyze_refuses_what_it_cannot(tiny_run, tmp_path, capsys):
+    """Sliding windows and flip: robustness's clean mIoU is eval's under the same settings, and every
+    output says which inference ran; analyze (features of one whole-image forward) refuses them by
+    name and writes nothing."""
+    import equiseg
+
+    cfg, ckpt = tiny_run
+    slide = ["eval.mode=slide", "eval.crop_size=[32,32]", "eval.stride=[16,16]", "eval.flip=true"]
+    ev = equiseg.evaluate(cfg, ckpt, slide, progress=False, max_samples=2)
+    whole = equiseg.evaluate(cfg, ckpt, progress=False, max_samples=2)
+    assert ev["mIoU"] != whole["mIoU"]  # the settings matter on this checkpoint
+    expect = {"mode": "slide", "scales": [1.0], "flip": True, "crop_size": [32, 32], "stride": [16, 16]}
+    assert ev["inference"] == expect and whole["inference"] == {
+        "mode": "whole",
+        "scales": [1.0],
+        "flip": False,
+    }
+    out = tmp_path / "rob"
+    argv = [
+        "--quiet",
+        "robustness",
+        str(cfg),
+        "--checkpoint",
+        str(ckpt),
+        "--tests",
+        "emm",
+        "--max-samples",
+        "2",
+    ]
+    assert main([*argv, "--out", str(out), "--set", *slide]) == 0
+    r = json.loads((out / "robustness.json").read_text())
+    assert r["summary"]["clean"] == pytest.approx(ev["mIoU"]) and r["inference"] == expect
+    phrase = "sliding windows 32×32, stride 16×16, scale 1, horizontal flip"
+    assert phrase in (out / "robustness.md").read_text() and phrase in (out / "report.md").read_text()
+    # analyze cannot run windows or flips: refused by name, before anything is written
+    ana = tmp_path / "ana"
+    base = [
+        "--quiet",
+        "analyze",
+        str(cfg),
+        "--checkpoint",
+        str(ckpt),
+        "--max-samples",
+        "1",
+        "--out",
+        str(ana),
+    ]
+    assert main([*base, "--set", *slide]) == 2
+    err = capsys.readouterr().err
+    assert "eval.mode=slide" in err and "eval.flip=true" in err and not ana.exists()
+    assert main(base) == 0
+    assert json.loads((ana / "analysis.json").read_text())["inference"]["mode"] == "whole"
+    assert "whole image, scale 1" in (ana / "analysis.md").read_text()
+    # an empty --tests is a mistake, not "the clean pass only"
+    assert main([*argv[:-4], "--tests", ""]) == 2
+    assert "--tests: no robustness test given" in capsys.readouterr().err

@@ -65,6 +65,7 @@ def test_study_two_seeds_two_rows_and_reuse(tmp_path, capsys):
                     assert s["vs_full"]["mean"] == 0
     md = (out / "study.md").read_text()
     assert "## tab2, init scratch (full model: `cmtb`)" in md and "(Δ " in md
+    assert md.count("Scored on 2 samples of the val split, whole image, scale 1.") == 2  # per section
     assert json.loads((out / "study.json").read_text())["seeds"] == [1, 2]
     assert (out / "study_scratch_tab1.png").is_file() and "](study_scratch_tab2.png)" in md
     html = (out / "report.html").read_text()
@@ -228,3 +229,61 @@ def test_schedules_resolve_and_refuse_a_contradiction():
         resolve_schedule("standard", True)
     with pytest.raises(ValueError, match="expected one of quick, standard"):
         resolve_schedule("long", False)
+
+
+def test_every_list_is_checked_the_same_way_and_data_cases_does_what_it_says(tmp_path, capsys):
+    """study refuses an unknown row and an empty --models as ablate and compare do, before any work;
+    data.cases is checked against the data set's cases and chooses the per-case tables."""
+    from model_utils import tiny_model
+
+    from equiseg.config import load_experiment
+    from equiseg.data.synth import generate
+    from equiseg.engine.builders import build_val_dataset
+    from equiseg.engine.evaluate import evaluate
+
+    generate(tmp_path / "data", layout="deliver", splits={"train": 4, "val": 4}, size=(64, 64), seed=0,
+             progress=False)  # fmt: skip
+    cfg = tiny_runner_config(tmp_path / "data")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "study"
+    study = ["--quiet", "study", str(path), "--rows", "tab1,tab2", "--init", "scratch", "--out", str(out)]
+    refused = [
+        (["--only", "nosuch_row"], "--only: unknown row or model of tab1, tab2 'nosuch_row'; choose from"),
+        (["--models", ""], "--models: no model given; choose from"),
+        (["--models", "equiseg_b0,nosuch_b0"], "--models: unknown model 'nosuch_b0'"),
+        (["--seeds", ""], "--seeds: no seed given"),
+        (["--init", ""], "--init: no init given"),
+        (["--rows", ""], "--rows: no study table given"),
+        (["--rows", "tab1,tab9"], "--rows: unknown study table 'tab9'"),
+    ]
+    for extra, message in refused:
+        assert main([*study, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert not out.exists()  # refused before any work
+    # the same mistakes, the same words, in ablate and compare
+    assert (
+        main(["--quiet", "ablate", str(path), "--rows", "tab2", "--only", "nosuch_row", "--out", str(out)])
+        == 2
+    )
+    assert "--only: unknown tab2 row 'nosuch_row'; choose from" in capsys.readouterr().err
+    assert main(["--quiet", "compare", str(path), "--models", "", "--out", str(out)]) == 2
+    assert "--models: no model given; choose from" in capsys.readouterr().err
+    assert not out.exists()
+
+    # data.cases: an unknown case is refused naming the key, also by train before it writes anything
+    work = tmp_path / "run"
+    bad = ["--quiet", "train", str(path), "--work-dir", str(work), "--set", "data.cases=[night,bogus_case]"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "data.cases: unknown DeLiVER case 'bogus_case'; choose from cloud, fog, night" in err
+    assert not work.exists()
+    # a valid list chooses the per-case tables (in its order); every sample still counts overall
+    data = load_experiment(cfg, ["data.cases=[night,FOG]"]).data
+    val = build_val_dataset(data)
+    model = tiny_model(3, num_classes=val.num_classes)
+    r = evaluate(model, val, progress=False)
+    assert list(r["per_case"]) == ["night", "fog"] and r["num_samples"] == 4
+    everything = evaluate(model, build_val_dataset(load_experiment(cfg).data), progress=False)
+    assert list(everything["per_case"]) == ["cloud", "fog", "night", "rain"]
+    assert everything["mIoU"] == r["mIoU"]

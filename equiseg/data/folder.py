@@ -378,7 +378,8 @@ class FolderDataset(Dataset):
         labels: read labels; ``False`` returns an all-``ignore_index`` label (e.g. withheld test GT).
 
     Attributes:
-        classes, palette, ignore_index, modalities, norm_stats, rgb_modalities, samples, cases.
+        classes, palette, ignore_index, modalities, norm_stats, rgb_modalities, samples, cases,
+        report_cases (the cases per-case evaluation reports; see :meth:`set_report_cases`).
 
     Raises:
         FileNotFoundError: no samples for the split, or (``verify``) missing files.
@@ -434,6 +435,7 @@ class FolderDataset(Dataset):
         if case is not None:
             self.samples = self._filter_case(case)
         self.case = case
+        self.report_cases: tuple[str, ...] | None = None
         self._check_first_sample()
         if verify:
             self.verify()
@@ -475,6 +477,27 @@ class FolderDataset(Dataset):
     def case_of(self, index: int) -> tuple[str, ...]:
         """The cases of sample ``index`` (e.g. ``("rain",)`` or ``("fog", "night")``)."""
         return self.samples[index].cases
+
+    def set_report_cases(self, cases: Sequence[str] | None, key: str = "data.cases") -> None:
+        """Which cases the per-case evaluation tables report, in this order (:attr:`report_cases`;
+        ``None``: every case the spec defines). The samples are not filtered: every sample still counts
+        in the overall numbers (``case=`` restricts the samples).
+
+        Raises:
+            ValueError: naming ``key``: the data set defines no cases, the list is empty, or a name is
+                not one of the spec's cases.
+        """
+        from equiseg.utils import check_names
+
+        if cases is None:
+            self.report_cases = None
+            return
+        if not self.spec.cases:
+            raise ValueError(f"{key}: the {self.spec.name} data set defines no cases, got {list(cases)}")
+        names = [c.lower() if isinstance(c, str) else c for c in cases]
+        self.report_cases = tuple(
+            check_names(names, self.spec.cases, what=f"{self.spec.name} case", where=key)
+        )
 
     @property
     def files(self) -> list[dict[str, Path]]:

@@ -20,20 +20,25 @@ from equiseg.data.folder import DatasetSpec
 
 
 def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None = None) -> FolderDataset:
-    """The data set named by ``cfg.dataset`` for ``split`` (raw samples when ``transform`` is None)."""
+    """The data set named by ``cfg.dataset`` for ``split`` (raw samples when ``transform`` is None),
+    reporting the per-case tables of ``cfg.cases`` (checked against the data set's cases here, so a
+    misspelt case stops ``train`` / ``eval`` / ``compare`` ... before any work)."""
     if cfg.dataset == "deliver":
-        return DeLiVER(
+        ds = DeLiVER(
             cfg.root, split, cfg.modalities, case=case, transform=transform, depth_folder=cfg.depth_folder
         )
-    if cfg.dataset == "muses":
-        return MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform)
-    if cfg.dataset == "folder":
+    elif cfg.dataset == "muses":
+        ds = MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform)
+    elif cfg.dataset == "folder":
         if not cfg.spec:
             raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
-        return FolderDataset(
+        ds = FolderDataset(
             cfg.spec, root=cfg.root, split=split, transform=transform, modalities=cfg.modalities, case=case
         )
-    raise ValueError(f"data.dataset must be deliver, muses or folder, got {cfg.dataset!r}")
+    else:
+        raise ValueError(f"data.dataset must be deliver, muses or folder, got {cfg.dataset!r}")
+    ds.set_report_cases(cfg.cases)
+    return ds
 
 
 def build_val_dataset(cfg: DataConfig, split: str | None = None, case: str | None = None) -> FolderDataset:

@@ -25,7 +25,13 @@ from tqdm import tqdm
 
 from equiseg.config import EvalConfig
 from equiseg.engine.distributed import all_gather_objects, get_rank, get_world_size, is_main_process
-from equiseg.engine.inference import infer_logits
+from equiseg.engine.inference import (
+    describe_inference,
+    forward_crop,
+    infer_logits,
+    inference_kwargs,
+    inference_record,
+)
 from equiseg.engine.metrics import SegMetrics, class_ids
 from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
 
@@ -60,7 +66,9 @@ def evaluate(
         ``{"mIoU", "aAcc", "mAcc", "per_class", "convention", "num_samples", "per_case": {case: {...}},
         "other_convention": {...}, "confusion", "precision", "precision_note"}`` (percentages;
         ``confusion``: the ``K×K`` pixel counts, rows ground truth, columns prediction; ``precision`` is
-        ``"fp32"`` or ``"bf16"``, what ``eval_cfg.precision`` resolved to).
+        ``"fp32"`` or ``"bf16"``, what ``eval_cfg.precision`` resolved to; ``inference``: how the
+        predictions were made, :func:`~equiseg.engine.inference.inference_record`). The per-case tables
+        cover ``cases``, else the data set's ``report_cases`` (``data.cases``), else all its cases.
 
     Raises:
         ValueError: ``max_samples < 1`` (zero samples would give ``mIoU nan``, not an error).
@@ -74,12 +82,12 @@ def evaluate(
     ignore = int(getattr(dataset, "ignore_index", 255))
     overall = SegMetrics(num_classes, ignore_index=ignore, class_names=classes or None, device=device)
     if cases is None and cfg.per_case and hasattr(dataset, "spec"):
-        cases = list(dataset.spec.cases)
+        cases = list(getattr(dataset, "report_cases", None) or dataset.spec.cases)  # data.cases
     per_case = {c: SegMetrics(num_classes, ignore_index=ignore, device=device) for c in (cases or [])}
     n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     indices = shard_indices(n, get_rank(), get_world_size())
     # auto: bf16 only if this model's forward on a sample of this split is measurably faster in it
-    crop = cfg.crop_size if cfg.mode == "slide" else None  # the forward runs on windows
+    crop = forward_crop(cfg)  # the forward runs on windows
     precision = resolve_precision(cfg.precision, device, model=model, data=dataset if n else None, crop=crop)
     if get_world_size() > 1:  # rank 0's verdict everywhere: the probe is timed per process
         precision = all_gather_objects(precision)[0]
@@ -92,18 +100,7 @@ def evaluate(
             inputs, label = dataset[i]
             inputs = [None if x is None else x.unsqueeze(0).to(device) for x in inputs]
             label = label.unsqueeze(0).to(device)
-            logits = infer_logits(
-                net,
-                inputs,
-                mode=cfg.mode,
-                crop_size=cfg.crop_size,
-                stride=cfg.stride,
-                scales=cfg.scales,
-                flip=cfg.flip,
-                align=cfg.align,
-                window_batch=cfg.window_batch,
-                num_classes=num_classes,
-            )
+            logits = infer_logits(net, inputs, num_classes=num_classes, **inference_kwargs(cfg))
             if logits.shape[-2:] != label.shape[-2:]:
                 logits = torch.nn.functional.interpolate(
                     logits, size=label.shape[-2:], mode="bilinear", align_corners=False
@@ -128,6 +125,7 @@ def evaluate(
     result["confusion"] = overall.matrix.cpu().tolist()  # rows: ground truth, columns: prediction (pixels)
     result["precision"] = precision
     result["precision_note"] = describe_precision(precision, cfg.precision, device)
+    result["inference"] = inference_record(cfg)
     result["per_case"] = {}
     for c, m in per_case.items():
         if m.matrix.sum() == 0:
@@ -150,6 +148,8 @@ def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
         )
         + "."
     )
+    if result.get("inference"):
+        lines[-1] += f" Inference: {describe_inference(result['inference'])}."
     if result.get("precision_note"):
         lines[-1] += f" Network forward: {result['precision_note']}."
     lines += ["", "| mIoU | aAcc | mAcc | samples |", "|---|---|---|---|"]

@@ -50,8 +50,8 @@ nearest) is :class:`equiseg.data.transforms.ValTransform`; it happens per sample
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -319,3 +319,108 @@ def infer_logits(
             acc = log_p if acc is None else torch.logaddexp(acc, log_p)
     assert acc is not None
     return acc - math.log(n_passes)
+
+
+# ------------------------------------------------------------------------ the config's inference
+
+
+def inference_kwargs(eval_cfg: Any) -> dict[str, Any]:
+    """The :func:`infer_logits` arguments an :class:`~equiseg.config.EvalConfig` asks for.
+
+    Every scoring path (``eval``, validation during training, the robustness benchmark of
+    ``robustness`` / ``compare`` / ``ablate``) calls :func:`infer_logits` with these, so a number
+    reported by one command is the number the others would report for the same checkpoint."""
+    return {
+        "mode": eval_cfg.mode,
+        "crop_size": tuple(eval_cfg.crop_size),
+        "stride": tuple(eval_cfg.stride),
+        "scales": tuple(float(s) for s in eval_cfg.scales),
+        "flip": bool(eval_cfg.flip),
+        "align": eval_cfg.align,
+        "window_batch": eval_cfg.window_batch,
+    }
+
+
+def forward_crop(eval_cfg: Any) -> tuple[int, int] | None:
+    """The ``(h, w)`` the network's forward runs on under ``eval_cfg``: the slide window, or None (the
+    whole image). What the bf16 probe of ``eval.precision: auto`` times."""
+    return tuple(eval_cfg.crop_size) if eval_cfg.mode == "slide" else None  # type: ignore[return-value]
+
+
+# what a single forward at the input size is, recorded by the paths that run no other inference
+WHOLE_IMAGE: dict[str, Any] = {"mode": "whole", "scales": [1.0], "flip": False}
+
+
+def inference_record(eval_cfg: Any | None) -> dict[str, Any]:
+    """How the scored predictions were made, as every output records it: ``mode``, ``scales`` and
+    ``flip``, plus ``crop_size`` / ``stride`` for sliding windows and ``align`` when set (it rounds
+    the scaled sides up, at scale 1 too). ``None``: one whole-image forward at scale 1
+    (:data:`WHOLE_IMAGE`). ``window_batch`` is left out: it changes the speed, not the computation."""
+    if eval_cfg is None:
+        return dict(WHOLE_IMAGE)
+    rec: dict[str, Any] = {
+        "mode": eval_cfg.mode,
+        "scales": [float(s) for s in eval_cfg.scales],
+        "flip": bool(eval_cfg.flip),
+    }
+    if eval_cfg.mode == "slide":
+        rec.update(crop_size=list(eval_cfg.crop_size), stride=list(eval_cfg.stride))
+    if eval_cfg.align:
+        rec["align"] = eval_cfg.align
+    return rec
+
+
+def describe_inference(record: Mapping[str, Any] | None) -> str:
+    """One phrase for reports: ``whole image, scale 1`` or ``sliding windows 512×512, stride
+    384×384, scales 0.5/1/1.5, horizontal flip``."""
+    rec = dict(WHOLE_IMAGE) if record is None else record
+    if rec.get("mode") == "slide":
+        (ch, cw), (sh, sw) = rec["crop_size"], rec["stride"]
+        parts = [f"sliding windows {ch}×{cw}, stride {sh}×{sw}"]
+    else:
+        parts = ["whole image"]
+    scales = rec.get("scales", [1.0])
+    parts.append(("scale " if len(scales) == 1 else "scales ") + "/".join(f"{s:g}" for s in scales))
+    if rec.get("align"):
+        parts[-1] += f" (sides aligned to {rec['align']})"
+    if rec.get("flip"):
+        parts.append("horizontal flip")
+    return ", ".join(parts)
+
+
+def require_single_pass(eval_cfg: Any, command: str, why: str) -> None:
+    """Refuse an :class:`~equiseg.config.EvalConfig` asking for more than one whole-image forward at
+    scale 1, for a command that cannot run anything else (``why`` says what it measures), naming every
+    key that is set otherwise.
+
+    Raises:
+        ValueError: ``analyze ...: eval.mode=slide, eval.flip=true are not supported; ...``.
+    """
+    bad = []
+    if eval_cfg.mode != "whole":
+        bad.append(f"eval.mode={eval_cfg.mode}")
+    if [float(s) for s in eval_cfg.scales] != [1.0]:
+        bad.append(f"eval.scales={[float(s) for s in eval_cfg.scales]}")
+    if eval_cfg.flip:
+        bad.append("eval.flip=true")
+    if eval_cfg.align:
+        bad.append(f"eval.align={eval_cfg.align}")
+    if bad:
+        raise ValueError(
+            f"{command} {why}, so {', '.join(bad)} cannot be honoured; set eval.mode=whole, "
+            "eval.scales=[1.0], eval.flip=false, eval.align=null in the config (or with --set)"
+        )
+
+
+class EvalInference:
+    """``model`` called the way an :class:`~equiseg.config.EvalConfig` says: every call goes through
+    :func:`infer_logits` with :func:`inference_kwargs`. For callers that take a plain
+    ``inputs -> logits`` callable (the robustness benchmark), so they score as ``eval`` does."""
+
+    def __init__(self, model: SegModel, eval_cfg: Any, num_classes: int | None = None) -> None:
+        self.model = model
+        self.kwargs = inference_kwargs(eval_cfg)
+        self.num_classes = num_classes
+
+    def __call__(self, inputs: Inputs) -> torch.Tensor:
+        return infer_logits(self.model, inputs, num_classes=self.num_classes, **self.kwargs)

@@ -334,37 +334,32 @@ def check_resume_config(new: Mapping[str, Any], saved: Mapping[str, Any], checkp
     return differing
 
 
-def config_matches(saved: Mapping[str, Any] | None, cfg: Any, ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a config saved with a finished run (``result.json`` / ``row.json``) is ``cfg``, so the
-    run can be reused. The saved one is read through today's schema first: a key added to the schema
-    since (with its default) does not make an old run unusable. ``ignore``: top-level keys not compared
-    (e.g. ``work_dir``)."""
+def config_differences(saved: Mapping[str, Any] | None, cfg: Any, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys in which a config saved with a run (in its ``result.json`` / ``row.json``, or
+    its ``config.yaml``) differs from ``cfg`` (empty: the same experiment). The saved one is read through today's schema
+    first: a key added to the schema since (with its default) does not make an old run differ.
+    ``ignore``: keys not compared, top-level (``work_dir``) or dotted (``data.val_split``) -- a
+    section's name ignores the whole section. A saved config that is missing or no longer loads
+    differs in ``["config"]``."""
     from equiseg.config import load_experiment
     from equiseg.utils import to_jsonable
 
     if not isinstance(saved, Mapping):
-        return False
+        return ["config"]
     try:
         old = load_experiment(dict(saved)).to_dict()
     except (ValueError, TypeError, KeyError):
-        return False
+        return ["config"]
 
-    def norm(d: Mapping[str, Any]) -> Any:
-        return json.loads(json.dumps(to_jsonable({k: v for k, v in d.items() if k not in ignore})))
+    def flat(d: Mapping[str, Any]) -> dict[str, Any]:
+        plain = json.loads(json.dumps(to_jsonable(d)))
+        return {k: v for k, v in _flatten(plain) if not any(k == i or k.startswith(f"{i}.") for i in ignore)}
 
-    return norm(old) == norm(cfg.to_dict())
+    a, b = flat(old), flat(cfg.to_dict())
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def finished_record(path: Path, cfg: Any) -> dict[str, Any] | None:
-    """The record a finished run left at ``path`` (``row.json`` of ``ablate``, ``result.json`` of
-    ``compare``), None when there is none; an error when it was made with another config than ``cfg``
-    (see :func:`config_matches`), so a study never mixes runs of two settings."""
-    if not path.is_file():
-        return None
-    rec = json.loads(path.read_text())
-    if not config_matches(rec.get("config"), cfg):
-        raise ValueError(
-            f"{path}: this run was made with another config; use another output folder (or remove "
-            f"{path.parent})"
-        )
-    return rec
+def config_matches(saved: Mapping[str, Any] | None, cfg: Any, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a config saved with a finished run is ``cfg`` (see :func:`config_differences`), so the
+    run can be reused."""
+    return not config_differences(saved, cfg, ignore)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from equiseg.engine.inference import describe_inference
 from equiseg.robustness.summary import HEADLINE_RATE, TABLE1_COLUMNS, p_key, rate_key
 from equiseg.utils import write_atomic, write_json_atomic
 
@@ -85,6 +86,9 @@ def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str
         f"seed {result['seed']}. Modalities: {', '.join(names)}"
         + (f" ({names[ev]} gets salt-and-pepper noise only)." if ev is not None else "."),
         f"mIoU in %, convention **{conv}** ({conv_text}).",
+        f"Inference: {describe_inference(result.get('inference'))} (every variant; the clean pass is what "
+        "`equiseg eval` reports under the same config)"
+        + (f". Network forward: {result['precision_note']}." if result.get("precision_note") else "."),
         "",
         f"## Summary (paper Tab. 1 layout; RMM at r = {HEADLINE_RATE:g})",
         "",

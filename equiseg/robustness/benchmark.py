@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from equiseg.engine.inference import EvalInference, inference_record
 from equiseg.engine.metrics import CONVENTIONS, Convention, SegMetrics, class_ids
+from equiseg.utils import check_names
 
 from .corruptions import (
     NM_LEVELS,
@@ -150,6 +152,7 @@ def run_benchmark(
     variant_batch_size: int = 1,
     model_name: str | None = None,
     reuse_identical: bool = True,
+    eval_cfg: Any = None,
 ) -> dict[str, Any]:
     """Run the robustness benchmark (EMM, RMM, NM; SPEC §5) on a split in one pass.
 
@@ -199,10 +202,15 @@ def run_benchmark(
             at rate 0 reads the clean pass, RMM at rate 1 the EMM pass of the same missing set (every
             element dropped is exactly the zero fill). The numbers are those of evaluating them
             separately (at ``variant_batch_size=1`` bit for bit).
+        eval_cfg: An :class:`~equiseg.config.EvalConfig`: every variant is predicted the way ``equiseg
+            eval`` predicts under it (whole image or sliding windows, its scales and flip; see
+            :class:`~equiseg.engine.inference.EvalInference`), so the clean pass is ``eval``'s number.
+            None: one call of ``model`` per batch of variants, at the input size.
 
     Returns:
         A dict (also the content of ``robustness.json``) with the metadata ``convention``, ``seed``,
-        ``num_samples``, ``num_classes``, ``modalities``, ``event_index``, ``tests``, ``protocol``
+        ``num_samples``, ``num_classes``, ``modalities``, ``event_index``, ``tests``, ``inference``
+        (:func:`~equiseg.engine.inference.inference_record` of ``eval_cfg``), ``protocol``
         (``ps``, ``rmm_rates``, ``nm_levels``), ``model_name``, ``num_params_m``; the flat ``summary``
         (``clean``, ``emm_avg``, ``emm_p0.2`` …, ``rmm_avg[0.5]``, ``rmm_p0.1[0.5]`` … per rate,
         ``nm_low`` …, ``mean`` = the paper's robustness score or ``None`` if an input was not run);
@@ -236,6 +244,7 @@ def run_benchmark(
         )
     device = torch.device(device) if device is not None else _module_device(model)
     num_samples = _len_or_none(dataset)
+    predict = model if eval_cfg is None else EvalInference(model, eval_cfg, num_classes)
 
     variants: list[Variant] | None = None
     chunks: list[list[Variant]] = []
@@ -270,7 +279,7 @@ def run_benchmark(
                         )
                         for v in chunk
                     ]
-                    logits = _forward(model, variant_inputs, label)
+                    logits = _forward(predict, variant_inputs, label)
                     if num_classes is None:
                         num_classes = int(logits.shape[1])
                     elif logits.shape[1] != num_classes:
@@ -303,6 +312,7 @@ def run_benchmark(
         model_aware_missing=model_aware_missing,
         model=model,
         model_name=model_name,
+        inference=inference_record(eval_cfg),
     )
     if out_dir is not None:
         from equiseg.reports.robustness import write_report  # the writers live with the reports
@@ -316,12 +326,13 @@ def run_benchmark(
 
 
 def _check_tests(tests: Sequence[str] | str) -> tuple[str, ...]:
+    """The tests asked for, in canonical order (:func:`equiseg.utils.check_names`; a string is split at
+    commas). Empty is allowed here: the clean pass alone."""
     if isinstance(tests, str):
         tests = [t.strip() for t in tests.split(",") if t.strip()]
-    tests = tuple(t.lower() for t in tests)
-    unknown = [t for t in tests if t not in TESTS]
-    if unknown:
-        raise ValueError(f"unknown robustness test(s) {unknown}; choose from {TESTS}")
+    tests = check_names(
+        [t.lower() for t in tests], TESTS, what="robustness test", where="tests", allow_empty=True
+    )
     return tuple(t for t in TESTS if t in tests)  # canonical order, no duplicates
 
 
@@ -452,8 +463,10 @@ def assemble_result(
     model_aware_missing: bool,
     model: Model,
     model_name: str | None,
+    inference: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compute every variant's metrics and lay the result dict out (see :func:`run_benchmark`).
+    """Compute every variant's metrics and lay the result dict out (see :func:`run_benchmark`;
+    ``inference``: how the predictions were made, default one whole-image forward).
 
     ``metrics`` maps every :attr:`Variant.key` the tests need (see :func:`build_variants`) to its
     accumulated :class:`SegMetrics`; any other loop that fills them (e.g. the reference-structure loop
@@ -496,6 +509,7 @@ def assemble_result(
         "modalities": names,
         "event_index": event_index,
         "tests": list(tests),
+        "inference": dict(inference) if inference is not None else inference_record(None),
         "protocol": {
             "ps": list(ps),
             "rmm_rates": list(rmm_rates),

@@ -14,7 +14,16 @@ Per row: training (``OUT/<row id>/``: checkpoints, log, config), then on the val
 (:func:`~equiseg.robustness.run_benchmark` with ``tests=("emm",)``, batch 1) and the per-modality
 cosine similarity with the fused feature (:func:`~equiseg.tasks.analysis.modality_contributions`,
 last stage). The checkpoint evaluated is ``best.pt`` (best validation mIoU during training, the
-practice of the published numbers), else ``last.pt``. Deltas are against the first row run.
+practice of the published numbers), else ``last.pt``. Deltas are against the first row run. The
+benchmark predicts as ``equiseg eval`` does under the config's ``eval`` section (whole image or sliding
+windows, scales, flip), so a row's clean mIoU is its validation mIoU; each row records its
+``inference``, ``precision`` and ``num_eval_samples``.
+
+Folders. Every row folder is checked before the first row trains (:func:`.records.check_run_folder`).
+A row killed before its first checkpoint (``config.yaml`` and ``log.jsonl`` only) starts afresh, its
+files moved aside to ``<row>.replaced-<time>/``; with ``resume`` an unfinished row continues from its
+``last.pt``, and a finished row scored otherwise than asked (another number of samples, inference or
+precision) is re-scored from its checkpoint, not retrained.
 
 Outputs: ``OUT/ablation_<table>.md`` (the paper's layout, then every measurement, then the paper's own
 numbers), ``OUT/ablation_<table>.json`` and a bar chart ``OUT/ablation_<table>.png``.
@@ -33,8 +42,8 @@ from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment, load_yaml
 from equiseg.engine.eval_setup import subset
-from equiseg.engine.rundir import finished_record
-from equiseg.utils import to_jsonable
+from equiseg.engine.inference import describe_inference, inference_record
+from equiseg.utils import check_names, to_jsonable, write_json_atomic
 
 from .analysis import display_name, modality_contributions, write_analysis
 
@@ -60,12 +69,15 @@ QUICK_MAX_SAMPLES = 16
 
 def short_schedule(iters: int, batch_size: int | None = None, validations: int = 1) -> tuple[str, ...]:
     """Overrides for a run of ``iters`` iterations: 10 % warm-up, ``validations`` evenly spaced
-    validations (the last at the end), log lines every 1/4 (one validation) or every 1/20 of the run,
-    and optionally the batch size (shared by ``ablate``, ``compare`` and ``study``)."""
+    validations (the last at the end), ``last.pt`` saved at every validation whatever the config's
+    ``train.checkpoint_interval`` (a run killed after a validation continues from there), log lines
+    every 1/4 (one validation) or every 1/20 of the run, and optionally the batch size (shared by
+    ``ablate``, ``compare`` and ``study``)."""
     return (
         f"train.max_iters={iters}",
         f"train.warmup_iters={iters // 10}",
         f"train.val_interval={max(1, iters // validations)}",
+        "train.checkpoint_interval=0",
         f"train.log_interval={max(1, iters // (4 if validations == 1 else 20))}",
         *(() if batch_size is None else (f"data.batch_size={batch_size}",)),
     )
@@ -96,7 +108,9 @@ SCHEDULES: dict[str, Schedule] = {
 }
 
 
-def resolve_schedule(schedule: str | None, quick: bool, quick_schedule: Schedule | None = None) -> Schedule | None:
+def resolve_schedule(
+    schedule: str | None, quick: bool, quick_schedule: Schedule | None = None
+) -> Schedule | None:
     """The schedule a runner uses: ``schedule`` by name, ``quick=True`` meaning ``"quick"`` (the runner's
     own quick schedule when it has one, e.g. ``compare``'s); None: the config's own schedule."""
     if quick and schedule not in (None, "quick"):
@@ -241,13 +255,8 @@ def table_rows(table: str, rows: Sequence[str] | None = None) -> tuple[AblationR
     all_rows = TABLES[table][1]
     if rows is None:
         return all_rows
-    ids = [r.id for r in all_rows]
-    unknown = [r for r in rows if r not in ids]
-    if unknown:
-        raise ValueError(f"unknown row(s) {unknown} of {table}; choose from {', '.join(ids)}")
-    if not rows:
-        raise ValueError(f"no rows selected from {table}")
-    return tuple(r for r in all_rows if r.id in rows)
+    chosen = check_names(rows, [r.id for r in all_rows], what=f"{table} row", where="--only")
+    return tuple(r for r in all_rows if r.id in chosen)
 
 
 def row_model_overrides(row: AblationRow) -> dict[str, Any]:
@@ -267,6 +276,56 @@ def row_config(base: ExperimentConfig, row: AblationRow, work_dir: str | Path) -
     data["model"] = {**data["model"], **FULL_MODEL, **row_model_overrides(row)}
     data["work_dir"] = str(work_dir)
     return load_experiment(data)
+
+
+def _score_row(
+    model: Any,
+    cfg: ExperimentConfig,
+    val: Any,
+    val_eval: Any,
+    mods: Sequence[str],
+    device: Any,
+    work: Path,
+    label: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """A row's measurements on ``val_eval``: the clean mIoU and EMM Avg of the benchmark (predicted as
+    ``eval`` predicts under ``cfg.eval``, in the validation's precision, so the clean mIoU is the
+    validation mIoU) and the last-stage similarities; with what they were scored on."""
+    from equiseg.engine.inference import forward_crop
+    from equiseg.engine.precision import resolve_precision, with_precision
+    from equiseg.robustness import run_benchmark
+
+    precision = resolve_precision(
+        cfg.eval.precision, device, model=model, data=val_eval, crop=forward_crop(cfg.eval)
+    )
+    rob = run_benchmark(
+        with_precision(model, precision, device),
+        val_eval,
+        tests=("emm",),
+        convention=cfg.eval.convention,
+        device=device,
+        progress=progress,
+        modality_names=list(mods),
+        class_names=list(val.classes),
+        ignore_index=val.ignore_index,
+        out_dir=work / "robustness",
+        model_name=label,
+        eval_cfg=cfg.eval,
+    )
+    ana = modality_contributions(
+        model, val_eval, device=device, progress=progress, modality_names=list(mods), precision=precision
+    )
+    write_analysis(ana, work / "analysis", title=f"Modality contributions: {label}")
+    return {
+        "mIoU": rob["summary"]["clean"],
+        "emm_avg": rob["summary"]["emm_avg"],
+        "similarity": ana["similarity"]["last_stage"],
+        "pixel_similarity": ana["pixel_similarity"]["last_stage"],
+        "num_eval_samples": len(val_eval),
+        "precision": precision,
+        "inference": rob["inference"],
+    }
 
 
 def run_ablation(
@@ -301,7 +360,9 @@ def run_ablation(
         rows: Only these row ids (table order kept); default all.
         max_samples: Evaluate on the first ``max_samples`` val samples (default: all; quick: 16).
         resume: Reuse rows already finished in ``out_dir`` (their ``row.json``) when their config is
-            unchanged; a row whose config changed is an error (use another ``out_dir``).
+            unchanged (re-scored when only their scoring differs), continue unfinished ones from their
+            ``last.pt``; a row trained with another config is an error (use another ``out_dir``).
+            Without it, a row folder holding a finished row or a checkpoint is refused up front.
         reuse_from: Other ablation output folders (e.g. another table's, same seed): a row not finished
             here whose training config (all but ``work_dir``) and evaluation subset equal a finished
             row there is taken from it instead of being trained again -- the first rows of Tab. 2 and
@@ -315,19 +376,27 @@ def run_ablation(
 
     Returns:
         The content of ``ablation_<table>.json``: ``table``, ``title``, ``config``, ``overrides``,
-        ``quick``, ``split``, ``num_eval_samples``, ``convention``, ``modalities``, ``full_model``,
-        ``files`` and ``rows`` -- per row ``id``, ``label``, ``model_overrides``, ``work_dir``,
-        ``checkpoint``, ``iterations``, ``best_val_mIoU``, ``mIoU``, ``emm_avg``, ``similarity`` and
-        ``pixel_similarity`` (last stage, per modality), ``delta_mIoU``, ``delta_emm_avg``,
-        ``seconds``, ``paper``.
+        ``quick``, ``split``, ``num_eval_samples``, ``inference``, ``convention``, ``modalities``,
+        ``full_model``, ``files`` and ``rows`` -- per row ``id``, ``label``, ``model_overrides``,
+        ``work_dir``, ``checkpoint``, ``iterations``, ``best_val_mIoU``, ``mIoU``, ``emm_avg``,
+        ``similarity`` and ``pixel_similarity`` (last stage, per modality), ``num_eval_samples``,
+        ``precision``, ``inference``, ``delta_mIoU``, ``delta_emm_avg``, ``seconds``, ``paper``
+        (``rescored`` when a row was scored again, ``reused_from`` when taken from a record).
     """
     from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
-    from equiseg.engine.precision import resolve_precision, with_precision
+    from equiseg.engine.rundir import holds_run
     from equiseg.engine.train import resolve_device, train
-    from equiseg.robustness import run_benchmark
 
-    from .records import find_record, machine_info, save_record
+    from .records import (
+        check_run_folder,
+        find_record,
+        finished_record,
+        machine_info,
+        run_checkpoint,
+        save_record,
+        set_aside,
+    )
 
     selected = table_rows(table, rows)
     user_overrides = list(overrides)
@@ -337,57 +406,67 @@ def run_ablation(
         max_samples = sched.max_samples
     roots = [Path(r) for r in (record_roots if record_roots is not None else [records] if records else [])]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(base.train.device)
     val = build_val_dataset(base.data)
     val_eval = subset(val, max_samples)
+    n_eval = len(val_eval)
     mods = list(base.data.modalities)
 
+    # every row's config and folder is checked before the first row trains
+    plan = [(row, out / row.id, row_config(base, row, out / row.id)) for row in selected]
+    for _, work, cfg in plan:
+        check_run_folder(work, "row.json", cfg, n_eval, reuse=resume, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def keep(work: Path, row: AblationRow, record: dict[str, Any]) -> None:
+        write_json_atomic(work / "row.json", record)  # a killed write never leaves half a record
+        if records is not None:
+            save_record(work, Path(records) / row.id, "row.json")
+        done_rows.append(record)
+
     done_rows: list[dict[str, Any]] = []
-    for row in selected:
-        work = out / row.id
-        cfg = row_config(base, row, work)
-        done = finished_record(work / "row.json", cfg) if resume else None
-        if done is None:
-            # a record of the same run (a committed record tree, another table, an earlier row here)
-            others = [out / r.id for r in selected if r.id != row.id]
-            done = find_record([*roots, *reuse_from, *others], cfg, len(val_eval), "row.json")
-            if done is not None:
-                done = {**done, "id": row.id, "label": row.label, "config": cfg.to_dict(),
-                        "model_overrides": row_model_overrides(row)}  # fmt: skip
-                work.mkdir(parents=True, exist_ok=True)
-                (work / "row.json").write_text(json.dumps(to_jsonable(done), indent=2) + "\n")
-                if records is not None:
-                    save_record(work, Path(records) / row.id, "row.json")
+    for row, work, cfg in plan:
+        found = finished_record(work / "row.json", cfg, n_eval, device=device) if resume else None
+        if found is not None and not found.stale:
+            done_rows.append(found.record)
+            continue
+        ckpt = run_checkpoint(work)
+        if found is not None:
+            moved = set_aside(work / "row.json")
+            if ckpt is not None:  # the same training, scored another way: score its checkpoint again
+                why = "; ".join(found.stale)
+                print(f"note: {work}: re-scoring {ckpt.name} ({why}); the old record is now {moved.name}")
+                t1 = time.perf_counter()
+                model = load_model(ckpt, device=device)
+                scores = _score_row(model, cfg, val, val_eval, mods, device, work, row.label, progress)
+                old = {k: v for k, v in found.record.items() if k != "reused_from"}
+                seconds = {**old.get("seconds", {}), "eval": round(time.perf_counter() - t1, 1)}
+                rescored = {"because": found.stale, "machine": machine_info()}
+                keep(work, row, {**old, "checkpoint": str(ckpt), **scores, "seconds": seconds,
+                                 "rescored": rescored, "config": cfg.to_dict()})  # fmt: skip
+                del model
+                continue
+        # a record of the same run (a committed record tree, another table, an earlier row here)
+        others = [out / r.id for r in selected if r.id != row.id]
+        done = find_record([*roots, *reuse_from, *others], cfg, n_eval, "row.json", device=device)
         if done is not None:
-            done_rows.append(done)
+            work.mkdir(parents=True, exist_ok=True)
+            keep(work, row, {**done, "id": row.id, "label": row.label, "config": cfg.to_dict(),
+                             "model_overrides": row_model_overrides(row)})  # fmt: skip
             continue
         t0 = time.perf_counter()
-        # an unfinished row (killed mid-training) continues from its last.pt under --resume
-        trained = train(cfg, work_dir=work, progress=progress, resume=resume and (work / "last.pt").is_file())
+        # an unfinished row (killed mid-training) continues from its last.pt under --resume; one killed
+        # before its first checkpoint starts afresh (its files are moved aside, never deleted)
+        resuming = resume and (work / "last.pt").is_file()
+        restart = not resuming and bool(holds_run(work))
+        trained = train(cfg, work_dir=work, progress=progress, resume=resuming, overwrite=restart)
+        if trained.interrupted:
+            raise KeyboardInterrupt
         t1 = time.perf_counter()
-        ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
+        ckpt = run_checkpoint(work)
         model = load_model(ckpt, device=device)
-        # the precision the trainer's validation used (eval.precision): clean mIoU = validation mIoU
-        precision = resolve_precision(cfg.eval.precision, device, model=model, data=val_eval)
-        rob = run_benchmark(
-            with_precision(model, precision, device),
-            val_eval,
-            tests=("emm",),
-            convention=cfg.eval.convention,
-            device=device,
-            progress=progress,
-            modality_names=mods,
-            class_names=list(val.classes),
-            ignore_index=val.ignore_index,
-            out_dir=work / "robustness",
-            model_name=row.label,
-        )
-        ana = modality_contributions(
-            model, val_eval, device=device, progress=progress, modality_names=mods, precision=precision
-        )
-        write_analysis(ana, work / "analysis", title=f"Modality contributions: {row.label}")
-        record = {
+        scores = _score_row(model, cfg, val, val_eval, mods, device, work, row.label, progress)
+        keep(work, row, {
             "id": row.id,
             "label": row.label,
             "model_overrides": row_model_overrides(row),
@@ -395,19 +474,11 @@ def run_ablation(
             "checkpoint": str(ckpt),
             "iterations": trained.iterations,
             "best_val_mIoU": trained.best_miou,
-            "mIoU": rob["summary"]["clean"],
-            "emm_avg": rob["summary"]["emm_avg"],
-            "similarity": ana["similarity"]["last_stage"],
-            "pixel_similarity": ana["pixel_similarity"]["last_stage"],
+            **scores,
             "seconds": {"train": round(t1 - t0, 1), "eval": round(time.perf_counter() - t1, 1)},
             "machine": machine_info(),
-            "num_eval_samples": len(val_eval),
             "config": cfg.to_dict(),
-        }
-        (work / "row.json").write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
-        if records is not None:
-            save_record(work, Path(records) / row.id, "row.json")
-        done_rows.append(record)
+        })  # fmt: skip
         del model
 
     for rec, row in zip(done_rows, selected, strict=True):
@@ -422,7 +493,8 @@ def run_ablation(
         "quick": sched is not None and sched.name == "quick",
         "schedule": sched.name if sched else None,
         "split": base.data.val_split,
-        "num_eval_samples": len(val_eval),
+        "num_eval_samples": n_eval,
+        "inference": inference_record(base.eval),
         "convention": base.eval.convention,
         "modalities": mods,
         "full_model": dict(FULL_MODEL),
@@ -511,6 +583,12 @@ def config_line(result: Mapping[str, Any]) -> str:
     )
 
 
+def _precisions(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``", network forward in fp32"`` (each precision the rows ran, where recorded), else ``""``."""
+    ran = sorted({r["precision"] for r in rows if r.get("precision")})
+    return f", network forward in {' / '.join(ran)}" if ran else ""
+
+
 def ablation_markdown(result: Mapping[str, Any]) -> str:
     """The combined ablation table: the paper's layout, every measurement, then the paper's numbers."""
     table, rows, mods = result["table"], result["rows"], result["modalities"]
@@ -522,7 +600,9 @@ def ablation_markdown(result: Mapping[str, Any]) -> str:
         "",
         config_line(result)
         + f". Every row trained with the same seed for {', '.join(map(str, iters))} iterations; evaluated on "
-        f"{result['num_eval_samples']} samples of the {result['split']} split, batch 1. mIoU and EMM(Avg) in "
+        f"{result['num_eval_samples']} sample{'' if result['num_eval_samples'] == 1 else 's'} of the "
+        f"{result['split']} split, batch 1, "
+        f"{describe_inference(result.get('inference'))}{_precisions(rows)}. mIoU and EMM(Avg) in "
         f"%, **{result['convention']}** metric convention; EMM(Avg) = mean mIoU over the "
         f"{2 ** len(mods) - 1} sets of present modalities with the missing ones zeroed (SPEC §5); "
         "similarities = cosine similarity of each modality's last-stage feature with the fused feature, "

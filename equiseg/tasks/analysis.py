@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from equiseg.engine.inference import WHOLE_IMAGE, describe_inference
 from equiseg.engine.precision import describe_precision, inference_autocast, resolve_precision
 from equiseg.utils import to_jsonable
 
@@ -288,6 +289,8 @@ def modality_contributions(
         - ``norms``: ``{kind: section}`` of RMS norms (also ``cross``: ``f_c``), ``norm_definition``;
         - ``cross_ratio``: section of RMS(f_c) / RMS(f') (None where no CMTB ran or no intermediates),
           ``cross_ratio_definition``;
+        - ``inference``: always one whole-image forward at scale 1 (the features of the input as it
+          is; ``eval.mode`` and test-time augmentation do not apply);
         - ``precision`` (``"fp32"`` / ``"bf16"``, what ran) and ``precision_note`` (why).
     """
     if not callable(getattr(model, "encode", None)):
@@ -363,6 +366,7 @@ def modality_contributions(
         "norm_definition": NORM_DEFINITION,
         "cross_ratio": section("cross_ratio", 1.0) if "cross_ratio" in sums else None,
         "cross_ratio_definition": CROSS_RATIO_DEFINITION,
+        "inference": dict(WHOLE_IMAGE),
         "precision": precision,
         "precision_note": describe_precision(precision, requested, device),
     }
@@ -477,7 +481,8 @@ def analysis_markdown(result: Mapping[str, Any], title: str = "Modality-contribu
         f"Cosine similarity between each modality's feature and the fused feature, in % "
         f"({result['num_samples']} samples). Definition: {result['definition']}. "
         "The paper's Tab. 3 uses the last stage; higher = the modality contributes more to the fused "
-        "feature."
+        "feature. Features of one forward per sample: "
+        f"{describe_inference(result.get('inference'))}."
         + (f" Network forward: {result['precision_note']}." if result.get("precision_note") else ""),
         "",
         similarity_table(result["similarity"], mods),
@@ -623,10 +628,19 @@ def analyze(
     Returns:
         :func:`modality_contributions`' dict (run in the config's ``eval.precision``) plus ``split`` and
         ``checkpoint``.
-    """
-    from equiseg.engine.eval_setup import load_eval_setup
 
-    setup = load_eval_setup(config, checkpoint, overrides, split=split)
+    Raises:
+        ValueError: the config asks for an inference the analysis cannot run (``eval.mode: slide``,
+            several ``eval.scales``, ``eval.flip``, ``eval.align``): features are compared on one
+            whole-image forward at scale 1, and a number under another name would be silently wrong.
+    """
+    from equiseg.config import load_experiment
+    from equiseg.engine.eval_setup import load_eval_setup
+    from equiseg.engine.inference import require_single_pass
+
+    cfg = load_experiment(config, overrides)
+    require_single_pass(cfg.eval, "analyze", "compares the features of one whole-image forward at scale 1")
+    setup = load_eval_setup(cfg, checkpoint, split=split)
     result = modality_contributions(
         setup.model,
         setup.dataset,

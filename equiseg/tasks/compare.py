@@ -18,9 +18,18 @@ own fields (``stitch_*``, ``magic_*``: :data:`ARCH_FIELD_PREFIXES`) only to that
 keeps its own loss (e.g. CMNeXt's OHEM). CMX takes exactly two modalities: the first
 two of ``data.modalities``.
 
-**Resumable.** Every run has its folder ``OUT/<model>/seed<k>/`` (training run + ``result.json``); a
-finished run whose config is unchanged is reused, an unfinished one continues from its ``last.pt``,
-and a changed config is an error (use another ``--out``).
+**Resumable.** Every run has its folder ``OUT/<model>/seed<k>/`` (training run + ``result.json``). A
+finished run trained with the same config is reused when it was scored as asked (split, number of val
+samples, inference, precision: :func:`.records.scoring_differences`) and re-scored from its checkpoint
+otherwise -- one table never mixes numbers computed two ways; an unfinished run continues from its
+``last.pt``; one killed before its first checkpoint starts afresh (its files moved aside to
+``<folder>.replaced-<time>/``, never deleted); a run trained with another config is an error (use
+another ``--out``). Every model name, given file and run folder is checked before the first model
+trains.
+
+**Scoring.** The benchmark predicts as ``equiseg eval`` does under the config's ``eval`` section (whole
+image or sliding windows, scales, flip), so the clean mIoU is ``eval``'s; ``compare.json``/``.md`` say
+how many samples, which inference and which precision every number comes from.
 
 **Given checkpoints** (``--checkpoints name=path``, ``name`` a registered model): that model is not
 trained; the file (an equiseg checkpoint, or a public release's state dict -- see
@@ -42,8 +51,8 @@ import torch
 
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.engine.eval_setup import subset
-from equiseg.engine.rundir import finished_record
-from equiseg.utils import to_jsonable
+from equiseg.engine.inference import describe_inference, inference_record
+from equiseg.utils import check_names, to_jsonable, write_json_atomic
 
 from .ablate import Schedule, resolve_schedule, short_schedule
 
@@ -127,7 +136,10 @@ def score_model(
     name: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Robustness benchmark (all tests), analysis and cost of one model on ``val``."""
+    """Robustness benchmark (all tests; predicted as ``eval`` predicts under ``cfg.eval``), analysis and
+    cost of one model on ``val``, with what it was scored on (``num_samples``, ``inference``, the
+    ``precision`` that ran)."""
+    from equiseg.engine.inference import forward_crop
     from equiseg.engine.precision import resolve_precision, with_precision
     from equiseg.engine.profile import count_params, forward_flops, images_per_second
     from equiseg.robustness import run_benchmark
@@ -138,7 +150,9 @@ def score_model(
     mods = list(cfg.data.modalities)
     t0 = time.perf_counter()
     # as the trainer's validation (the same model and sample shapes: the same cached verdict)
-    precision = resolve_precision(cfg.eval.precision, device, model=model, data=val)
+    precision = resolve_precision(
+        cfg.eval.precision, device, model=model, data=val, crop=forward_crop(cfg.eval)
+    )
     rob = run_benchmark(
         with_precision(model, precision, device),
         val,
@@ -151,6 +165,7 @@ def score_model(
         ignore_index=base.ignore_index,
         out_dir=out_dir / "robustness",
         model_name=name,
+        eval_cfg=cfg.eval,
     )
     similarity = None
     if getattr(model, "has_modality_features", False):
@@ -173,6 +188,8 @@ def score_model(
         "similarity": similarity,
         "cost": cost,
         "num_samples": rob["num_samples"],
+        "inference": rob["inference"],
+        "precision": precision,
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -223,21 +240,49 @@ def run_compare(
 
     Returns:
         The content of ``compare.json``: ``models`` (per model ``runs`` and the ``mean``/``std`` of
-        every Tab. 1 column and cost), ``columns``, ``seeds``, ``files``, ``seconds`` and the settings.
+        every Tab. 1 column and cost), ``columns``, ``seeds``, ``split``, ``num_samples``,
+        ``inference``, ``files``, ``seconds`` and the settings.
+
+    Raises:
+        ValueError: an unknown model name (in ``models`` or ``checkpoints``), no model at all, or a run
+            folder trained with another config -- before anything is trained.
+        FileNotFoundError: a file of ``checkpoints`` is missing -- before anything is trained.
     """
     from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
     from equiseg.engine.checkpoint import load_checkpoint
     from equiseg.engine.eval_setup import load_eval_setup
+    from equiseg.engine.rundir import holds_run
     from equiseg.engine.train import resolve_device, train
+    from equiseg.models import list_models
     from equiseg.models.reference import is_reference_state_dict
 
+    from .records import (
+        check_run_folder,
+        find_record,
+        finished_record,
+        machine_info,
+        run_checkpoint,
+        save_record,
+        set_aside,
+    )
+
     t_start = time.perf_counter()
-    checkpoints = dict(checkpoints or {})
+    # every name and file is checked before the first model trains
+    checkpoints = {str(k): Path(v) for k, v in (checkpoints or {}).items()}
+    models = list(models or ())
+    known = list_models()
+    if checkpoints:
+        check_names(checkpoints, known, what="model", where="--checkpoints")
+    if models or not checkpoints:
+        check_names(models, known, what="model", where="--models")
     names = list(dict.fromkeys([*models, *checkpoints]))
-    if not names:
-        raise ValueError("compare: no models given (--models a,b,...)")
-    from .records import find_record, machine_info, save_record
+    for name, path in checkpoints.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"--checkpoints {name}={path}: no such file")
+    if seeds is not None and not list(seeds) and names != list(checkpoints):
+        raise ValueError("--seeds: no seed given; at least one training seed is needed")
+    released = {name: is_reference_state_dict(load_checkpoint(path)) for name, path in checkpoints.items()}
 
     user_overrides = list(overrides)
     sched = resolve_schedule(schedule, quick, Schedule("quick", QUICK_OVERRIDES, QUICK_MAX_SAMPLES))
@@ -245,91 +290,120 @@ def run_compare(
     if sched is not None and max_samples is None:
         max_samples = sched.max_samples
     roots = [Path(r) for r in (record_roots if record_roots is not None else [records] if records else [])]
-    seeds = [base.train.seed] if not seeds else list(dict.fromkeys(int(s) for s in seeds))
+    seeds = [base.train.seed] if seeds is None else list(dict.fromkeys(int(s) for s in seeds))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(base.train.device)
 
     # Fig. 2: one val sample per case, every model's prediction on it (its first run)
     from equiseg.reports.predictions import pick_cases, predict_samples
 
     fig2_val = subset(build_val_dataset(base.data), max_samples)
+    n_eval = len(fig2_val)  # every model is scored on these samples (CMX: its two modalities of them)
     picks = pick_cases(fig2_val, max_rows=FIG2_ROWS)
     positions = [p for p, _ in picks]
     fig2: dict[str, dict[int, torch.Tensor]] = {}
 
-    results: dict[str, dict[str, Any]] = {}
+    plan: list[tuple[str, int | None, Path, ExperimentConfig]] = []
     for name in names:
-        runs = []
         if name in checkpoints:
             work = out / name / "checkpoint"
             cfg = model_run_config(base, name, None, work)
-            if is_reference_state_dict(load_checkpoint(checkpoints[name])):
+            if released[name]:
                 # a public release scores as published only with the released code's behaviour
                 cfg = load_experiment(cfg, ["model.reference_compat=true"])
+            plan.append((name, None, work, cfg))
+            continue
+        for seed in seeds:
+            work = out / name / f"seed{seed}"
+            cfg = model_run_config(base, name, seed, work)
+            check_run_folder(work, "result.json", cfg, n_eval, reuse=True, device=device)
+            plan.append((name, seed, work, cfg))
+    out.mkdir(parents=True, exist_ok=True)
+
+    def keep(name: str, seed: int, work: Path, rec: dict[str, Any]) -> dict[str, Any]:
+        write_json_atomic(work / "result.json", rec)  # a killed write never leaves half a record
+        if records is not None:
+            save_record(work, Path(records) / name / f"seed{seed}", "result.json")
+        return rec
+
+    def score(
+        model: torch.nn.Module, val: Any, cfg: ExperimentConfig, work: Path, name: str
+    ) -> dict[str, Any]:
+        rec = score_model(model, val, cfg, device=device, out_dir=work, name=name, progress=progress)
+        if name not in fig2:
+            fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
+        return rec
+
+    def predictions_of(name: str, done: Mapping[str, Any], cfg: ExperimentConfig) -> None:
+        """Fig. 2's predictions of a reused run, when its checkpoint is at hand."""
+        if name not in fig2 and Path(done["checkpoint"]).is_file():
+            model = load_model(done["checkpoint"], device=device)
+            val = subset(build_val_dataset(cfg.data), max_samples)
+            fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
+
+    runs_of: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for name, seed, work, cfg in plan:
+        runs = runs_of[name]
+        if seed is None:  # a given checkpoint: scored, never trained
             setup = load_eval_setup(cfg, checkpoints[name], max_samples=max_samples)
-            rec = score_model(
-                setup.model,
-                setup.dataset,
-                setup.cfg,
-                device=device,
-                out_dir=work,
-                name=name,
-                progress=progress,
-            )
+            rec = score(setup.model, setup.dataset, setup.cfg, work, name)
             rec.update(seed=None, checkpoint=str(checkpoints[name]), trained=False)
             runs.append(rec)
-            fig2[name] = predict_samples(
-                setup.model, setup.dataset, positions, device=device, eval_cfg=setup.cfg.eval
-            )
-        else:
-            for seed in seeds:
-                work = out / name / f"seed{seed}"
-                cfg = model_run_config(base, name, seed, work)
-                done = finished_record(work / "result.json", cfg)
-                if done is None and roots:
-                    n_eval = len(subset(build_val_dataset(cfg.data), max_samples))
-                    done = find_record(roots, cfg, n_eval, "result.json")
-                    if done is not None:
-                        work.mkdir(parents=True, exist_ok=True)
-                        done = {**done, "config": to_jsonable(cfg.to_dict())}
-                        (work / "result.json").write_text(json.dumps(to_jsonable(done), indent=2) + "\n")
-                        if records is not None:
-                            save_record(work, Path(records) / name / f"seed{seed}", "result.json")
-                if done is not None:
-                    runs.append(done)
-                    if name not in fig2 and Path(done["checkpoint"]).is_file():
-                        model = load_model(done["checkpoint"], device=device)
-                        val = subset(build_val_dataset(cfg.data), max_samples)
-                        fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
-                        del model
-                    continue
-                t0 = time.perf_counter()
-                resume = (work / "last.pt").is_file()
-                trained = train(cfg, work_dir=work, progress=progress, resume=resume or None)
-                if trained.interrupted:
-                    raise KeyboardInterrupt
-                t1 = time.perf_counter()
-                ckpt = work / "best.pt" if (work / "best.pt").is_file() else work / "last.pt"
+            continue
+        found = finished_record(work / "result.json", cfg, n_eval, device=device)
+        if found is not None and not found.stale:
+            runs.append(found.record)
+            predictions_of(name, found.record, cfg)
+            continue
+        ckpt = run_checkpoint(work)
+        if found is not None:
+            moved = set_aside(work / "result.json")
+            if ckpt is not None:  # the same training, scored another way: score its checkpoint again
+                why = "; ".join(found.stale)
+                print(f"note: {work}: re-scoring {ckpt.name} ({why}); the old result is now {moved.name}")
                 model = load_model(ckpt, device=device)
                 val = subset(build_val_dataset(cfg.data), max_samples)
-                rec = score_model(model, val, cfg, device=device, out_dir=work, name=name, progress=progress)
-                rec.update(
-                    seed=seed,
-                    checkpoint=str(ckpt),
-                    trained=True,
-                    iterations=trained.iterations,
-                    train_seconds=round(t1 - t0, 1),
-                    machine=machine_info(),
-                    config=to_jsonable(cfg.to_dict()),
-                )
-                (work / "result.json").write_text(json.dumps(to_jsonable(rec), indent=2) + "\n")
-                if records is not None:
-                    save_record(work, Path(records) / name / f"seed{seed}", "result.json")
-                runs.append(rec)
-                if name not in fig2:
-                    fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
+                old = {k: v for k, v in found.record.items() if k != "reused_from"}
+                rescored = {"because": found.stale, "machine": machine_info()}
+                new = score(model, val, cfg, work, name)
+                runs.append(keep(name, seed, work, {**old, **new, "checkpoint": str(ckpt), "rescored": rescored,
+                                                    "config": to_jsonable(cfg.to_dict())}))  # fmt: skip
                 del model
+                continue
+        done = find_record(roots, cfg, n_eval, "result.json", device=device) if roots else None
+        if done is not None:
+            work.mkdir(parents=True, exist_ok=True)
+            runs.append(keep(name, seed, work, {**done, "config": to_jsonable(cfg.to_dict())}))
+            predictions_of(name, done, cfg)
+            continue
+        t0 = time.perf_counter()
+        # an unfinished run continues from its last.pt; one killed before its first checkpoint starts
+        # afresh (train moves its files aside to <folder>.replaced-<time>/, nothing is deleted)
+        resume = (work / "last.pt").is_file()
+        restart = not resume and bool(holds_run(work))
+        trained = train(cfg, work_dir=work, progress=progress, resume=resume or None, overwrite=restart)
+        if trained.interrupted:
+            raise KeyboardInterrupt
+        t1 = time.perf_counter()
+        ckpt = run_checkpoint(work)
+        model = load_model(ckpt, device=device)
+        val = subset(build_val_dataset(cfg.data), max_samples)
+        rec = score(model, val, cfg, work, name)
+        rec.update(
+            seed=seed,
+            checkpoint=str(ckpt),
+            trained=True,
+            iterations=trained.iterations,
+            train_seconds=round(t1 - t0, 1),
+            machine=machine_info(),
+            config=to_jsonable(cfg.to_dict()),
+        )
+        runs.append(keep(name, seed, work, rec))
+        del model
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        runs = runs_of[name]
         summary_keys = [k for k, _ in COLUMNS]
         mean = {}
         std = {}
@@ -353,6 +427,8 @@ def run_compare(
         "schedule": sched.name if sched else None,
         "seeds": seeds,
         "split": base.data.val_split,
+        "num_samples": n_eval,
+        "inference": inference_record(base.eval),
         "convention": base.eval.convention,
         "modalities": list(base.data.modalities),
         "columns": [{"key": k, "header": h} for k, h in (*COLUMNS, *COSTS)],
@@ -427,7 +503,7 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
         "",
         config_line(result)
         + f". Seeds {seeds}: mean ± sample std over seeds (a given checkpoint: one run, no spread). "
-        f"{result['split']} split, batch 1, **{result['convention']}** metric convention, in %. "
+        f"{_scored_on(result)}, batch 1, **{result['convention']}** metric convention, in %. "
         "EMM = missing modalities zeroed, RMM = random elements dropped (r = 0.5), NM = salt-and-pepper + "
         "Gaussian noise (SPEC §5); Mean = the paper's robustness score (mean of the 7 columns before it). "
         f"GFLOPs: one forward at the evaluation size; img/s: inference on {result['machine']['cpu']} "
@@ -481,17 +557,31 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
         "",
         "## Runs",
         "",
-        "| Method | seed | iterations | train s | eval s | checkpoint |",
-        "|---|---:|---:|---:|---:|---|",
+        "| Method | seed | iterations | train s | samples | precision | eval s | checkpoint |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for name, r in models.items():
         for run in r["runs"]:
             lines.append(
                 f"| {name} | {run.get('seed', '–')} | {run.get('iterations', '–')} | "
-                f"{run.get('train_seconds', '–')} | {run['eval_seconds']} | `{run['checkpoint']}` |"
+                f"{run.get('train_seconds', '–')} | {run.get('num_samples', '–')} | "
+                f"{run.get('precision', '–')} | {run['eval_seconds']} | `{run['checkpoint']}` |"
             )
     lines += ["", f"Total time: {result['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _scored_on(result: Mapping[str, Any]) -> str:
+    """``"12 samples of the val split, whole image, scale 1"``: what every number of the table was
+    scored on (the runs' own counts where an older ``compare.json`` has no top-level one)."""
+    n = result.get("num_samples")
+    if n is None:
+        counts = sorted(
+            {run.get("num_samples") for r in result["models"].values() for run in r["runs"]} - {None}
+        )
+        n = "/".join(map(str, counts)) or "?"
+    samples = "sample" if n == 1 else "samples"
+    return f"{n} {samples} of the {result['split']} split, {describe_inference(result.get('inference'))}"
 
 
 def _figure_line(result: Mapping[str, Any], key: str, caption: str) -> list[str]:

@@ -140,6 +140,7 @@ def run_demo(
         out_dir=out / "robustness",
         model_name="EQUISeg-B0",
         progress=progress,
+        eval_cfg=cfg.eval,  # predicted as the evaluation above predicts
     )
     times["robustness"] = time.perf_counter() - t0
     t0 = time.perf_counter()

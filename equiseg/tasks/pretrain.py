@@ -31,6 +31,7 @@ from typing import Any
 from equiseg.config import load_experiment
 from equiseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from equiseg.models import load_mit_weights
+from equiseg.utils import check_names
 
 __all__ = [
     "DATA_SEED",
@@ -103,7 +104,11 @@ def run_pretrain(
         raise ValueError(f"--out {out} is a folder, expected the path of the .pth file to write")
     if out.suffix not in (".pth", ".pt"):
         raise ValueError(f"--out {out}: expected a .pth file name (the mit_b*.pth layout)")
-    modalities = tuple(modalities or MODALITIES)
+    modalities = tuple(
+        MODALITIES
+        if modalities is None
+        else check_names(modalities, MODALITIES, what="modality", where="--modalities")
+    )
     size = size or (QUICK if quick else FULL)
     data, work = out.with_name(f"{out.stem}_data"), out.with_name(f"{out.stem}_run")
     seconds: dict[str, float] = {}

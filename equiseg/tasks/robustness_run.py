@@ -3,6 +3,9 @@ config's data set, with its report (tables, charts, ``report.md`` and the self-c
 
 The benchmark itself is :func:`equiseg.robustness.run_benchmark`; this module only loads the
 checkpoint and the val-transformed split (batch 1, as the protocol requires) and writes the outputs.
+Every variant is predicted as ``equiseg eval`` predicts under the same config (``eval.mode`` whole or
+slide, ``eval.scales``, ``eval.flip``, ``eval.align``), so the clean mIoU is ``eval``'s; the outputs
+record it (``inference``).
 
 The network runs in ``eval.precision`` (:mod:`equiseg.engine.precision`): for bf16 the model handed to
 the benchmark is an :class:`~equiseg.engine.precision.AutocastModel`, whose forward alone runs under
@@ -58,10 +61,12 @@ def run_robustness(
 
     Returns:
         The benchmark result (see :func:`~equiseg.robustness.run_benchmark`) plus ``split``,
-        ``checkpoint``, ``precision`` (``"fp32"`` / ``"bf16"``: what ``eval.precision`` resolved to),
+        ``checkpoint``, ``inference`` (how every variant was predicted), ``precision`` (``"fp32"`` /
+        ``"bf16"``: what ``eval.precision`` resolved to),
         ``precision_note`` and, with ``out_dir``, ``report`` (the path of ``report.md``).
     """
     from equiseg.engine.eval_setup import load_eval_setup
+    from equiseg.engine.inference import forward_crop
     from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
     from equiseg.reports.robustness import write_robustness_report
     from equiseg.robustness import run_benchmark
@@ -72,7 +77,11 @@ def run_robustness(
         check_writable_dir(out_dir, "--out")
     setup = load_eval_setup(config, checkpoint, overrides, split=split, max_samples=max_samples)
     precision = resolve_precision(
-        setup.cfg.eval.precision, setup.device, model=setup.model, data=setup.dataset
+        setup.cfg.eval.precision,
+        setup.device,
+        model=setup.model,
+        data=setup.dataset,
+        crop=forward_crop(setup.cfg.eval),
     )
     result = run_benchmark(
         with_precision(setup.model, precision, setup.device),
@@ -89,6 +98,7 @@ def run_robustness(
         model_aware_missing=model_aware_missing,
         variant_batch_size=variant_batch_size,
         model_name=setup.name,
+        eval_cfg=setup.cfg.eval,
     )
     result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment
-from equiseg.utils import to_jsonable
+from equiseg.utils import check_names, to_jsonable
 
 from .ablate import TABLES, config_line, resolve_schedule
 
@@ -212,6 +212,40 @@ def _init_overrides(init: str, out: Path, base: ExperimentConfig, quick: bool, p
     return [f"model.pretrained={path}", *PRETRAINED_RECIPE]
 
 
+def check_study_lists(
+    tables: Sequence[str],
+    models: Sequence[str],
+    inits: Sequence[str],
+    only: Sequence[str] | None,
+    seeds: Sequence[int],
+) -> tuple[list[str], list[str], list[str], list[str] | None, list[int]]:
+    """Every list a study takes, checked before its first run (as ``compare`` and ``ablate`` check
+    theirs, with :func:`equiseg.utils.check_names`): the tables, Tab. 1's models (registered names),
+    the inits (``scratch``, ``synth`` or an existing file of MiT weights), ``only`` (row ids of the
+    chosen ablation tables or models of Tab. 1) and the seeds; empty lists are refused. Returns them
+    without repeats."""
+    from equiseg.models import list_models
+
+    from .ablate import table_rows
+
+    tables = check_names(tables, ("tab1", *TABLES), what="study table", where="--rows")
+    models = check_names(models, list_models(), what="model", where="--models")
+    inits = list(dict.fromkeys(str(i) for i in inits))
+    if not inits:
+        raise ValueError("--init: no init given; choose from scratch, synth or the path of MiT weights")
+    for init in inits:
+        if init not in ("scratch", "synth") and not Path(init).is_file():
+            raise FileNotFoundError(f"--init {init}: expected 'scratch', 'synth' or the path of MiT weights")
+    if only is not None:
+        known = [*(models if "tab1" in tables else ()),
+                 *(r.id for t in tables if t != "tab1" for r in table_rows(t))]  # fmt: skip
+        only = check_names(only, known, what=f"row or model of {', '.join(tables)}", where="--only")
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise ValueError("--seeds: no seed given; at least one training seed is needed")
+    return tables, models, inits, only, seeds
+
+
 def run_study(
     config: ExperimentConfig | str | Path | dict[str, Any],
     tables: Sequence[str] = ("tab1", "tab2", "tab3"),
@@ -237,7 +271,7 @@ def run_study(
         seeds: training seeds (each row once per seed).
         inits: ``scratch``, ``synth`` (the stand-in, made once) and/or paths of MiT weights.
         only: restrict to these row ids / model names (the full model is always kept: the differences
-            need it).
+            need it); each must be a row of a chosen table or one of ``models``.
         models: Tab. 1's models; the first is the full model the others are paired with.
         quick: the short schedule and val subset of ``ablate --quick`` for every table (the same as
             ``schedule="quick"``).
@@ -247,19 +281,17 @@ def run_study(
             leaves its small record there, at the same relative path as its folder under ``out_dir``,
             and a run whose resolved config matches a record anywhere in the tree is taken from it
             instead of being trained -- a study is finished over several sittings by re-running it.
+
+    Raises:
+        ValueError / FileNotFoundError: before the first run, for an empty list or an unknown table,
+            model, row, init or a missing weights file (:func:`check_study_lists`).
     """
     from .ablate import run_ablation, table_rows
     from .compare import run_compare
 
     t0 = time.perf_counter()
-    unknown = [t for t in tables if t not in ("tab1", *TABLES)]
-    if unknown or not tables:
-        raise ValueError(f"unknown study table(s) {unknown or tables}; choose from tab1, {', '.join(TABLES)}")
-    seeds = list(dict.fromkeys(int(s) for s in seeds))
-    if not seeds:
-        raise ValueError("study: at least one seed is needed")
+    tables, models, inits, only, seeds = check_study_lists(tables, models, inits, only, seeds)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sched = resolve_schedule(schedule, quick)
     user = [*(sched.overrides if sched else ()), *overrides]
     if sched is not None and max_samples is None:
@@ -271,6 +303,7 @@ def run_study(
         return None if rec_root is None else rec_root.joinpath(*parts)
 
     base = load_experiment(config, user)
+    out.mkdir(parents=True, exist_ok=True)
     sections: list[dict[str, Any]] = []
     for init in inits:
         init_over = _init_overrides(init, out, base, sched is not None and sched.name == "quick", progress)
@@ -285,7 +318,7 @@ def run_study(
                                 progress=progress)  # fmt: skip
                 for name, m in r["models"].items():
                     rows[name] = {k: [run["summary"][k] for run in m["runs"]] for k in METRICS["tab1"]}
-                full = models[0]
+                full, scored = models[0], (r["num_samples"], r["split"], r["inference"])
             else:
                 ids = [row.id for row in table_rows(table)]
                 chosen = [i for i in ids if only is None or i in only or i == ids[0]]
@@ -303,8 +336,9 @@ def run_study(
                         if table != "tab2":  # the SGM tables: per-modality similarities
                             for mod, v in rec["similarity"].items():
                                 vals.setdefault(f"sim_{mod}", []).append(v)
-                full = ids[0]
+                full, scored = ids[0], (r["num_eval_samples"], r["split"], r["inference"])
             section = {"init": tag, "table": table, "full": full, "rows": {}}
+            section["num_samples"], section["split"], section["inference"] = scored
             for name, vals in rows.items():
                 section["rows"][name] = {
                     k: {**_spread(v), "vs_full": paired_difference(v, rows[full][k])} for k, v in vals.items()
@@ -374,6 +408,18 @@ def _cell(stat: Mapping[str, Any], is_full: bool) -> str:
     return f"{text} (Δ {d['mean']:+.2f}{ci})"
 
 
+def _scored_line(section: Mapping[str, Any]) -> list[str]:
+    """``["Scored on 16 samples of the val split, whole image, scale 1.", ""]`` (nothing for a section
+    of an older ``study.json`` that did not record it)."""
+    from equiseg.engine.inference import describe_inference
+
+    n = section.get("num_samples")
+    if n is None:
+        return []
+    where = f"{n} sample{'' if n == 1 else 's'} of the {section.get('split', 'val')} split"
+    return [f"Scored on {where}, {describe_inference(section.get('inference'))}.", ""]
+
+
 def study_markdown(result: Mapping[str, Any]) -> str:
     """Every section as a table: mean ± std over seeds, and Δ to the full model ± its 95 % interval."""
     lines = [
@@ -393,6 +439,7 @@ def study_markdown(result: Mapping[str, Any]) -> str:
             "",
             f"## {sec['table']}, init {sec['init']} (full model: `{sec['full']}`)",
             "",
+            *_scored_line(sec),
             "| Row | " + " | ".join(heads) + " |",
             "|---|" + "---:|" * len(keys),
         ]

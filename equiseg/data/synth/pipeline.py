@@ -16,6 +16,7 @@ from PIL import Image
 
 from equiseg.data.synth import render, sensors, streets
 from equiseg.data.synth import scene as sc
+from equiseg.utils import check_names
 
 LAYOUTS = ("deliver", "muses")
 SPLITS = ("train", "val", "test")
@@ -268,18 +269,16 @@ def write_muses(root: Path, split: str, case: Case, stem: str, s: Sample, encodi
 
 
 # --- the entry point -------------------------------------------------------------------------------
-def _check_names(given: Sequence[str] | None, known: Sequence[str], what: str) -> list[str]:
+def _check_names(
+    given: Sequence[str] | None, known: Sequence[str], what: str, where: str, allow_empty: bool = False
+) -> list[str]:
+    """``given`` checked against ``known`` (:func:`equiseg.utils.check_names`; a string is split at
+    commas); None: all of ``known``."""
     if given is None:
         return list(known)
     if isinstance(given, str):
         given = [v for v in given.split(",") if v]
-    out = []
-    for name in given:
-        if name not in known:
-            raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(known)}")
-        if name not in out:
-            out.append(name)
-    return out
+    return check_names(given, known, what=what, where=where, allow_empty=allow_empty)
 
 
 def generate(
@@ -341,18 +340,14 @@ def generate(
         )
     root = Path(out_dir)
     if layout == "deliver":
-        conds = _check_names(conditions, DELIVER_CONDITIONS, "DeLiVER condition")
-        fails = _check_names(failures, DELIVER_FAILURES, "DeLiVER failure")
-        if not conds:
-            raise ValueError("conditions: at least one DeLiVER condition is needed")
+        conds = _check_names(conditions, DELIVER_CONDITIONS, "DeLiVER condition", "--conditions")
+        fails = _check_names(failures, DELIVER_FAILURES, "DeLiVER failure", "--failures", allow_empty=True)
         cycle = deliver_schedule(conds, fails)
         modalities = {m: str(root / m) for m in ("img", "hha", "depth", "event", "lidar", "semantic")}
     else:
-        conds = _check_names(conditions, MUSES_CONDITIONS, "MUSES condition")
+        conds = _check_names(conditions, MUSES_CONDITIONS, "MUSES condition", "--conditions")
         if failures:
             raise ValueError(f"failures {list(failures)} are DeLiVER cases; the MUSES layout has none")
-        if not conds:
-            raise ValueError("conditions: at least one MUSES condition is needed")
         cycle = muses_schedule(conds)
         modalities = {"frame_camera": str(root / "frame_camera"), "gt_semantic": str(root / "gt_semantic")}
         modalities |= {m: str(root / "projected_to_rgb" / m) for m in ("lidar", "radar", "event_camera")}
