@@ -103,7 +103,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"## {block['model']}, input {block['size']}²",
             "",
             "| Stage | grid | L_s spec | L_s reference | ratio | ‖∂L_s/∂f‖ spec | ‖∂L_s/∂f‖ reference | ratio | "
-            f"λ·grad spec / CE grad | λ·grad reference / CE grad |",
+            "λ·grad spec / CE grad | λ·grad reference / CE grad |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in block["stages"]:

@@ -4,12 +4,12 @@ The paper gives Eq. (3)-(4) but not the arithmetic around them (per batch or per
 how the KL is reduced). Two readings are implemented (``convention=``, ``ModelConfig.sgm_convention``;
 docs/reproduction.md, "The two SGM conventions", compares them):
 
-``"spec"`` -- the literal reading of the paper's equations. For each stage ``i`` and present modality ``n`` the class prototypes of the stage features (Eq. 3)
-``P_n[c] = mean_j f^j 1[l_j = c]`` are taken over the whole batch, with the labels resized to the
-stage grid by nearest interpolation (ignore 255; classes absent from the batch are left out; the sum is
-divided by the count once). For a pair and each channel ``d``, ``p = softmax_c P[:, d]`` over the
-present classes and ``KL(t‖s) = Σ_c p_t log(p_t / p_s)``, averaged over channels.
-``L_s = Σ_stages Σ_pairs KL`` (Eq. 4).
+``"spec"`` -- the literal reading of the paper's equations. For each stage ``i`` and present modality
+``n`` the class prototypes of the stage features (Eq. 3) ``P_n[c] = mean_j f^j 1[l_j = c]`` are taken
+over the whole batch, with the labels resized to the stage grid by nearest interpolation (ignore 255;
+classes absent from the batch are left out; the sum is divided by the count once). For a pair and each
+channel ``d``, ``p = softmax_c P[:, d]`` over the present classes and
+``KL(t‖s) = Σ_c p_t log(p_t / p_s)``, averaged over channels. ``L_s = Σ_stages Σ_pairs KL`` (Eq. 4).
 
 ``"reference"`` -- the arithmetic of the prototype distillation in RobustSeg (the paper's ref. [17], by
 three of its authors), from which the SGM takes its prototypes. Prototypes per **sample**, over **all**
