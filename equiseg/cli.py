@@ -1,6 +1,7 @@
 """``equiseg`` command line: a thin layer over the Python API (every command has a function twin).
 
 equiseg synth --out DIR --layout deliver --train 200 --val 50 --size 256 --seed 0
+equiseg data verify ROOT --layout deliver|muses|folder [--spec FILE] [--splits train,val] [--json] [--workers N]
 equiseg train CONFIG [--set a.b=c ...] [--work-dir DIR] [--resume [PATH] | --overwrite]
 equiseg eval CONFIG --checkpoint PATH [--split val|test] [--case CASE] [--out DIR]
 equiseg demo [--out DIR] [--quick]
@@ -19,7 +20,8 @@ eval, robustness, analyze and predict take ``--precision auto|fp32|bf16`` (the n
 first three it overrides ``eval.precision``) and say which precision ran.
 
 Exit codes: 0 done, 2 a user error (one line on stderr naming the file or key; ``--debug`` shows the
-traceback), 1 a failed run (non-finite loss), 130 interrupted (Ctrl-C; ``train`` saved ``last.pt``).
+traceback), 1 a failed run (non-finite loss) or a data set ``data verify`` found problems in, 130
+interrupted (Ctrl-C; ``train`` saved ``last.pt``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +87,22 @@ def cmd_synth(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from equiseg.data.verify import verify_dataset
+
+    report = verify_dataset(
+        args.root,
+        args.layout,
+        spec=args.spec,
+        splits=_csv(args.splits),
+        workers=args.workers,
+        depth_folder=args.depth_folder,
+        progress=not args.quiet,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return 0 if report.ok else EXIT_RUN_FAILED  # 1: the data set has problems (listed above)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -469,6 +488,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_synth)
 
+    da = sub.add_parser("data", help="data set tools (verify)")
+    dsub = da.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    v = dsub.add_parser(
+        "verify",
+        help="check a downloaded data set: frame counts, missing, undecodable and non-finite files, sizes, "
+        "label values; exit 1 when anything is wrong",
+    )
+    v.add_argument(
+        "root", help="the data set root (DeLiVER: holding img/, hha/ ...; MUSES: frame_camera/ ...)"
+    )
+    v.add_argument(
+        "--layout",
+        required=True,
+        metavar="deliver|muses|folder",
+        help="the data set's layout; folder needs --spec",
+    )
+    v.add_argument(
+        "--spec", default=None, metavar="FILE", help="YAML spec of a folder data set (--layout folder)"
+    )
+    v.add_argument(
+        "--splits",
+        default=None,
+        help="comma-separated splits that must be there and are checked (default: all -- train,val,test, "
+        "or the splits an equiseg synth root records, or those a folder data set has on disk)",
+    )
+    v.add_argument("--json", action="store_true", help="print the full report as JSON instead of the table")
+    v.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(8, os.cpu_count() or 1),
+        help="threads decoding files in parallel (default: the CPU count, at most 8)",
+    )
+    v.add_argument(
+        "--depth-folder",
+        default="auto",
+        metavar="auto|hha|depth",
+        help="DeLiVER: the depth folder to check (auto: hha/ when present, else depth/)",
+    )
+    v.set_defaults(func=cmd_data_verify)
+
     t = sub.add_parser("train", help="train from a YAML config")
     t.add_argument("config")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (a.b=c)")
@@ -730,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. User errors print one line on stderr and return 2 (``--debug``: the traceback);
     Ctrl-C returns 130; a failed run (non-finite loss) returns 1, also with one line."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_command", None):  # messages name the whole command: "equiseg data verify"
+        args.command = f"{args.command} {args.data_command}"
     from equiseg.engine.checkpoint import CheckpointError
     from equiseg.engine.train import NonFiniteLossError
     from equiseg.utils import WriteError, disk_full_cause

@@ -314,7 +314,9 @@ def generate(
         A summary: ``root``, ``layout``, ``size``, ``seed``, ``splits`` (samples per split), ``cases``
         (per split, samples per case as the loaders' ``case=`` filter counts them: a DeLiVER failure
         sample counts for its condition and its failure, a MUSES sample for its weather and its time
-        of day), ``files`` (number written), ``modalities`` (folder per modality) and ``seconds``.
+        of day), ``files`` (number written), ``modalities`` (folder per modality), ``manifest`` (the
+        ``equiseg_synth.json`` written into the root: frames per split and per condition, which
+        ``equiseg data verify`` compares the root with) and ``seconds``.
 
     Raises:
         ValueError: unknown layout, split, condition, failure or encoding; bad size or count.
@@ -356,11 +358,13 @@ def generate(
 
     start = time.perf_counter()
     cases: dict[str, dict[str, int]] = {}
+    conditions_seen: dict[str, dict[str, int]] = {}  # per split: frames per condition row of the verifier
     n_files = 0
     total = sum(int(c) for c in splits.values())
     with tqdm(total=total, disable=not progress, desc=f"synth {layout}", unit="sample") as bar:
         for split, count in splits.items():
             per_case: dict[str, int] = {}
+            per_condition = conditions_seen.setdefault(split, {})
             for i in range(int(count)):
                 case = case_of(cycle, conds, i) if layout == "deliver" else cycle[i % len(cycle)]
                 block = i // len(cycle)
@@ -381,8 +385,22 @@ def generate(
                     keys = (case.folder, case.tod)
                 for key in keys:
                     per_case[key] = per_case.get(key, 0) + 1
+                cond = case.folder if layout == "deliver" else f"{case.folder}/{case.tod}"
+                per_condition[cond] = per_condition.get(cond, 0) + 1
                 bar.update(1)
             cases[split] = per_case
+    # what was generated, for `equiseg data verify` to compare the root with (not the published sizes)
+    from equiseg.data.verify import write_synth_manifest
+
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = write_synth_manifest(
+        root,
+        layout,
+        {
+            s: {"frames": int(n), "conditions": conditions_seen[s], "size": [H, W], "seed": int(seed)}
+            for s, n in splits.items()
+        },
+    )
     return {
         "root": str(root),
         "layout": layout,
@@ -392,5 +410,6 @@ def generate(
         "cases": cases,
         "files": n_files,
         "modalities": modalities,
+        "manifest": str(manifest),
         "seconds": round(time.perf_counter() - start, 3),
     }
