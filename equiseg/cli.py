@@ -617,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--rows",
         required=True,
-        choices=["tab2", "tab3", "sgm_convention", "sgm_features"],
-        help="which ablation table",
+        choices=["tab2", "tab3", "sgm_convention", "sgm_features", "modality_dropout"],
+        help="which ablation table (modality_dropout: training on random modality subsets)",
     )
     ab.add_argument("--only", default=None, help="comma-separated row ids (default: every row)")
     ab.add_argument("--quick", action="store_true", help="short schedule, val subset (demo setting, CPU)")
@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--rows",
         default="tab1,tab2,tab3",
-        help="comma-separated tables: tab1, tab2, tab3, sgm_convention, sgm_features",
+        help="comma-separated tables: tab1, tab2, tab3, sgm_convention, sgm_features, modality_dropout",
     )
     st.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds")
     st.add_argument(

@@ -40,6 +40,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "ModalityDropoutConfig",
     "ModelConfig",
     "TrainConfig",
     "load_experiment",
@@ -102,6 +103,41 @@ class DataConfig:
         _validate(self, "data")
 
 
+def _literal_check(*allowed: str):
+    """A ``check`` for a string field of fixed values (also for configs built directly, where the
+    ``Literal`` annotation is not enforced)."""
+    text = " | ".join(allowed)
+
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"one of {text}"
+
+    return check
+
+
+@dataclasses.dataclass
+class ModalityDropoutConfig:
+    """``train.modality_dropout``: train with random subsets of the modalities (any-modal training, as
+    the robust peers do), so the network learns to segment from whatever sensors are left.
+
+    ``mode``: ``none`` (off); ``subset`` -- each sample keeps a random non-empty subset, its size
+    uniform in 1..N, then a uniform subset of that size; ``independent`` -- each modality is dropped
+    with probability ``p``, never all (the keep pattern is drawn conditioned on at least one kept).
+    ``fill``: a dropped modality becomes a zero tensor (the robustness benchmark's missing modality,
+    per sample) or is absent (``None``: one pattern per micro-batch, since an absent input is absent
+    for the whole batch; only for models that accept ``None``). See
+    :mod:`equiseg.engine.modality_dropout`.
+    """
+
+    mode: typing.Literal["none", "subset", "independent"] = _field(
+        "none", check=_literal_check("none", "subset", "independent")
+    )
+    p: float = _field(0.5, ge=0, lt=1)  # independent: drop probability of each modality
+    fill: typing.Literal["zero", "absent"] = _field("zero", check=_literal_check("zero", "absent"))
+
+    def __post_init__(self) -> None:
+        _validate(self, "train.modality_dropout")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Optimisation recipe (SPEC §2): AdamW, linear warm-up then poly decay per iteration.
@@ -134,9 +170,19 @@ class TrainConfig:
     # TensorBoard events in <work_dir>/tensorboard/ (loss terms, lr, img/s, val metrics, a prediction
     # panel per validation); needs the `tensorboard` package
     tensorboard: bool = False
+    # gradient accumulation: one optimiser/scheduler step per this many micro-batches of
+    # data.batch_size (effective batch = batch_size x accumulate_steps x processes); iterations,
+    # max_iters, the schedule, logs and checkpoints count optimiser steps
+    accumulate_steps: int = _field(1, ge=1)
+    # random modality subsets during training (ModalityDropoutConfig); mode none: off
+    modality_dropout: ModalityDropoutConfig = dataclasses.field(default_factory=ModalityDropoutConfig)
 
     def __post_init__(self) -> None:
         _validate(self, "train")
+        if isinstance(self.modality_dropout, dict):  # built directly with a mapping
+            self.modality_dropout = from_dict(
+                ModalityDropoutConfig, self.modality_dropout, prefix="train.modality_dropout"
+            )
 
 
 @dataclasses.dataclass

@@ -77,7 +77,10 @@ def test_resume_is_bit_exact(synth_root, tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert (tmp_path / "part" / "best.pt").exists() and (tmp_path / "part" / "config.yaml").exists()
     log = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
-    assert {"iter", "lr", "loss", "loss_ce", "loss_sgm"} <= set(log[0])
+    assert log[0]["run"]["effective_batch"] == 2  # each start of the run records its batch
+    steps = [r for r in log if "loss" in r]
+    assert {"iter", "lr", "loss", "loss_ce", "loss_sgm"} <= set(steps[0])
+    assert [r["iter"] for r in steps] == [1, 2, 3, 4, 5, 6]
 
 
 def test_mid_epoch_resume_with_a_worker_matches_the_in_process_run(synth_root, tmp_path):

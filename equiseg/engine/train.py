@@ -7,6 +7,21 @@ can hold the state from before that iteration; a data file that fails mid-run (t
 validation) first saves ``last.pt`` at the iteration reached, so fixing the file and ``--resume`` loses
 nothing (a validation that failed is run again on resume).
 
+Gradient accumulation (``train.accumulate_steps`` = K): an iteration is one optimiser step over K
+micro-batches of ``data.batch_size`` -- K forward/backward passes of the loss divided by K, gradients
+summed, then one clip / non-finite check / AMP scaler step / optimiser step / scheduler step. Under DDP
+the gradient all-reduce runs only on the last micro-batch (``no_sync`` on the others). Iterations,
+``max_iters``, the schedule, the log, validation and checkpoint intervals all count optimiser steps; the
+effective batch (batch × K × processes) is printed, logged (a ``run`` record in ``log.jsonl``) and saved
+in ``train_summary.json`` and every checkpoint. Checkpoints are written only between steps -- never
+mid-accumulation: a failure inside a step (a data file, a divergence, Ctrl-C waits for the step to end)
+first undoes what the step's micro-batches changed besides the weights (BN buffers, RNG) -- so resume is
+always exact. ``accumulate_steps`` cannot change on resume (the samples of a step depend on it).
+
+Modality dropout (``train.modality_dropout``, :mod:`equiseg.engine.modality_dropout`): each micro-batch's
+pattern comes from a generator seeded by ``(seed, iteration, micro-batch, rank)``, so it needs no saved
+state and is the same on resume.
+
 Why resume is exact: every source of randomness is either saved or re-derivable. The sample order is
 ``DistributedSampler``'s (seeded by ``seed + epoch``) and a resumed run skips the batches already seen;
 each sample's augmentation is seeded by ``(seed, epoch, index)`` (:class:`SeededTrainSet`); the model's
@@ -17,6 +32,7 @@ creating a loader never advances the global one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +40,7 @@ import signal
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,6 +73,7 @@ from .distributed import (
     maybe_convert_sync_bn,
 )
 from .evaluate import evaluate, write_metrics
+from .modality_dropout import ModalityDropout
 from .optim import WarmupPolyLR, build_optimizer
 from .precision import cpu_bf16_support, cpu_model_name
 from .rundir import (
@@ -327,18 +345,32 @@ def train(
             print(model.pretrained_report.summary(), flush=True)
         model = model.to(device)
         model = maybe_convert_sync_bn(model, device)
+        dropout = ModalityDropout(tcfg.modality_dropout, tcfg.seed, dist.rank, model)
         net = (
-            DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+            DDP(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                # absent (None) inputs leave parts of the network out of some steps (a branch, the
+                # fusion with one modality left): DDP must look for the unused parameters then
+                find_unused_parameters=dropout.enabled and dropout.fill == "absent",
+            )
             if dist.distributed
             else model
         )
 
-        bs = dcfg.batch_size
+        bs, accum = dcfg.batch_size, tcfg.accumulate_steps
+        batch_record = {
+            "batch_size": bs,
+            "accumulate_steps": accum,
+            "world_size": dist.world_size,
+            "effective_batch": bs * accum * dist.world_size,
+        }
         sampler = ResumableSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, seed=tcfg.seed)
-        iters_per_epoch = len(sampler) // bs
+        iters_per_epoch = len(sampler) // (bs * accum)  # optimiser steps
         if iters_per_epoch == 0:
+            step = f"{bs}" if accum == 1 else f"{bs} × {accum} accumulation steps"
             raise ValueError(
-                f"training split has {len(train_set)} samples: fewer than one batch of {bs} per process "
+                f"training split has {len(train_set)} samples: fewer than one batch of {step} per process "
                 f"({dist.world_size} processes)"
             )
         max_iters = tcfg.max_iters if tcfg.max_iters > 0 else tcfg.epochs * iters_per_epoch
@@ -369,6 +401,13 @@ def train(
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
             it, best = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
+            was = (ckpt.get("batch") or {}).get("effective_batch")
+            if main and was is not None and was != batch_record["effective_batch"]:
+                print(
+                    f"resume: the effective batch was {was}, now {batch_record['effective_batch']} "
+                    f"({dist.world_size} processes)",
+                    flush=True,
+                )
             rng = ckpt["rng"]
             if isinstance(rng, list):  # one state per rank
                 rng = rng[dist.rank] if dist.rank < len(rng) else rng[0]
@@ -395,6 +434,7 @@ def train(
                 "model_config": model_cfg.to_dict(),
                 "meta": meta,
                 "val_pending": val_pending,  # the validation at `iter` failed: resume runs it first
+                "batch": batch_record,  # batch per process, accumulation steps, processes, effective batch
             }
 
         # the iteration work/last.pt holds (None: not written by this run nor the one it continues)
@@ -435,7 +475,10 @@ def train(
             error: BaseException, iteration: int, *, val_pending: bool = False
         ) -> NoReturn:
             """Save ``last.pt`` at ``iteration`` (if finite and not there already), then raise
-            :class:`DataFileError` naming the file. No collective: under DDP one rank's file fails."""
+            :class:`DataFileError` naming the file. No collective: under DDP one rank's file fails.
+            Inside an accumulated step, what its earlier micro-batches changed is undone first."""
+            if partial["before"] is not None:
+                rollback(partial["before"])
             line = _error_line(error)
             if held["last"] == iteration or not main:
                 kept = last_held()
@@ -449,14 +492,25 @@ def train(
             fix = _named_file(error, line) or "the cause above"
             raise DataFileError(f"{line}; {kept}; fix {fix}, then continue with --resume") from error
 
-        def diverged(iteration: int, epoch: int, out: Any, loss_bad: bool, norm, before) -> NoReturn:
-            """Undo what the failed step's forward changed (buffers, RNG), save ``last.pt`` if that
-            state is finite, and raise :class:`NonFiniteLossError` naming the iteration, the loss
-            terms and the samples (under DDP: of the ranks whose loss failed, else of all ranks)."""
+        def rollback(before) -> None:
+            """Undo what a step's forward passes changed besides the weights: buffers, RNG states."""
             with torch.no_grad():
                 for b, saved in zip(model.buffers(), before[0]):
                     b.copy_(saved)
             restore_rng_state(before[1], generators={"sgm": sgm_gen, "loader": loader_gen})
+            partial["before"] = None
+
+        # the state from before the step in progress while its micro-batches run (None between steps)
+        partial: dict[str, Any] = {"before": None}
+
+        def diverged(
+            iteration: int, epoch: int, terms: dict[str, torch.Tensor], loss_bad: bool, norm, before
+        ) -> NoReturn:
+            """Undo what the failed step's forward changed (buffers, RNG), save ``last.pt`` if that
+            state is finite, and raise :class:`NonFiniteLossError` naming the iteration, the loss
+            terms (the mean over the step's micro-batches) and the samples (under DDP: of the ranks
+            whose loss failed, else of all ranks)."""
+            rollback(before)
             bad = try_save("last.pt", iteration)
             kept = (
                 f"{last_held()}, the state from before this iteration"
@@ -466,7 +520,7 @@ def train(
             here = {
                 "rank": dist.rank,
                 "finite": not loss_bad,
-                "terms": {k: float(v) for k, v in out.as_dict().items()},
+                "terms": {k: float(v) for k, v in terms.items()},
                 "samples": [_sample_name(train_set.base, i) for i in batches.indices(iteration)],
             }
             gathered = all_gather_objects(here)
@@ -508,6 +562,18 @@ def train(
             write_metrics(metrics, work, title=f"Validation at iteration {iteration}")
 
         log = open(work / "log.jsonl", "a") if main else None
+        if main:
+            md = tcfg.modality_dropout
+            run_rec = {**batch_record, "modality_dropout": {"mode": md.mode, "p": md.p, "fill": md.fill}}
+            log.write(json.dumps({"iter": it, "run": run_rec}) + "\n")
+            log.flush()
+            if batch_record["effective_batch"] != bs:  # accumulation or several processes
+                mult = f" × {accum} accumulation steps" if accum > 1 else ""
+                print(
+                    f"effective batch {batch_record['effective_batch']} = {bs} per process{mult} × "
+                    f"{dist.world_size} process{'es' if dist.world_size > 1 else ''}",
+                    flush=True,
+                )
         if main and tcfg.tensorboard:
             # on resume, hide what the interrupted run logged after its checkpoint (as log.jsonl does):
             # events of steps > it; those of step `it` itself were logged before the checkpoint
@@ -529,7 +595,7 @@ def train(
         t_last, n_last, wait = time.perf_counter(), 0, 0.0
         # One loader for the whole run (its workers start once); batch k of the stream is iteration
         # it + k, so epoch and position follow from the iteration counter.
-        batches = EpochBatches(sampler, bs, start=it)
+        batches = EpochBatches(sampler, bs, start=it, accumulate=accum)
         loader = DataLoader(
             train_set,
             batch_sampler=batches,
@@ -541,31 +607,51 @@ def train(
         t_data = time.perf_counter()
         if it < stop_at and not interrupt.requested:
             # `it` is read when loading fails (late binding on purpose): the iteration reached
+            micro = 0  # micro-batch of the step in progress
             for inputs, labels in _batches(loader, lambda e: stop_on_data_error(e, it)):  # noqa: B023
                 epoch = it // iters_per_epoch
                 wait += time.perf_counter() - t_data
                 inputs = [x.to(device, non_blocking=True) for x in inputs]
                 labels = labels.to(device, non_blocking=True)
-                # Forward passes update BN running stats and draw random numbers; keep what the
-                # step changes besides the weights (a few KB) so a failed step can be undone.
-                before = (
-                    [b.clone() for b in model.buffers()],
-                    capture_rng_state(generators={"sgm": sgm_gen, "loader": loader_gen}),
-                )
-                with _autocast(device, tcfg.amp):
-                    # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
-                    out = net(inputs, labels=labels, generator=sgm_gen)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()
+                if micro == 0:
+                    # Forward passes update BN running stats and draw random numbers; keep what the
+                    # step changes besides the weights (a few KB) so a failed step can be undone.
+                    partial["before"] = (
+                        [b.clone() for b in model.buffers()],
+                        capture_rng_state(generators={"sgm": sgm_gen, "loader": loader_gen}),
+                    )
+                    opt.zero_grad(set_to_none=True)
+                inputs, keep = dropout(inputs, it, micro)
+                extra = {} if keep is None else {"keep": keep}
+                last_micro = micro == accum - 1
+                # DDP all-reduces the gradients on the step's last micro-batch only
+                with net.no_sync() if dist.distributed and not last_micro else nullcontext():
+                    with _autocast(device, tcfg.amp):
+                        # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
+                        out = net(inputs, labels=labels, generator=sgm_gen, **extra)
+                    scaler.scale(out.loss / accum if accum > 1 else out.loss).backward()
+                now_terms, now_bad = out.as_dict(), ~torch.isfinite(out.loss.detach())
+                if micro == 0:
+                    terms, loss_bad = now_terms, now_bad
+                else:
+                    terms = {k: terms[k] + v for k, v in now_terms.items()}
+                    loss_bad = loss_bad | now_bad
+                if not last_micro:
+                    micro += 1
+                    t_data = time.perf_counter()
+                    continue
+                micro = 0
+                if accum > 1:  # the logged terms: the mean over the step's micro-batches
+                    terms = {k: v / accum for k, v in terms.items()}
                 norm = _grad_norm(model, opt, scaler, tcfg.grad_clip)
                 # One host sync per step, on purpose: a non-finite loss or gradient norm must be
                 # caught *before* the optimizer step, so that the weights and AdamW's moments stay
                 # finite and `last` can hold the state from before the failure. Under DDP the verdict
                 # is agreed across ranks (one all-reduce), so all stop together.
-                loss_bad = ~torch.isfinite(out.loss.detach())
                 bad = loss_bad if norm is None else loss_bad | ~torch.isfinite(norm)
                 if agree_any(bad):
-                    diverged(it, epoch, out, bool(loss_bad), norm, before)
+                    diverged(it, epoch, terms, bool(loss_bad), norm, partial["before"])
+                partial["before"] = None
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
@@ -574,19 +660,23 @@ def train(
                 if main and (it % tcfg.log_interval == 0 or it == stop_at):
                     now = time.perf_counter()
                     # throughput over the last interval (None for the first: it includes start-up)
-                    ips = (it - n_last) * bs * dist.world_size / max(now - t_last, 1e-9) if n_last else None
+                    ips = (
+                        (it - n_last) * batch_record["effective_batch"] / max(now - t_last, 1e-9)
+                        if n_last
+                        else None
+                    )
                     rec = {
                         "iter": it,
                         "epoch": epoch,
                         "lr": opt.param_groups[0]["lr"],
-                        **{k: round(float(v), 6) for k, v in out.as_dict().items()},
+                        **{k: round(float(v), 6) for k, v in terms.items()},
                         "img_per_s": None if ips is None else round(ips, 3),
                         "data_wait_s": round(wait, 3),
                     }
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     if tb is not None:
-                        tb.log_train(it, out.as_dict(), lr=rec["lr"], img_per_s=ips)
+                        tb.log_train(it, terms, lr=rec["lr"], img_per_s=ips)
                     bar.set_postfix(
                         loss=f"{rec['loss']:.3f}",
                         lr=f"{rec['lr']:.2e}",
@@ -610,6 +700,8 @@ def train(
             "max_iters": max_iters,
             "best_mIoU": best,
             "world_size": dist.world_size,
+            **batch_record,
+            "modality_dropout": dataclasses.asdict(tcfg.modality_dropout),
             "replicas_identical": _replicas_identical(model) if dist.distributed else True,
         }
         if main:

@@ -76,6 +76,9 @@ class SegModel(nn.Module):
     """
 
     has_modality_features = False  # True where encode() returns per-modality stage features
+    # whether ``None`` inputs are accepted (every architecture here: each documents what it does with
+    # one); ``train.modality_dropout.fill: absent`` is refused for a class that sets this False
+    accepts_absent = True
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -145,6 +148,15 @@ class SegModel(nn.Module):
         if labels.dtype != torch.long:
             raise ValueError(f"labels must be int64, got {labels.dtype}")
 
+    def check_keep(self, keep: torch.Tensor, batch: int) -> torch.Tensor:
+        """``keep`` (``B×N``, which modality inputs each sample kept) checked, as bool."""
+        if not isinstance(keep, torch.Tensor) or tuple(keep.shape) != (batch, self.num_modalities):
+            shape = tuple(keep.shape) if isinstance(keep, torch.Tensor) else type(keep).__name__
+            raise ValueError(
+                f"keep must be a B×N tensor ({batch}×{self.num_modalities}: sample × modality), got {shape}"
+            )
+        return keep.bool()
+
     # --- the interface -----------------------------------------------------------------------------
     def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
         """Stacked present inputs ``(P·B)×3×H×W`` -> logits ``B×K×H×W`` (subclasses)."""
@@ -155,15 +167,21 @@ class SegModel(nn.Module):
         raise TypeError(f"{type(self).__name__} has no per-modality stage features to encode")
 
     def forward(
-        self, inputs: Inputs, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        inputs: Inputs,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor | LossOutput:
         """``inputs``: N tensors ``B×3×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``.
 
         With ``labels`` it returns :meth:`compute_loss`'s :class:`LossOutput` instead, so a training step
-        can go through a wrapper's ``forward`` (DDP arms its gradient hooks there).
+        can go through a wrapper's ``forward`` (DDP arms its gradient hooks there); ``keep`` goes with it.
         """
         if labels is not None:
-            return self.compute_loss(inputs, labels, generator)
+            if keep is None:
+                return self.compute_loss(inputs, labels, generator)
+            return self.compute_loss(inputs, labels, generator, keep=keep)
         x, present = self.prepare(inputs)
         return self.forward_logits(x, present)
 
@@ -175,11 +193,23 @@ class SegModel(nn.Module):
         return cross_entropy(logits, labels, cfg.ignore_index)
 
     def compute_loss(
-        self, inputs: Inputs, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        inputs: Inputs,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        keep: torch.Tensor | None = None,
     ) -> LossOutput:
-        """Forward + the segmentation loss (architectures with more training losses override this)."""
+        """Forward + the segmentation loss (architectures with more training losses override this).
+
+        ``keep``: optional ``B×N`` bool, which modality inputs of each sample were kept by modality
+        dropout (the others are zero tensors). The network encodes every input as it is; only a
+        method's own training losses (the SGM, MAGIC's selection) restrict themselves to the kept
+        ones, so the segmentation loss alone does not use it.
+        """
         x, present = self.prepare(inputs)
         self.check_labels(x, present, labels)
+        if keep is not None:
+            self.check_keep(keep, labels.shape[0])
         logits = self.forward_logits(x, present)
         ce = self.segmentation_loss(logits, labels)
         return LossOutput(ce, ce, ce.new_zeros(()), logits)

@@ -173,7 +173,11 @@ class EQUISeg(SegModel):
         return self._decode(self._encode(x, present), x.shape[-2:])
 
     def compute_loss(
-        self, inputs: Inputs, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        inputs: Inputs,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        keep: torch.Tensor | None = None,
     ) -> LossOutput:
         """Forward + loss of Eq. (8): ``L = L_CE + λ·L_s``.
 
@@ -181,15 +185,20 @@ class EQUISeg(SegModel):
             inputs: as :meth:`forward`.
             labels: ``B×H×W`` int64, ``ignore_index`` (255) for unlabelled pixels.
             generator: seeds the SGM's random teacher/student pairing (None: torch's global RNG).
+            keep: ``B×N`` bool, which inputs each sample kept under modality dropout (the others are
+                zeros): the network encodes all of them, the SGM compares only kept features
+                (:func:`~equiseg.models.sgm.sgm_loss`). None: every present input counts.
         """
         x, present = self.prepare(inputs)
         self.check_labels(x, present, labels)
+        if keep is not None:
+            keep = self.check_keep(keep, labels.shape[0])[:, present].T  # P×B, present modalities
         cfg = self.cfg
         use_sgm = cfg.sgm and self.cross_modal and len(present) > 1
         # the SGM's reading of "stage feature" (ModelConfig.sgm_features): the stage outputs themselves,
         # or a tensor kept from the same forward pass
-        keep = use_sgm and cfg.sgm_features != "post_ln"
-        inter: dict[str, list] | None = {"pre_cmtb": [], "pre_ln": [], "cross": []} if keep else None
+        keep_inter = use_sgm and cfg.sgm_features != "post_ln"
+        inter: dict[str, list] | None = {"pre_cmtb": [], "pre_ln": [], "cross": []} if keep_inter else None
         feats = self._encode(x, present, inter)
         logits = self._decode(feats, x.shape[-2:])
         loss_ce = self.segmentation_loss(logits, labels)
@@ -203,6 +212,7 @@ class EQUISeg(SegModel):
                 pairing=cfg.pairing,
                 convention=cfg.sgm_convention,
                 generator=generator,
+                keep=keep,
             )
         else:
             loss_sgm = loss_ce.new_zeros(())

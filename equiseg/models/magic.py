@@ -162,28 +162,46 @@ class MAGIC(SegModel):
         feats = self._encode(x, len(present))
         return self._predict([agg(f) for agg, f in zip(self.aggregate, feats)], x.shape[-2:])
 
-    def select(self, feats: list[torch.Tensor], fused: list[torch.Tensor]) -> list[Selection]:
-        """The per-stage rankings of the present modalities (training only; no gradient)."""
-        return self.selector(feats, fused, scope=self.cfg.magic_rank_scope)
+    def select(
+        self, feats: list[torch.Tensor], fused: list[torch.Tensor], keep: torch.Tensor | None = None
+    ) -> list[Selection]:
+        """The per-stage rankings of the present modalities (training only; no gradient); ``keep``
+        (``P×B``): each sample ranks only the modalities it kept."""
+        return self.selector(feats, fused, scope=self.cfg.magic_rank_scope, keep=keep)
 
     def compute_loss(
-        self, inputs: Inputs, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        inputs: Inputs,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        keep: torch.Tensor | None = None,
     ) -> LossOutput:
         """``L = L_M + λ·L_S + β·L_C``; ``terms``: ``loss_select`` (``L_S``) and ``loss_consistency``
-        (``L_C``), unweighted; ``loss_ce`` is ``L_M``. ``generator`` is unused (nothing is random)."""
+        (``L_C``), unweighted; ``loss_ce`` is ``L_M``. ``generator`` is unused (nothing is random).
+
+        ``keep`` (``B×N`` bool, modality dropout with zero-filled inputs): the aggregate ``f_se`` and
+        ``P_m`` see every input as the network does at test time, but the selection ranks, the second
+        aggregator fuses and ``L_C`` compares only each sample's kept modalities
+        (:mod:`~equiseg.models.modules.magic_selection`, "Kept modalities")."""
         cfg = self.cfg
         x, present = self.prepare(inputs)
         self.check_labels(x, present, labels)
+        if keep is not None:
+            keep = self.check_keep(keep, labels.shape[0])[:, present].T  # P×B, present modalities
         size = x.shape[-2:]
         feats = self._encode(x, len(present))
         fused = [agg(f) for agg, f in zip(self.aggregate, feats)]  # f_se per stage, B×C×h×w
         logits = self._predict(fused, size)  # P_m
         loss_m = self.segmentation_loss(logits, labels)
 
-        selections = self.select(feats, fused)
+        selections = self.select(feats, fused, keep)
+        # (indices, validity) of the selected and the remaining modalities per stage; all valid (None)
+        # without dropped inputs
+        picked = [(s.selected, None) if keep is None else s.selected_slots() for s in selections]
+        rests = [(s.rest, None) if keep is None else s.rest_slots() for s in selections]
         salient = [  # f_sa per stage: the second aggregator on the selected modalities (S×B×C×h×w)
-            agg(gather_modalities(f, sel.selected))
-            for agg, f, sel in zip(self.aggregate_selected, feats, selections)
+            agg(gather_modalities(f, idx), valid) if valid is not None else agg(gather_modalities(f, idx))
+            for agg, f, (idx, valid) in zip(self.aggregate_selected, feats, picked)
         ]
         loss_s = self.segmentation_loss(
             self._predict(salient, size), selective_labels(logits, labels, cfg.ignore_index)
@@ -191,14 +209,15 @@ class MAGIC(SegModel):
         loss_c = torch.stack(
             [
                 consistency_loss(
-                    gather_modalities(f, sel.rest),
+                    gather_modalities(f, idx),
                     sa,
                     labels,
                     cfg.num_classes,
                     cfg.ignore_index,
                     cfg.magic_temperature,
+                    weight=valid,
                 )
-                for f, sa, sel in zip(feats, salient, selections)
+                for f, sa, (idx, valid) in zip(feats, salient, rests)
             ]
         ).mean()
         loss = loss_m + cfg.magic_lambda_select * loss_s + cfg.magic_beta_consistency * loss_c

@@ -31,6 +31,17 @@ similar remaining modality by the cosine similarity of the convention's prototyp
 stages). Everything is vectorised over modalities, pairs, samples and classes and never synchronises
 with the device.
 
+**Kept modalities** (``keep=``, modality dropout with zero-filled inputs): a ``P×B`` mask of which
+modality each sample kept. A dropped input is a zero tensor the network still encodes, but the SGM
+compares only what was kept: the pairing draws its teachers and students from the modalities kept by at
+least one sample of the batch, and a pair is compared only on the samples that kept *both* of its
+modalities -- ``"spec"``: both prototypes are taken over those samples' pixels (so the two sides
+describe the same pixels; a prototype over a different set of samples would teach the student the
+difference between samples, not between sensors), classes absent from them left out; ``"reference"``:
+the per-sample terms of the other samples are left out (still divided by the batch size); the pixel
+ablation averages over those samples only. A pair that no sample kept whole contributes 0. With every
+modality kept, the result equals the unmasked one (the same pairs from the same generator state).
+
 Numerics: :func:`sgm_loss` runs entirely in fp32 with autocast disabled. Under fp16 autocast the
 prototype sums (``onehot.T @ flat`` over e.g. 2×256×256 stage-1 pixels at 1024² crops) overflow fp16's
 65504 and make the prototypes inf and the loss NaN; the matmul would be autocast to fp16 even with fp32
@@ -141,12 +152,16 @@ def cosine_pairs(
     protos: Sequence[torch.Tensor],
     present: Sequence[torch.Tensor] | None,
     generator: torch.Generator | None = None,
+    candidates: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random teachers; each gets the most prototype-similar modality not yet taken (greedy, in order).
 
     Similarity: cosine of each modality's flattened prototypes, averaged over the stages. ``protos``:
-    per stage, ``P×…`` (modality first); ``present``: per stage a bool K mask of the last axis (the
-    ``"spec"`` prototypes, ``P×C×K``), or None when absent classes are already zero rows.
+    per stage, ``P×…`` (modality first); ``present``: per stage a bool mask of the last axis (the
+    ``"spec"`` prototypes, ``P×C×K``: ``K``, or ``P×1×K`` per modality), or None when absent classes are
+    already zero rows. ``candidates``: bool ``P``, the modalities that may be paired (default all);
+    teachers are drawn from the same permutation as without it, candidates first, so with every
+    modality a candidate the pairs are those of the default.
     """
     num = protos[0].shape[0]
     sim = 0
@@ -156,10 +171,14 @@ def cosine_pairs(
         v = F.normalize(p.flatten(1).detach().float(), dim=1)  # P×(everything else)
         sim = sim + v @ v.T
     perm = torch.randperm(num, generator=generator)
-    half = num // 2
+    if candidates is None:
+        candidates = torch.ones(num, dtype=torch.bool)
+    candidates = candidates.cpu()
+    perm = perm[torch.sort((~candidates[perm]).to(torch.uint8), stable=True).indices]  # candidates first
+    half = int(candidates.sum()) // 2
     teachers = perm[:half]
     sim = sim.cpu()
-    taken = torch.zeros(num, dtype=torch.bool)
+    taken = ~candidates
     taken[teachers] = True
     students = []
     for t in teachers:  # at most N/2 iterations on an N×N matrix: tiny
@@ -167,6 +186,8 @@ def cosine_pairs(
         j = row.argmax()
         students.append(j)
         taken[j] = True
+    if not students:
+        return teachers, teachers.clone()
     return teachers, torch.stack(students)
 
 
@@ -180,6 +201,7 @@ def sgm_loss(
     pairing: str = "random",
     convention: str = "spec",
     generator: torch.Generator | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``L_s`` of Eq. (4): Σ over stages and teacher/student pairs of the KL divergence.
 
@@ -188,6 +210,8 @@ def sgm_loss(
         labels: ``B×H×W`` int64.
         convention: ``"spec"`` or ``"reference"`` (the module docstring).
         generator: seeds the random pairing (and teacher choice); None uses torch's global RNG.
+        keep: ``P×B`` bool, which modality each sample kept (modality dropout with zero-filled
+            inputs): only kept features are compared (module docstring, "Kept modalities"); None: all.
 
     Returns:
         fp32 scalar tensor (0 when fewer than 2 modalities). Computed in fp32 with autocast disabled
@@ -198,10 +222,16 @@ def sgm_loss(
         raise ValueError(f"pairing must be 'random' or 'cosine', got {pairing!r}")
     if convention not in SGM_CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(SGM_CONVENTIONS)}, got {convention!r}")
-    with torch.autocast(device_type=feats[0].device.type, enabled=False):
-        return _sgm_loss_fp32(
-            [f.float() for f in feats], labels, num_classes, prototype, pairing, convention, generator
+    if keep is not None and tuple(keep.shape) != tuple(feats[0].shape[:2]):
+        raise ValueError(
+            f"keep must be P×B {tuple(feats[0].shape[:2])} (modality × sample), got {tuple(keep.shape)}"
         )
+    with torch.autocast(device_type=feats[0].device.type, enabled=False):
+        fp32 = [f.float() for f in feats]
+        if keep is not None:
+            keep = keep.to(device=feats[0].device, dtype=torch.bool)
+            return _sgm_loss_kept(fp32, labels, num_classes, prototype, pairing, convention, generator, keep)
+        return _sgm_loss_fp32(fp32, labels, num_classes, prototype, pairing, convention, generator)
 
 
 def _sgm_loss_fp32(
@@ -243,3 +273,98 @@ def _sgm_loss_fp32(
             kl = pixel_kl(f[t_idx].detach(), f[s_idx]).sum()
         total = total + kl
     return total
+
+
+def _kept_pairs(
+    keep: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random pairs among the modalities kept by at least one sample, without a host sync.
+
+    The permutation is :func:`random_pairs`'s (the same draw), reordered stably so that the ``n``
+    candidates come first; pair ``j`` is ``(q[j], q[j + n//2])`` for ``j < n//2`` and invalid after, so
+    with every modality a candidate the pairs are :func:`random_pairs`'s. Returns teachers, students
+    (``P//2`` each) and ``valid`` (bool ``P//2``)."""
+    P = keep.shape[0]
+    candidates = keep.any(1)  # P
+    perm = torch.randperm(P, generator=generator).to(keep.device)
+    q = perm[torch.sort((~candidates[perm]).to(torch.uint8), stable=True).indices]
+    half = P // 2
+    j = torch.arange(half, device=keep.device)
+    n_half = candidates.sum() // 2
+    valid = j < n_half
+    return q[:half], q[(j + n_half).clamp(max=P - 1)], valid
+
+
+def _sgm_loss_kept(
+    feats: list[torch.Tensor],
+    labels: torch.Tensor,
+    num_classes: int,
+    prototype: bool,
+    pairing: str,
+    convention: str,
+    generator: torch.Generator | None,
+    keep: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`sgm_loss` restricted to the kept inputs (``keep``, ``P×B``): fp32 features, autocast off.
+
+    Per pair ``m`` the weight ``w[m, b]`` is 1 where sample ``b`` kept both modalities; every term is
+    that of :func:`_sgm_loss_fp32` on the weighted samples (the module docstring, "Kept modalities")."""
+    P, B = keep.shape
+    total = feats[0].new_zeros((), dtype=torch.float32)
+    if P < 2:
+        return total
+    reference = convention == "reference"
+    kf = keep.float()
+    sums = counts = None
+    if prototype or pairing == "cosine":
+        if reference:
+            protos = [sample_prototypes(f, labels, num_classes) for f in feats]  # P×B×K×C each
+        else:
+            sums, counts = zip(*(_sample_sums(f, labels, num_classes) for f in feats))  # P×B×K×C, B×K
+    if pairing == "cosine":
+        if reference:  # the dropped samples' prototypes left out of the similarity
+            sim_protos, sim_present = [p * kf[:, :, None, None] for p in protos], None
+        else:  # each modality's prototypes over the samples that kept it
+            sim_protos, sim_present = [], []
+            for S, n in zip(sums, counts):
+                num = kf @ n  # P×K
+                sim_protos.append(torch.einsum("pb,pbkc->pck", kf, S) / num.clamp_min(1)[:, None, :])
+                sim_present.append((num > 0)[:, None, :])
+        t_idx, s_idx = cosine_pairs(sim_protos, sim_present, generator, candidates=keep.any(1))
+        t_idx, s_idx = t_idx.to(keep.device), s_idx.to(keep.device)
+        valid = torch.ones(len(t_idx), dtype=torch.bool, device=keep.device)
+        if len(t_idx) == 0:
+            return total
+    else:
+        t_idx, s_idx, valid = _kept_pairs(keep, generator)
+    w = (keep[t_idx] & keep[s_idx] & valid[:, None]).float()  # M×B: samples that kept both
+    for i, f in enumerate(feats):  # the stages
+        if reference and prototype:  # per sample, softmax over the classes
+            kl = reference_kl(protos[i][t_idx].detach(), protos[i][s_idx], dim=2)  # M×B
+            kl = (kl * w).sum() / B
+        elif reference:  # per sample, softmax over the channels
+            kl = (reference_kl(f[t_idx].detach(), f[s_idx], dim=2) * w).sum() / B
+        elif prototype:  # prototypes of each pair over the samples that kept both
+            num = w @ counts[i]  # M×K pixel counts
+            scale = num.clamp_min(1)[:, None, :]
+            teacher = torch.einsum("mb,mbkc->mck", w, sums[i][t_idx].detach()) / scale
+            student = torch.einsum("mb,mbkc->mck", w, sums[i][s_idx]) / scale
+            kl = prototype_kl(teacher, student, (num > 0)[:, None, :]).sum()
+        else:  # pixel KL averaged over the pixels of the samples that kept both
+            log_t = F.log_softmax(f[t_idx].detach(), dim=2)
+            log_s = F.log_softmax(f[s_idx], dim=2)
+            per_sample = (log_t.exp() * (log_t - log_s)).sum(2).flatten(2).mean(2)  # M×B
+            kl = ((per_sample * w).sum(1) / w.sum(1).clamp_min(1)).sum()
+        total = total + kl
+    return total
+
+
+def _sample_sums(
+    feats: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample class sums ``P×B×K×C`` of the stage features and pixel counts ``B×K`` (labels
+    nearest-resized to the stage grid): the parts of :func:`class_prototypes` before the batch sum."""
+    P, B, C, h, w = feats.shape
+    onehot = _onehot(labels, (h, w), num_classes, feats.dtype)  # B×(h·w)×K
+    flat = feats.permute(0, 1, 3, 4, 2).reshape(P, B, h * w, C)
+    return onehot.transpose(1, 2) @ flat, onehot.sum(1)

@@ -227,6 +227,22 @@ TABLES: dict[str, tuple[str, tuple[AblationRow, ...]]] = {
             AblationRow("separate_encoders", "one encoder per modality", "separate_encoders.yaml"),
         ),
     ),
+    # Not a table of the paper: training on random modality subsets (train.modality_dropout, as the
+    # robust peers do), zero-filled as the benchmark's missing modalities, against the full model as is.
+    "modality_dropout": (
+        "Modality dropout in training (not in the paper)",
+        (
+            AblationRow("no_dropout", "EQUISeg + SGM (λ=60), every modality in every step", None),
+            AblationRow(
+                "subset", "random non-empty subset per sample (size uniform)", "modality_dropout_subset.yaml"
+            ),
+            AblationRow(
+                "independent",
+                "each modality dropped with p = 0.5 (never all)",
+                "modality_dropout_independent.yaml",
+            ),
+        ),
+    ),
     # Not a table of the paper: the three readings of "stage feature" the SGM's prototypes can be
     # taken from (ModelConfig.sgm_features; issue 10 asks for each to be reported).
     "sgm_features": (
@@ -259,21 +275,41 @@ def table_rows(table: str, rows: Sequence[str] | None = None) -> tuple[AblationR
     return tuple(r for r in all_rows if r.id in chosen)
 
 
+def _row_sections(row: AblationRow) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``model`` and ``train`` sections of the row's override file (either may be empty, not both)."""
+    if row.override is None:
+        return {}, {}
+    path = ablation_dir() / row.override
+    data = load_yaml(path)
+    model, train = data.get("model") or {}, data.get("train") or {}
+    if not isinstance(model, dict) or not isinstance(train, dict) or not (model or train):
+        raise ValueError(f"{path}: expected a non-empty 'model' or 'train' section")
+    return dict(model), dict(train)
+
+
 def row_model_overrides(row: AblationRow) -> dict[str, Any]:
     """The row's changes to the full model: the ``model`` section of its override file."""
-    if row.override is None:
-        return {}
-    path = ablation_dir() / row.override
-    model = load_yaml(path).get("model") or {}
-    if not isinstance(model, dict) or not model:
-        raise ValueError(f"{path}: expected a non-empty 'model' section")
-    return dict(model)
+    return _row_sections(row)[0]
+
+
+def row_train_overrides(row: AblationRow) -> dict[str, Any]:
+    """The row's changes to the training recipe (e.g. ``modality_dropout``): the ``train`` section."""
+    return _row_sections(row)[1]
+
+
+def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top``'s keys on top, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 def row_config(base: ExperimentConfig, row: AblationRow, work_dir: str | Path) -> ExperimentConfig:
     """``base`` with the full model's switches, then the row's override, training into ``work_dir``."""
     data = base.to_dict()
     data["model"] = {**data["model"], **FULL_MODEL, **row_model_overrides(row)}
+    data["train"] = _merged(data["train"], row_train_overrides(row))
     data["work_dir"] = str(work_dir)
     return load_experiment(data)
 
@@ -348,7 +384,8 @@ def run_ablation(
 
     Args:
         config: The experiment to ablate (config object, YAML path or dict).
-        table: ``"tab2"`` (CMTB), ``"tab3"`` (SGM) or ``"sgm_features"`` (the SGM's feature readings).
+        table: ``"tab2"`` (CMTB), ``"tab3"`` (SGM), ``"sgm_convention"``, ``"sgm_features"`` (the SGM's
+            feature readings) or ``"modality_dropout"`` (training on random modality subsets).
         overrides: Dotted ``a.b=c`` overrides applied to ``config`` (after the ``quick`` settings).
         out_dir: Gets one work dir per row and the ``ablation_<table>.*`` files.
         quick: A short schedule (:data:`QUICK_OVERRIDES`: ``QUICK_ITERS`` iterations, one validation
@@ -527,7 +564,7 @@ def _paper_layout(table: str, rows: Sequence[Mapping[str, Any]], mods: Sequence[
     def delta(r: Mapping[str, Any], key: str) -> float | None:
         return None if r.get("reference") else r.get(f"delta_{key}")
 
-    if table == "tab2":
+    if table in ("tab2", "modality_dropout"):
         lines = ["| Structure | mIoU(%) | EMM(Avg) |", "|---|---:|---:|"]
         for r in rows:
             lines.append(

@@ -76,6 +76,7 @@ METRICS = {
     "tab3": ("mIoU", "emm_avg"),
     "sgm_convention": ("mIoU", "emm_avg"),
     "sgm_features": ("mIoU", "emm_avg"),
+    "modality_dropout": ("mIoU", "emm_avg"),
 }
 LABELS = {"clean": "mIoU", "mIoU": "mIoU", "emm_avg": "EMM Avg", "mean": "Mean"}
 # two-sided 95 % Student-t quantiles t_{0.975, df}, df = 1 ... 30 (beyond: the normal 1.96)
@@ -267,7 +268,9 @@ def run_study(
 
     Args:
         tables: any of ``tab1`` (the peers), ``tab2`` (CMTB ablation), ``tab3`` (SGM ablation),
-            ``sgm_features`` (the SGM's feature readings; not in the paper).
+            ``sgm_convention``, ``sgm_features`` (the SGM's conventions / feature readings) and
+            ``modality_dropout`` (training on random modality subsets); the last three are not in the
+            paper.
         seeds: training seeds (each row once per seed).
         inits: ``scratch``, ``synth`` (the stand-in, made once) and/or paths of MiT weights.
         only: restrict to these row ids / model names (the full model is always kept: the differences

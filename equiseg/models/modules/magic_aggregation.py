@@ -26,6 +26,10 @@ Linear`` gives channel logits ``a_m`` (C), and a spatial descriptor ``[mean_c(y_
 modalities. With one modality it is that modality (as MAM's mean), and with equal logits it is the mean.
 The paper names the two guidances but not their form; this one is CBAM-style (avg+max descriptors, 7×7
 spatial conv) and modality-agnostic (softmax over whatever modalities are present).
+
+``weight`` (both): a ``P×B`` bool of which maps of each sample take part in the fusion -- the selected
+kept modalities under modality dropout, where a sample has fewer of them than the slots. The mean (MAM)
+and the softmax (MIM) run over those only; the per-modality mixer still runs on every slot.
 """
 
 from __future__ import annotations
@@ -63,15 +67,18 @@ class MAM(nn.Module):
         nn.init.constant_(self.layer_scale1, self.layer_scale_init)
         nn.init.constant_(self.layer_scale2, self.layer_scale_init)
 
-    def fuse(self, y: torch.Tensor) -> torch.Tensor:
-        """``P×B×C×h×w -> B×C×h×w``: the mean over the present modalities."""
-        return y.mean(0)
+    def fuse(self, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``P×B×C×h×w -> B×C×h×w``: the mean over the present modalities (those ``weight`` marks)."""
+        if weight is None:
+            return y.mean(0)
+        w = weight.to(y.dtype)
+        return (y * w[..., None, None, None]).sum(0) / w.sum(0).clamp_min(1)[:, None, None, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         P, B = x.shape[:2]
         flat = x.flatten(0, 1)  # P×B×C×h×w -> (P·B)×C×h×w (a view): one batch through the mixer
         y = flat + self.layer_scale1.view(-1, 1, 1) * self.mixer(self.norm1(flat))
-        u = self.fuse(y.view(P, B, *y.shape[1:]))  # -> B×C×h×w
+        u = self.fuse(y.view(P, B, *y.shape[1:]), weight)  # -> B×C×h×w
         return u + self.layer_scale2.view(-1, 1, 1) * self.mlp(self.norm2(u))
 
 
@@ -101,15 +108,21 @@ class MIM(MAM):
         self.channel_fc2 = nn.Linear(hidden, dim, bias=False)
         self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
 
-    def guidance(self, y: torch.Tensor) -> torch.Tensor:
-        """Fusion weights ``P×B×C×h×w`` (softmax over the P modalities) of the maps ``y`` (same shape)."""
+    def guidance(self, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Fusion weights ``P×B×C×h×w`` (softmax over the P modalities, or over those ``weight``
+        marks) of the maps ``y`` (same shape)."""
         P, B, C, h, w = y.shape
         pooled = torch.cat([y.mean((3, 4)), y.amax((3, 4))], dim=-1)  # P×B×2C
         a = self.channel_fc2(F.relu(self.channel_fc1(pooled)))  # P×B×C channel logits
         desc = torch.stack([y.mean(2), y.amax(2)], dim=2).flatten(0, 1)  # (P·B)×2×h×w
         s = self.spatial_conv(desc).view(P, B, 1, h, w)  # spatial logits
-        return torch.softmax(a[..., None, None] + s, dim=0)
+        logits = a[..., None, None] + s
+        if weight is not None:  # a very negative finite logit: weight exactly 0, no NaN gradient
+            logits = logits.masked_fill(
+                ~weight.bool()[..., None, None, None], torch.finfo(logits.dtype).min / 4
+            )
+        return torch.softmax(logits, dim=0)
 
-    def fuse(self, y: torch.Tensor) -> torch.Tensor:
+    def fuse(self, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``P×B×C×h×w -> B×C×h×w``: channel- and spatial-guided convex combination of the modalities."""
-        return (self.guidance(y) * y).sum(0)
+        return (self.guidance(y, weight) * y).sum(0)

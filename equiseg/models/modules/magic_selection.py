@@ -17,6 +17,15 @@ set ``f_rf`` = the top-k and the bottom-k (papers: Top-1 and Last-1), the rest `
 The ranking is one ``sort`` over the modality axis for all samples (no Python loop over samples) and runs
 without gradient: the selection is discrete.
 
+**Kept modalities** (``keep``, modality dropout with zero-filled inputs): a sample ranks only the
+modalities it kept -- the dropped ones are sorted after them and never selected -- so robust and fragile
+are the best and worst *kept* ones and the rest is what lies between; a sample with ``n`` kept
+modalities has fewer than the usual selected or remaining ones when ``n < P``. The index tensors keep
+their fixed shapes and come with a validity mask (:meth:`Selection.selected_slots`,
+:meth:`Selection.rest_slots`): an invalid slot points at a kept modality of the sample and has weight 0
+in the fusion (:class:`~equiseg.models.modules.magic_aggregation.MAM`'s ``weight``) and in
+``consistency_loss``. With every modality kept the slots are exactly ``selected`` / ``rest``, all valid.
+
 **Losses.** ``selective_labels``: MAGIC's prediction-level selection training supervises the
 prediction from the selected features ``P_s`` with the labels only where the aggregate's prediction
 ``argmax P_m`` agrees with them (the rest ignored): ``L_S = CE(P_s, M)``. ``consistency_loss``: MAGIC's
@@ -47,6 +56,7 @@ class Selection:
 
     order: torch.Tensor
     k: int
+    kept: torch.Tensor | None = None  # B: how many modalities each sample kept (they lead ``order``)
 
     @property
     def robust(self) -> torch.Tensor:
@@ -71,6 +81,38 @@ class Selection:
         """``R×B``: the remaining modalities (``f_rm``), in rank order; ``0×B`` when ``2k >= P``."""
         P = self.order.shape[0]
         return self.order[self.k : max(P - self.k, self.k)]
+
+    def _slots(self, positions: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rank positions ``S×B`` (invalid ones redirected to position 0, a kept modality) -> indices
+        into the modalities and the validity mask."""
+        positions = torch.where(valid, positions, torch.zeros_like(positions))
+        return self.order.gather(0, positions), valid
+
+    def selected_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``selected`` of each sample's kept modalities: indices ``S×B`` and a bool validity mask
+        (``S = min(2k, P)``, as :attr:`selected`; all valid when every modality was kept)."""
+        P, B = self.order.shape
+        dev = self.order.device
+        n = self.kept if self.kept is not None else torch.full((B,), P, device=dev)
+        if 2 * self.k >= P:
+            pos = torch.arange(P, device=dev)[:, None].expand(P, B)
+            return self._slots(pos, pos < n)
+        j = torch.arange(self.k, device=dev)[:, None]
+        robust = j.expand(self.k, B)
+        fragile = n - self.k + j  # the last k kept; those overlapping the robust ones are invalid
+        pos = torch.cat([robust, fragile])
+        valid = torch.cat([robust < n, fragile >= self.k])
+        return self._slots(pos, valid)
+
+    def rest_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rest`` of each sample's kept modalities (ranks ``k .. n-k-1``): indices ``R×B`` and a bool
+        validity mask (``R`` as :attr:`rest`; all valid when every modality was kept)."""
+        P, B = self.order.shape
+        dev = self.order.device
+        R = max(P - 2 * self.k, 0)
+        n = self.kept if self.kept is not None else torch.full((B,), P, device=dev)
+        pos = (self.k + torch.arange(R, device=dev))[:, None].expand(R, B)
+        return self._slots(pos, pos < n - self.k)
 
 
 def gather_modalities(feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -109,23 +151,32 @@ class ASM(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, feats: Sequence[torch.Tensor], fused: Sequence[torch.Tensor], scope: str = "stage"
+        self,
+        feats: Sequence[torch.Tensor],
+        fused: Sequence[torch.Tensor],
+        scope: str = "stage",
+        keep: torch.Tensor | None = None,
     ) -> list[Selection]:
         """Rank every stage. ``feats``: per stage ``P×B×C×h×w``; ``fused``: per stage ``B×C×h×w``.
 
         Args:
             scope: ``"stage"`` -- each stage by its own similarities; ``"shared"`` -- one ranking per
                 sample from the similarities averaged over the stages, used at every stage.
+            keep: ``P×B`` bool, the modalities each sample kept (the module docstring); None: all.
         """
         if scope not in ("stage", "shared"):
             raise ValueError(f"scope must be 'stage' or 'shared', got {scope!r}")
         scores = torch.stack([self.similarity(f, u).float() for f, u in zip(feats, fused)])  # S×P×B
         if scope == "shared":
             scores = scores.mean(0, keepdim=True).expand_as(scores)
+        kept = None
+        if keep is not None:  # dropped modalities rank after every kept one
+            scores = scores.masked_fill(~keep.bool(), float("-inf"))
+            kept = keep.sum(0)
         # one sort for all stages and samples; stable, so ties keep the model's modality order
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # S×P×B
         k = min(self.num_selected, order.shape[1])
-        return [Selection(o, k) for o in order]
+        return [Selection(o, k, kept) for o in order]
 
 
 class MASM(ASM):
@@ -168,6 +219,7 @@ def consistency_loss(
     num_classes: int,
     ignore_index: int = 255,
     temperature: float = 0.1,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-modal semantic consistency ``L_C`` of one stage (see the module docstring).
 
@@ -177,6 +229,8 @@ def consistency_loss(
         labels: ``B×H×W`` int64 at any resolution (nearest-resized to ``h×w``).
         num_classes: K.
         temperature: τ of ``softmax_k(cos_k / τ)``.
+        weight: ``R×B`` bool, which entries of ``rest`` are real (:meth:`Selection.rest_slots`); the
+            others are left out of the sum and of the mean ``c̄``. None: all.
 
     Returns:
         Scalar: ``Σ_r KL(c_r ‖ c̄)`` averaged over the samples that have a labelled pixel; 0 (no NaN) with
@@ -200,7 +254,17 @@ def consistency_loss(
         # absent classes: a very negative finite logit -> probability 0 with a finite log (no 0·inf NaN)
         neg = torch.finfo(sim.dtype).min / 4
         logp = F.log_softmax((sim / temperature).masked_fill(~present, neg), dim=-1)  # R×B×K
-        log_mean = torch.logsumexp(logp, dim=0) - torch.log(logp.new_tensor(float(R)))  # log c̄, B×K
-        js = (logp.exp() * (logp - log_mean)).sum((0, 2))  # B: Σ_r KL(c_r ‖ c̄)
         valid = present.any(-1).float()
+        if weight is None:
+            log_mean = torch.logsumexp(logp, dim=0) - torch.log(logp.new_tensor(float(R)))  # log c̄, B×K
+            js = (logp.exp() * (logp - log_mean)).sum((0, 2))  # B: Σ_r KL(c_r ‖ c̄)
+        else:  # the mean and the sum over the real entries only; a sample needs two of them
+            w = weight.float()
+            count = w.sum(0)  # B
+            # a finite "log 0" (as for the absent classes): an all-invalid sample stays NaN-free, also
+            # in the backward of logsumexp
+            log_w = torch.where(w > 0, 0.0, neg)[..., None]  # R×B×1
+            log_mean = torch.logsumexp(logp + log_w, dim=0) - torch.log(count.clamp_min(1))[:, None]
+            js = (w[..., None] * logp.exp() * (logp - log_mean)).sum((0, 2))
+            valid = valid * (count >= 2).float()
         return (js * valid).sum() / valid.sum().clamp_min(1)
