@@ -56,10 +56,10 @@ def measure(model: torch.nn.Module, inputs: list[torch.Tensor], labels: torch.Te
     model.eval()
     cfg = model.cfg
     with torch.no_grad():
-        x, present = model.prepare(inputs)
-        feats = model._encode(x, present)
+        xs, present = model.prepare(inputs)
+        feats = model._encode(xs, present)
     leaves = [f.detach().float().contiguous().requires_grad_(True) for f in feats]
-    logits = model._decode(leaves, x.shape[-2:])
+    logits = model._decode(leaves, xs[0].shape[-2:])
     ce = model.segmentation_loss(logits, labels)
     ce_grads = torch.autograd.grad(ce, leaves)
     rows = []

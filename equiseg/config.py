@@ -34,7 +34,7 @@ from equiseg.schema import (
     suggest,
     to_dict,
 )
-from equiseg.utils import bounded_repr
+from equiseg.utils import bounded_repr, check_channels
 
 __all__ = [
     "DataConfig",
@@ -98,9 +98,13 @@ class DataConfig:
     batch_size: int = _field(2, ge=1)  # per process (per GPU)
     num_workers: int = _field(2, ge=0)  # 0: load in the main process
     cases: tuple[str, ...] | None = None  # per-case evaluation; None: all cases the data set defines
+    # input channels of modalities that do not have 3, e.g. {depth: 1, multispectral: 20}; each such
+    # modality gets its own input stem in the network, initialised from the 3-channel pretrained one
+    channels: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate(self, "data")
+        self.channels = check_channels(self.channels, self.modalities, "data.channels", "data.modalities")
 
 
 def _literal_check(*allowed: str):
@@ -245,10 +249,11 @@ class ExperimentConfig:
                 "model.pretrained: expected the path of a weights file, or null for none, "
                 f"got {bounded_repr(weights)}"
             )
-        for key in ("num_classes", "modalities"):
+        for key in ("num_classes", "modalities", "channels"):
             if key in self.model:
                 raise ValueError(
-                    f"model.{key} is set by the data section (data.modalities / the data set's classes); "
+                    f"model.{key} is set by the data section (data.modalities, data.channels / the data "
+                    "set's classes); "
                     f"remove it from the model section"
                 )
         self.model_config(num_classes=1)  # validates the name and every override now
@@ -258,7 +263,9 @@ class ExperimentConfig:
         _ = self.pretrained_strict  # validated here, so a bad value fails when the config is loaded
         opts = {k: v for k, v in self.model.items() if k not in ("name", "pretrained", "pretrained_strict")}
         try:
-            return model_config(self.model["name"], num_classes, self.data.modalities, **opts)
+            return model_config(
+                self.model["name"], num_classes, self.data.modalities, channels=self.data.channels, **opts
+            )
         except ValueError as e:
             raise ValueError(f"model section: {e}") from None
 

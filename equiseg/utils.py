@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import json
 import math
@@ -250,3 +251,55 @@ def check_names(
         shown = ", ".join(bounded_repr(n, 80) for n in unknown[:12]) + (" ..." if len(unknown) > 12 else "")
         raise ValueError(f"{where}: unknown {what} {shown}; choose from {listed}")
     return names
+
+
+# --------------------------------------------------------------------------------- input channels
+
+DEFAULT_CHANNELS = 3
+"""Input channels of a modality that ``data.channels`` does not name: 3, what every MiT pretrained file,
+released checkpoint and built-in data set (DeLiVER, MUSES) has."""
+
+
+def check_channels(channels: Any, modalities: Iterable[str], where: str, known_as: str) -> dict[str, int]:
+    """A ``{modality: channel count}`` mapping checked against the model's or data set's modalities.
+
+    The one check of ``data.channels`` and of the model config's ``channels``, so both refuse the same
+    values with the same one-line errors.
+
+    Args:
+        channels: the mapping as given (``None``: empty).
+        modalities: the names it may use.
+        where: the key it came from, e.g. ``"data.channels"``.
+        known_as: what ``modalities`` is called in the message, e.g. ``"data.modalities"``.
+
+    Returns:
+        The entries as ``{name: int}`` in the order of ``modalities`` (3s kept: the caller decides).
+
+    Raises:
+        ValueError: not a mapping (``data.channels: expected a mapping modality -> channel count ...``),
+            a count that is not an integer >= 1 (``data.channels.depth: expected an integer >= 1, got 0``)
+            or a name not among ``modalities`` (``data.channels: unknown modality 'thermal'; ...``).
+    """
+    if channels is None:
+        return {}
+    if not isinstance(channels, Mapping):
+        raise ValueError(
+            f"{where}: expected a mapping modality -> channel count (e.g. {{depth: 1}}), "
+            f"got {bounded_repr(channels)}"
+        )
+    names = list(modalities)
+    counts: dict[str, int] = {}
+    for name, value in channels.items():
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(
+                f"{where}: unknown modality {bounded_repr(name, 80)}{hint}; {known_as} are {', '.join(names)}"
+            )
+        count = value
+        if isinstance(value, str) and value.strip().lstrip("+").isdigit():
+            count = int(value)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{where}.{name}: expected an integer >= 1, got {bounded_repr(value)}")
+        counts[name] = count
+    return {m: counts[m] for m in names if m in counts}

@@ -47,21 +47,29 @@ class NormStats:
     """Per-channel normalisation of one modality: ``(x / scale - mean) / std``.
 
     Attributes:
-        mean: per-channel mean, in the ``x / scale`` space (3 values).
-        std: per-channel standard deviation, in the ``x / scale`` space (3 values, all > 0).
+        mean: per-channel mean, in the ``x / scale`` space: one value per channel (3 for the
+            3-channel modalities), or a single value for every channel.
+        std: per-channel standard deviation, in the ``x / scale`` space (as many values as ``mean``,
+            all > 0).
         scale: raw values are divided by this first (255 for 8-bit images, 1 for float
             measurements already in physical units).
+
+    A modality with ``C`` channels uses :meth:`for_channels` (C): stats of ``C`` values as given, a
+    single value (or values that are all equal, as DeLiVER's 0 / 1 for its non-RGB modalities)
+    repeated ``C`` times; anything else does not say how to normalise ``C`` channels and is refused.
     """
 
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
     scale: float = 1.0
 
     def __post_init__(self) -> None:
         mean = tuple(float(v) for v in self.mean)
         std = tuple(float(v) for v in self.std)
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"NormStats needs 3 means and 3 stds (one per channel), got {mean} / {std}")
+        if not mean or len(mean) != len(std):
+            raise ValueError(
+                f"NormStats needs as many means as stds (one per channel, or one for all), got {mean} / {std}"
+            )
         if min(std) <= 0 or float(self.scale) <= 0:
             raise ValueError(f"NormStats std and scale must be positive, got std={std} scale={self.scale}")
         object.__setattr__(self, "mean", mean)
@@ -87,21 +95,40 @@ class NormStats:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}: {e}") from None
 
+    def for_channels(self, channels: int, where: str = "norm") -> NormStats:
+        """These statistics for a ``channels``-channel modality (see the class docstring).
+
+        Raises:
+            ValueError: ``{where}: has 3 different means/stds, which do not say how to normalise 20
+                channels; give one value for all channels or 20 ...``.
+        """
+        n = len(self.mean)
+        if n == channels:
+            return self
+        if len(set(self.mean)) == 1 and len(set(self.std)) == 1:
+            return dataclasses.replace(self, mean=self.mean[:1] * channels, std=self.std[:1] * channels)
+        raise ValueError(
+            f"{where}: has {n} different means/stds, which do not say how to normalise {channels} "
+            f"channel(s); give one value for all channels or {channels}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """YAML-safe view: ``{"mean": [...], "std": [...], "scale": s}``."""
         return {"mean": list(self.mean), "std": list(self.std), "scale": self.scale}
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` (3×H×W or B×3×H×W, any dtype) to float32."""
-        shift = torch.tensor(self.mean, dtype=torch.float64) * self.scale
-        factor = 1.0 / (torch.tensor(self.std, dtype=torch.float64) * self.scale)
-        return (x.to(torch.float32) - shift.float().view(3, 1, 1)) * factor.float().view(3, 1, 1)
+        """Normalise ``x`` (C×H×W or B×C×H×W, any dtype) to float32."""
+        st = self.for_channels(x.shape[-3])
+        shift = torch.tensor(st.mean, dtype=torch.float64) * st.scale
+        factor = 1.0 / (torch.tensor(st.std, dtype=torch.float64) * st.scale)
+        return (x.to(torch.float32) - shift.float().view(-1, 1, 1)) * factor.float().view(-1, 1, 1)
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
         """Undo :meth:`apply`: back to raw values (float32)."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        return (x.to(torch.float32) * std + mean) * self.scale
+        st = self.for_channels(x.shape[-3])
+        mean = torch.tensor(st.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(st.std, dtype=torch.float32).view(-1, 1, 1)
+        return (x.to(torch.float32) * std + mean) * st.scale
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

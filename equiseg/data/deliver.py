@@ -21,6 +21,7 @@ the split: 'rain' does not match 'train').
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from equiseg.data.constants import (
     DELIVER_CASES,
@@ -83,6 +84,7 @@ class DeLiVER(FolderDataset):
             :func:`equiseg.data.build_train_transform`.
         depth_folder: ``hha`` (the reference's choice) or ``depth``.
         verify: check up front that every sibling file exists.
+        channels: the experiment's ``data.channels`` (see :class:`~equiseg.data.FolderDataset`).
 
     ``dataset[i]`` with ``transform=None`` returns ``(inputs, label)``: ``inputs`` a list of uint8
     ``3×H×W`` tensors in the order of ``modalities``, ``label`` an int64 ``H×W`` tensor (0..24, 255).
@@ -103,6 +105,7 @@ class DeLiVER(FolderDataset):
         transform: Transform | None = None,
         depth_folder: str = "hha",
         verify: bool = False,
+        channels: Mapping[str, int] | None = None,
     ):
         self.depth_folder = depth_folder
         super().__init__(
@@ -113,4 +116,5 @@ class DeLiVER(FolderDataset):
             modalities=modalities,
             case=case,
             verify=verify,
+            channels=channels,
         )

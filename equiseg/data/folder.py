@@ -25,6 +25,11 @@ Example (YAML)::
         type: array
         png_scale: 1000                # PNG values decode as raw / png_scale - png_shift
         norm: {mean: [20, 20, 20], std: [15, 15, 15], scale: 1}
+      multispectral:
+        path: "ms/{split}/{time}/{key}.npy"
+        type: array
+        channels: 20                   # the file's channels, taken as they are (default 3: see below)
+        norm: {mean: [0.3], std: [0.2], scale: 1}                # one value for all channels, or 20
     label:
       path: "label/{split}/{time}/{key}.png"
       channel: 0                       # channel of a multi-channel label image
@@ -34,15 +39,22 @@ Example (YAML)::
 
 Modality options: ``bgr`` (the file was written by OpenCV: reverse colour channels of PNG/JPEG
 files), ``lowres`` (the file may be smaller than the label; upsampled with nearest, like DeLiVER's
-low-resolution events). Every label value outside the declared raw values is an error.
+low-resolution events), ``channels`` (the modality's channel count). Every label value outside the
+declared raw values is an error.
+
+Channels: a modality has 3 channels unless its ``channels`` (or the experiment's ``data.channels``,
+which must agree with it) says otherwise. For 3 channels a gray file is repeated and an alpha channel
+dropped; for any other count the file must hold exactly that many channels (nothing repeated or cut)
+and its ``norm`` gives one value per channel or one for all (:meth:`NormStats.for_channels
+<equiseg.data.NormStats.for_channels>`); without ``norm``, mean 0 / std 1 after ``/ scale``.
 
 Values are parsed by the experiment config's typed machinery (:func:`equiseg.config.coerce`), so a
 bad one is an error naming its dotted key and what was expected (``modalities.rgb.bgr: expected
 true/false, got 'flase'``), prefixed with the spec file when the spec came from one.
 
-``dataset[i]`` returns ``(inputs, label)``: a list of ``3×H×W`` tensors in the order of the
-modalities (uint8 for ``type: image``, float32 for ``type: array``) and an int64 ``H×W`` label, or
-the output of ``transform(inputs, label)``.
+``dataset[i]`` returns ``(inputs, label)``: a list of ``C×H×W`` tensors in the order of the
+modalities (C = the modality's channels; uint8 for ``type: image``, float32 for ``type: array``) and an
+int64 ``H×W`` label, or the output of ``transform(inputs, label)``.
 """
 
 from __future__ import annotations
@@ -62,8 +74,9 @@ import torch
 from torch.utils.data import Dataset
 
 from equiseg.data.constants import IGNORE_INDEX, NormStats, check_palette, default_palette
-from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
+from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_channels, to_chw_tensor
 from equiseg.schema import coerce, load_yaml, suggest
+from equiseg.utils import DEFAULT_CHANNELS
 
 __all__ = ["FolderDataset", "DatasetSpec", "ModalitySpec", "LabelSpec", "Transform"]
 
@@ -119,6 +132,8 @@ class ModalitySpec:
         png_scale: PNG/JPEG values of an ``array`` modality decode as ``raw / png_scale - png_shift``.
         png_shift: see ``png_scale``.
         lowres: the file may be smaller than the label; it is upsampled with nearest.
+        channels: the modality's channel count; ``None`` (not declared): 3 unless the experiment's
+            ``data.channels`` says otherwise.
     """
 
     name: str
@@ -130,8 +145,9 @@ class ModalitySpec:
     png_scale: float = 1.0
     png_shift: float = 0.0
     lowres: bool = False
+    channels: int | None = None
 
-    _KEYS = ("path", "type", "norm", "rgb", "bgr", "png_scale", "png_shift", "lowres")
+    _KEYS = ("path", "type", "norm", "rgb", "bgr", "png_scale", "png_shift", "lowres", "channels")
 
     def __post_init__(self) -> None:
         where = f"modalities.{self.name}"
@@ -139,6 +155,8 @@ class ModalitySpec:
             raise ValueError(f"{where}: type must be one of {', '.join(_KINDS)}, got {self.kind!r}")
         if self.png_scale == 0:
             raise ValueError(f"{where}.png_scale: expected a non-zero number, got {self.png_scale!r}")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", coerce(self.channels, int, f"{where}.channels", ge=1))
         if self.norm is None:  # 8-bit images default to /255, arrays to their raw values
             object.__setattr__(self, "norm", NormStats(scale=255.0 if self.kind == "image" else 1.0))
 
@@ -151,6 +169,7 @@ class ModalitySpec:
         kw = {k: _get(data, k, bool, False, where) for k in ("rgb", "bgr", "lowres")}
         kw["png_scale"] = _get(data, "png_scale", float, 1.0, where, check=_finite)
         kw["png_shift"] = _get(data, "png_shift", float, 0.0, where, check=_finite)
+        kw["channels"] = _get(data, "channels", int, None, where, ge=1)
         norm = NormStats.coerce(data["norm"], f"{where}.norm") if "norm" in data else None
         kind = _get(data, "type", str, "image", where)
         return cls(name, _as_patterns(data["path"], f"{where}.path"), kind, norm, **kw)
@@ -376,14 +395,19 @@ class FolderDataset(Dataset):
         verify: check up front that every file of every sample exists (otherwise only the first
             sample is checked up front, the others when loaded).
         labels: read labels; ``False`` returns an all-``ignore_index`` label (e.g. withheld test GT).
+        channels: the experiment's ``data.channels`` (``{modality: count}``, 3 for a modality it does
+            not name), which then decides each modality's channel count and must agree with the
+            spec's ``channels`` where the spec declares one; ``None``: the spec's (3 where undeclared).
 
     Attributes:
-        classes, palette, ignore_index, modalities, norm_stats, rgb_modalities, samples, cases,
-        report_cases (the cases per-case evaluation reports; see :meth:`set_report_cases`).
+        classes, palette, ignore_index, modalities, channels (per loaded modality), norm_stats,
+        rgb_modalities, samples, cases, report_cases (the cases per-case evaluation reports; see
+        :meth:`set_report_cases`).
 
     Raises:
         FileNotFoundError: no samples for the split, or (``verify``) missing files.
-        ValueError: malformed spec, unknown modality or case.
+        ValueError: malformed spec, unknown modality or case, a channel count the spec contradicts,
+            or normalisation / augmentation that does not fit a modality's channels.
     """
 
     def __init__(
@@ -397,6 +421,7 @@ class FolderDataset(Dataset):
         case: str | None = None,
         verify: bool = False,
         labels: bool = True,
+        channels: Mapping[str, int] | None = None,
     ):
         self.spec = DatasetSpec.load(spec)
         root = root if root is not None else self.spec.root
@@ -408,6 +433,11 @@ class FolderDataset(Dataset):
         self.with_labels = labels and self.spec.label is not None
         self.modalities = self._select_modalities(modalities)
         self._mods = [self.spec.modalities[m] for m in self.modalities]
+        self.channels = self._resolve_channels(channels)
+        self._norm = {
+            m.name: m.norm.for_channels(self.channels[m.name], f"modalities.{m.name}.norm")
+            for m in self._mods
+        }
         self._lut = (
             self.spec.label.lookup_table(len(self.classes), self.ignore_index) if self.spec.label else None
         )
@@ -461,8 +491,9 @@ class FolderDataset(Dataset):
 
     @property
     def norm_stats(self) -> dict[str, NormStats]:
-        """Per loaded modality: ``(x / scale - mean) / std`` statistics (see :class:`NormStats`)."""
-        return {m.name: m.norm for m in self._mods}
+        """Per loaded modality: ``(x / scale - mean) / std`` statistics (see :class:`NormStats`), one
+        value per channel of the modality."""
+        return dict(self._norm)
 
     @property
     def rgb_modalities(self) -> tuple[str, ...]:
@@ -536,6 +567,30 @@ class FolderDataset(Dataset):
         if len(set(modalities)) != len(modalities):
             raise ValueError(f"{self.spec.name}: modality listed twice in {modalities}")
         return modalities
+
+    def _resolve_channels(self, channels: Mapping[str, int] | None) -> dict[str, int]:
+        """Each loaded modality's channel count (see the ``channels`` argument), checked against the
+        spec's declared counts and against photometric augmentation, which needs 3 (RGB) channels."""
+        out = {}
+        for m in self._mods:
+            declared = m.channels
+            if channels is None:
+                count = declared if declared is not None else DEFAULT_CHANNELS
+            else:
+                count = channels.get(m.name, DEFAULT_CHANNELS)
+                if declared is not None and declared != count:
+                    said = f"{count}" if m.name in channels else f"not set ({count})"
+                    raise ValueError(
+                        f"data.channels.{m.name}: is {said} but the {self.spec.name} spec declares "
+                        f"modalities.{m.name}.channels: {declared}; set data.channels.{m.name}: {declared}"
+                    )
+            if m.rgb and count != DEFAULT_CHANNELS:
+                raise ValueError(
+                    f"modalities.{m.name}.rgb: colour jitter and blur need 3 (RGB) channels, but "
+                    f"'{m.name}' has {count}; set rgb: false for it"
+                )
+            out[m.name] = count
+        return out
 
     def _discover(self, index: _Pattern) -> list[_Sample]:
         pattern, regex = index.glob_and_regex(str(self.root), self.split)
@@ -640,7 +695,8 @@ class FolderDataset(Dataset):
 
     # ------------------------------------------------------------------------------------ loading
     def load_modality(self, spec: ModalitySpec, path: Path) -> torch.Tensor:
-        """Decode one modality file to a 3×H×W tensor (uint8 for images, float32 for arrays).
+        """Decode one modality file to a C×H×W tensor (C = its :attr:`channels`; uint8 for images,
+        float32 for arrays).
 
         Raises:
             ValueError: an unreadable file, a wrong dtype, or NaN/Inf values (naming the file).
@@ -652,7 +708,7 @@ class FolderDataset(Dataset):
         is_image_file = path.suffix.lower() in IMAGE_EXTENSIONS
         if spec.bgr and is_image_file and array.ndim == 3 and array.shape[2] >= 3:
             array = array[..., [2, 1, 0] + list(range(3, array.shape[2]))]
-        array = to_three_channels(array, str(path))
+        array = to_channels(array, self.channels.get(spec.name, DEFAULT_CHANNELS), str(path))
         if spec.kind == "image":
             if array.dtype != np.uint8:
                 raise ValueError(
@@ -707,7 +763,7 @@ class FolderDataset(Dataset):
         """Sample ``index`` decoded, sizes checked, low-res modalities upsampled; no transform.
 
         Returns:
-            inputs: list of 3×H×W tensors in the order of :attr:`modalities`.
+            inputs: list of C×H×W tensors in the order of :attr:`modalities`.
             label: int64 H×W.
         """
         if not -len(self) <= index < len(self):

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from equiseg.utils import bounded_repr
+from equiseg.utils import DEFAULT_CHANNELS, bounded_repr
 
 __all__ = [
     "MAX_PIXELS_ENV",
@@ -82,6 +82,7 @@ __all__ = [
     "read_array",
     "check_finite",
     "to_three_channels",
+    "to_channels",
     "to_chw_tensor",
     "IMAGE_EXTENSIONS",
     "ARRAY_EXTENSIONS",
@@ -652,6 +653,34 @@ def to_three_channels(array: np.ndarray, where: str) -> np.ndarray:
     if a.shape[2] in (1, 2):
         return np.repeat(a[..., :1], 3, axis=2)
     return a[..., :3]
+
+
+def to_channels(array: np.ndarray, channels: int, where: str) -> np.ndarray:
+    """H×W×C view of a decoded modality file for a modality of ``channels`` channels.
+
+    3 channels (the default of every modality): :func:`to_three_channels` -- a gray image repeated, an
+    alpha channel dropped, as the loaders always did. Any other count (``data.channels``, a spec's
+    ``channels``): the file must hold exactly that many channels (an H×W image is one); nothing is
+    repeated or cut, since a modality with its own stem takes its channels as they are.
+
+    Raises:
+        ValueError: the file's channel count differs, naming ``where`` and both counts.
+    """
+    if channels == DEFAULT_CHANNELS:
+        return to_three_channels(array, where)
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(
+            f"{where}: expected an H×W×{channels} array (channels last), got shape {tuple(np.shape(array))}"
+        )
+    if a.shape[2] != channels:
+        raise ValueError(
+            f"{where}: has {a.shape[2]} channel(s), but the modality takes {channels} (its data.channels "
+            "entry); nothing is repeated or cut for a modality with its own channel count"
+        )
+    return a
 
 
 _SPLIT_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)

@@ -23,6 +23,7 @@ those units (scale 1) and ImageNet's for the camera (scale 255).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from equiseg.data.constants import (
     CITYSCAPES_CLASSES,
@@ -88,6 +89,7 @@ class MUSES(FolderDataset):
         case: one of clear, fog, rain, snow, day, night; ``None`` keeps all.
         transform: ``(inputs, label) -> (inputs, label)``.
         verify: check up front that every file exists.
+        channels: the experiment's ``data.channels`` (see :class:`~equiseg.data.FolderDataset`).
         labels: ``False`` for splits without ground truth (MUSES' test labels are withheld): the
             label is then all 255.
 
@@ -105,6 +107,7 @@ class MUSES(FolderDataset):
         transform: Transform | None = None,
         verify: bool = False,
         labels: bool = True,
+        channels: Mapping[str, int] | None = None,
     ):
         super().__init__(
             muses_spec(),
@@ -115,4 +118,5 @@ class MUSES(FolderDataset):
             case=case,
             verify=verify,
             labels=labels,
+            channels=channels,
         )

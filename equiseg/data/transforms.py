@@ -1,8 +1,10 @@
 """Joint training and validation transforms for multimodal segmentation (SPEC §2).
 
-A transform is a callable ``(inputs, label) -> (inputs, label)``: ``inputs`` is a list of ``3×H×W``
-tensors (uint8 or float, one per modality, all the same size), ``label`` an integer ``H×W`` tensor;
-it returns float32 ``3×h×w`` tensors, normalised per modality, and an int64 ``h×w`` label.
+A transform is a callable ``(inputs, label) -> (inputs, label)``: ``inputs`` is a list of ``C×H×W``
+tensors (uint8 or float, one per modality, all the same size; ``C`` is the modality's channel count,
+3 unless ``data.channels`` says otherwise), ``label`` an integer ``H×W`` tensor; it returns float32
+``C×h×w`` tensors, normalised per modality (each modality's statistics fitted to its channels by
+:meth:`~equiseg.data.NormStats.for_channels`), and an int64 ``h×w`` label.
 
 Training (:class:`TrainTransform`, the reference recipe's order):
 
@@ -21,7 +23,7 @@ Training (:class:`TrainTransform`, the reference recipe's order):
 3. per-modality normalisation ``(x / scale - mean) / std`` (:class:`~equiseg.data.NormStats`).
 
 How (issue 11): resampling is OpenCV's ``cv2.resize`` (``INTER_LINEAR``, the same source grid as
-``F.interpolate``), one channel plane at a time on the ``3×H×W`` inputs as they come from the data
+``F.interpolate``), one channel plane at a time on the ``C×H×W`` inputs as they come from the data
 sets. 8-bit inputs stay 8-bit through the resize — OpenCV's fixed-point bilinear, rounded: within one
 grey level of the exact value (at most 0.82 in the tests), several times faster than resampling in
 float; float inputs (MUSES' arrays, RGB after jitter or blur) are resampled in float32 (within float
@@ -92,6 +94,7 @@ def _check_stats(modalities: Sequence[str], norm_stats: Mapping[str, Any]) -> di
 def _check_inputs(
     inputs: Sequence[torch.Tensor], label: torch.Tensor, modalities: Sequence[str]
 ) -> tuple[int, int]:
+    """Every modality's input is a ``C×H×W`` tensor of the label's ``H×W`` (any channel count C)."""
     if len(inputs) != len(modalities):
         raise ValueError(
             f"transform built for {len(modalities)} modalities {tuple(modalities)}, got {len(inputs)} inputs"
@@ -102,9 +105,10 @@ def _check_inputs(
     for name, x in zip(modalities, inputs, strict=True):
         if x is None:
             raise ValueError(f"input of modality '{name}' is None; transforms need every modality")
-        if x.dim() != 3 or x.shape[0] != 3 or tuple(x.shape[1:]) != size:
+        if x.dim() != 3 or x.shape[0] < 1 or tuple(x.shape[1:]) != size:
+            channels = x.shape[0] if x.dim() == 3 and x.shape[0] >= 1 else "C"
             raise ValueError(
-                f"modality '{name}' has shape {tuple(x.shape)}, expected 3×{size[0]}×{size[1]} "
+                f"modality '{name}' has shape {tuple(x.shape)}, expected {channels}×{size[0]}×{size[1]} "
                 "(the label's size)"
             )
     return size
@@ -170,25 +174,27 @@ def _resample(
     """Bilinear rescale, flip, crop, pad and ``x·a + b`` of every channel plane of every input.
 
     Args:
-        inputs: 3×H×W tensors, all the same size.
+        inputs: C_i×H×W tensors, all the same size.
         resized, crop, offset, flip: as in :func:`resize_crop_pad`.
-        affine: per output channel (3 per input) ``(a, b, padding)``: the valid part becomes
-            ``resampled·a + b``, the rest ``padding`` (already in the output's units).
+        affine: per output channel (C_i per input, in order) ``(a, b, padding)``: the valid part
+            becomes ``resampled·a + b``, the rest ``padding`` (already in the output's units).
 
     Returns:
-        float32 3×crop_h×crop_w tensors (views of one 3N×h×w tensor).
+        float32 C_i×crop_h×crop_w tensors (views of one (ΣC_i)×h×w tensor).
     """
     h, w = inputs[0].shape[1:]
     (nh, nw), (ch, cw) = resized, crop
     y0, vh = _window(ch, offset[0], nh, False)
     x0, vw = _window(cw, offset[1], nw, flip)
-    out = _empty((3 * len(inputs), ch, cw), np.float32)
+    sizes = [int(x.shape[0]) for x in inputs]
+    out = _empty((sum(sizes), ch, cw), np.float32)
     rescale = (nh, nw) != (h, w)
     buffers: dict[tuple[str, np.dtype], np.ndarray] = {}  # scratch planes (rescaled, flipped), reused
-    for i, x in enumerate(inputs):
+    first = 0  # output channel of the input's first plane
+    for x in inputs:
         planes = _opencv_planes(x)
         for c in range(planes.shape[0]):
-            k = 3 * i + c
+            k = first + c
             a, b, pad = affine[k]
             dst = out[k]
             dst[vh:] = pad
@@ -211,7 +217,8 @@ def _resample(
                 cv2.LUT(block, lut, dst=dst[:vh, :vw])
             else:
                 cv2.addWeighted(block, a, block, 0.0, b, dst=dst[:vh, :vw], dtype=cv2.CV_32F)
-    return list(torch.from_numpy(out).split(3, dim=0))
+        first += planes.shape[0]
+    return list(torch.from_numpy(out).split(sizes, dim=0))
 
 
 def _resample_label(
@@ -265,7 +272,7 @@ def resize_crop_pad(
     nearest on the label, then ``flip``, then slicing ``[y:y+h, x:x+w]`` and padding.
 
     Args:
-        inputs: 3×H×W tensors (any real dtype), all of the label's size.
+        inputs: C×H×W tensors (any real dtype, any channel count), all of the label's size.
         label: H×W integer label.
         resized: (H', W') size of the rescaled image.
         crop: (h, w) output size; ``None`` = ``resized``.
@@ -275,16 +282,20 @@ def resize_crop_pad(
         ignore_index: label value outside the rescaled image.
 
     Returns:
-        float32 3×h×w tensors and an int64 h×w label.
+        float32 C×h×w tensors and an int64 h×w label.
     """
-    affine = [(1.0, 0.0, float(pad_value))] * (3 * len(inputs))
+    affine = [(1.0, 0.0, float(pad_value))] * sum(int(x.shape[0]) for x in inputs)
     return _resample_all(inputs, label, resized, crop or resized, offset, flip, affine, ignore_index)
 
 
-def _affine(stats: Sequence[NormStats], pad_value: float) -> list[tuple[float, float, float]]:
-    """Per channel ``(a, b, padding)`` with ``x·a + b = (x / scale - mean) / std`` (:class:`NormStats`)."""
+def _affine(
+    stats: Sequence[NormStats], inputs: Sequence[torch.Tensor], names: Sequence[str], pad_value: float
+) -> list[tuple[float, float, float]]:
+    """Per channel of every input ``(a, b, padding)`` with ``x·a + b = (x / scale - mean) / std``
+    (:class:`NormStats`, fitted to the input's channel count)."""
     out = []
-    for st in stats:
+    for st, x, name in zip(stats, inputs, names, strict=True):
+        st = st.for_channels(int(x.shape[0]), f"norm_stats[{name!r}]")
         for mean, std in zip(st.mean, st.std, strict=True):
             a = 1.0 / (std * st.scale)
             out.append((a, -mean * st.scale * a, (pad_value - mean * st.scale) * a))
@@ -432,8 +443,8 @@ class TrainTransform:
         self.flip_prob, self.jitter_prob, self.blur_prob = flip_prob, jitter_prob, blur_prob
         self.jitter_range = tuple(jitter_range)
         self.blur_kernel = blur_kernel
+        self._stats = [self.norm_stats[m] for m in self.modalities]
         self.pad_value, self.ignore_index = pad_value, ignore_index
-        self._affine = _affine([self.norm_stats[m] for m in self.modalities], pad_value)
         self._rng = _WorkerSeededGenerator(seed)
 
     def __call__(
@@ -442,13 +453,13 @@ class TrainTransform:
         """Augment one sample.
 
         Args:
-            inputs: 3×H×W tensors, one per modality, in the order of ``modalities``.
+            inputs: C×H×W tensors, one per modality, in the order of ``modalities``.
             label: H×W integer label.
             generator: draw this sample's randomness from it instead of the transform's own
                 per-worker generator (the trainer seeds one per (epoch, sample) for exact resume).
 
         Returns:
-            float32 3×crop_h×crop_w normalised tensors and an int64 crop_h×crop_w label.
+            float32 C×crop_h×crop_w normalised tensors and an int64 crop_h×crop_w label.
         """
         h, w = _check_inputs(inputs, label, self.modalities)
         g = generator if generator is not None else self._rng.get()
@@ -463,6 +474,11 @@ class TrainTransform:
         for i, name in enumerate(self.modalities):
             if name not in self.rgb_modalities:
                 continue
+            if xs[i].shape[0] != 3:
+                raise ValueError(
+                    f"modality '{name}' receives colour jitter and blur, which need 3 (RGB) channels; "
+                    f"it has {xs[i].shape[0]} (leave it out of rgb_modalities)"
+                )
             bound = self.norm_stats[name].scale
             if jitter_u[i] < self.jitter_prob:
                 xs[i] = color_jitter(xs[i], *factors, bound=bound)
@@ -479,7 +495,8 @@ class TrainTransform:
         y0 = min(int(u[2] * (margin_h + 1)), margin_h)
         x0 = min(int(u[3] * (margin_w + 1)), margin_w)
         # Rescale, flip, crop, pad and normalise in one pass per channel plane (see the module docstring).
-        return _resample_all(xs, label, (nh, nw), (ch, cw), (y0, x0), flip, self._affine, self.ignore_index)
+        affine = _affine(self._stats, xs, self.modalities, self.pad_value)
+        return _resample_all(xs, label, (nh, nw), (ch, cw), (y0, x0), flip, affine, self.ignore_index)
 
     def __repr__(self) -> str:
         return (
@@ -515,7 +532,7 @@ class ValTransform:
         self.norm_stats = _check_stats(self.modalities, norm_stats)
         self.short_side, self.align = short_side, align or 1
         self.resize_label, self.ignore_index = resize_label, ignore_index
-        self._affine = _affine([self.norm_stats[m] for m in self.modalities], 0.0)
+        self._stats = [self.norm_stats[m] for m in self.modalities]
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """The (h, w) an h×w input is resized to."""
@@ -528,13 +545,14 @@ class ValTransform:
     def __call__(
         self, inputs: Sequence[torch.Tensor], label: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Resize and normalise one sample: float32 3×h×w inputs and an int64 label."""
+        """Resize and normalise one sample: float32 C×h×w inputs and an int64 label."""
         h, w = _check_inputs(inputs, label, self.modalities)
         size = self.output_size(h, w)
         label = label.to(torch.int64)
+        affine = _affine(self._stats, inputs, self.modalities, 0.0)
         if size == (h, w) or not self.resize_label:  # (size == (h, w): normalisation only)
-            return _resample(inputs, size, size, (0, 0), False, self._affine), label
-        return _resample_all(inputs, label, size, size, (0, 0), False, self._affine, self.ignore_index)
+            return _resample(inputs, size, size, (0, 0), False, affine), label
+        return _resample_all(inputs, label, size, size, (0, 0), False, affine, self.ignore_index)
 
     def __repr__(self) -> str:
         return (

@@ -22,18 +22,32 @@ from equiseg.data.folder import DatasetSpec
 def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None = None) -> FolderDataset:
     """The data set named by ``cfg.dataset`` for ``split`` (raw samples when ``transform`` is None),
     reporting the per-case tables of ``cfg.cases`` (checked against the data set's cases here, so a
-    misspelt case stops ``train`` / ``eval`` / ``compare`` ... before any work)."""
+    misspelt case stops ``train`` / ``eval`` / ``compare`` ... before any work). Each modality has the
+    channel count of ``cfg.channels`` (3 where it names none), which a folder spec must agree with."""
+    channels = dict(cfg.channels)
     if cfg.dataset == "deliver":
         ds = DeLiVER(
-            cfg.root, split, cfg.modalities, case=case, transform=transform, depth_folder=cfg.depth_folder
+            cfg.root,
+            split,
+            cfg.modalities,
+            case=case,
+            transform=transform,
+            depth_folder=cfg.depth_folder,
+            channels=channels,
         )
     elif cfg.dataset == "muses":
-        ds = MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform)
+        ds = MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform, channels=channels)
     elif cfg.dataset == "folder":
         if not cfg.spec:
             raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
         ds = FolderDataset(
-            cfg.spec, root=cfg.root, split=split, transform=transform, modalities=cfg.modalities, case=case
+            cfg.spec,
+            root=cfg.root,
+            split=split,
+            transform=transform,
+            modalities=cfg.modalities,
+            case=case,
+            channels=channels,
         )
     else:
         raise ValueError(f"data.dataset must be deliver, muses or folder, got {cfg.dataset!r}")
@@ -151,7 +165,7 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
 def collate(
     batch: Sequence[tuple[list[torch.Tensor], torch.Tensor]],
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """List of ``(inputs, label)`` -> (N tensors ``B×3×H×W``, labels ``B×H×W``)."""
+    """List of ``(inputs, label)`` -> (N tensors ``B×C_i×H×W``, labels ``B×H×W``)."""
     n = len(batch[0][0])
     inputs = [torch.stack([s[0][m] for s in batch]) for m in range(n)]
     return inputs, torch.stack([s[1] for s in batch])

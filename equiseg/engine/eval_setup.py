@@ -22,6 +22,7 @@ from torch.utils.data import Subset
 from equiseg.config import ExperimentConfig, load_experiment, to_dict
 from equiseg.models import EQUISeg, build_model, load_reference_checkpoint
 from equiseg.models.reference import is_reference_state_dict
+from equiseg.utils import DEFAULT_CHANNELS
 
 from .builders import build_val_dataset, dataset_meta
 from .checkpoint import load_checkpoint
@@ -93,11 +94,13 @@ def match_checkpoint(
     checkpoint (except :data:`TRAINING_ONLY_MODEL_KEYS`), so ``--set model.residual=false`` cannot score
     another network than it claims; keys the config leaves out are the checkpoint's.
     ``data.modalities`` are matched by name: reordered to the checkpoint's order automatically, extra
-    ones dropped, a missing one refused.
+    ones dropped, a missing one refused; ``data.channels`` becomes the checkpoint's channel counts (an
+    entry that contradicts them is refused).
 
     Raises:
         ValueError: another variant (``checkpoint is X, config asks for Y``), a differing model key
-            (named with both values), or a modality the checkpoint needs that ``data.modalities`` lacks.
+            (named with both values), a modality the checkpoint needs that ``data.modalities`` lacks, or
+            a ``data.channels`` entry other than the checkpoint's count.
     """
     saved_name = (ckpt.get("config") or {}).get("model", {}).get("name")
     asked = cfg.model.get("name")
@@ -111,13 +114,24 @@ def match_checkpoint(
             f"{source}: the checkpoint's model takes modalities {needed}, but data.modalities {have} lacks "
             f"{missing}"
         )
+    # the data are read with the network's channel counts: a data.channels entry must agree with them
+    channels = dict(zip(needed, model.input_channels, strict=True))
+    for m, count in cfg.data.channels.items():
+        if m in channels and channels[m] != count:
+            raise ValueError(
+                f"{source}: data.channels.{m} is {count} but the checkpoint's model takes {channels[m]} "
+                f"channel(s) of '{m}'; remove data.channels.{m} or set it to {channels[m]}"
+            )
     if have != needed:
         print(
             f"note: data.modalities {have} matched by name to the checkpoint's {needed}"
             + (f" (not used: {[m for m in have if m not in needed]})" if len(have) > len(needed) else ""),
             file=sys.stderr,
         )
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=tuple(needed)))
+    kept = {m: c for m, c in channels.items() if c != DEFAULT_CHANNELS or m in cfg.data.channels}
+    if have != needed or kept != cfg.data.channels:
+        data = dataclasses.replace(cfg.data, modalities=tuple(needed), channels=kept)
+        cfg = dataclasses.replace(cfg, data=data)
     keys = [k for k in cfg.model if k not in _NOT_ARCHITECTURE and k not in TRAINING_ONLY_MODEL_KEYS]
     if keys:
         asked_cfg = cfg.model_config(model.cfg.num_classes)

@@ -268,7 +268,7 @@ def infer_logits(
     Args:
         model: callable ``list[Tensor | None] -> B×K×h×w`` logits at the size of its inputs
             (an :class:`~equiseg.models.EQUISeg`).
-        inputs: N tensors ``B×3×H×W`` (normalised floats) or ``None`` for an absent modality.
+        inputs: N tensors ``B×C_i×H×W`` (normalised floats) or ``None`` for an absent modality.
         mode: ``"whole"`` (one forward per pass) or ``"slide"`` (sliding windows).
         crop_size: slide window size ``(h, w)`` or an int.
         stride: slide step ``(h, w)`` or an int; at most ``crop_size``.

@@ -1,8 +1,9 @@
 """What every architecture of equiseg shares (EQUISeg and its peers): one calling convention.
 
-* ``model(inputs)`` -- ``inputs`` is a list of N tensors ``B×3×H×W`` in the order of ``model.modalities``,
-  ``None`` for an absent modality (each architecture documents how it handles one) -> logits
-  ``B×K×H×W`` at the input size.
+* ``model(inputs)`` -- ``inputs`` is a list of N tensors ``B×C_i×H×W`` in the order of
+  ``model.modalities`` (``C_i = model.input_channels[i]``: 3 unless the config's ``channels`` says
+  otherwise), ``None`` for an absent modality (each architecture documents how it handles one) ->
+  logits ``B×K×H×W`` at the input size.
 * ``model(inputs, labels=..., generator=...)`` / ``model.compute_loss(inputs, labels, generator)`` ->
   :class:`LossOutput` with the method's own training losses (a training step goes through ``forward``
   so that a DDP wrapper arms its gradient hooks).
@@ -71,8 +72,9 @@ class LossOutput:
 class SegModel(nn.Module):
     """Base class of every architecture: input validation, the forward/loss dispatch, the CE loss.
 
-    Subclasses implement :meth:`forward_logits` (present inputs stacked ``(P·B)×3×H×W`` -> logits at the
-    input size) and usually override :meth:`compute_loss` to add their own training losses.
+    Subclasses implement :meth:`forward_logits` (the present inputs, each ``B×C_i×H×W``, and their
+    modality indices -> logits at the input size) and usually override :meth:`compute_loss` to add their
+    own training losses.
     """
 
     has_modality_features = False  # True where encode() returns per-modality stage features
@@ -85,6 +87,7 @@ class SegModel(nn.Module):
         self.cfg = cfg
         self.modalities = tuple(cfg.modalities)
         self.num_modalities = len(self.modalities)
+        self.input_channels = cfg.input_channels  # per modality; a modality with C != 3 has its own stem
 
     @property
     def encoders(self) -> list[nn.Module]:
@@ -94,8 +97,12 @@ class SegModel(nn.Module):
         return []
 
     # --- inputs ------------------------------------------------------------------------------------
-    def prepare(self, inputs: Inputs) -> tuple[torch.Tensor, list[int]]:
-        """Validate ``inputs`` and stack the present ones: ``(P·B)×3×H×W`` and their modality indices."""
+    def prepare(self, inputs: Inputs) -> tuple[list[torch.Tensor], list[int]]:
+        """Validate ``inputs`` -> the present ones (each ``B×C_i×H×W``) and their modality indices.
+
+        They are not stacked here: modalities of different channel counts cannot share one tensor
+        before their stems; each architecture stacks what its first layers share.
+        """
         names = ", ".join(self.modalities)
         if not isinstance(inputs, (list, tuple)):
             raise ValueError(
@@ -110,12 +117,13 @@ class SegModel(nn.Module):
         for i, x in enumerate(inputs):
             if x is None:
                 continue
-            name = self.modalities[i]
+            name, channels = self.modalities[i], self.input_channels[i]
             if not isinstance(x, torch.Tensor):
                 raise ValueError(f"input '{name}' must be a tensor or None, got {type(x).__name__}")
-            if x.ndim != 4 or x.shape[1] != 3:
+            if x.ndim != 4 or x.shape[1] != channels:
                 raise ValueError(
-                    f"input '{name}' must have shape B×3×H×W (every modality is 3-channel), got {tuple(x.shape)}"
+                    f"input '{name}' must have shape B×{channels}×H×W ({channels} channel(s), the model's "
+                    f"channels for it), got {tuple(x.shape)}"
                 )
             if not x.is_floating_point():
                 raise ValueError(f"input '{name}' must be a normalised float tensor, got dtype {x.dtype}")
@@ -126,7 +134,7 @@ class SegModel(nn.Module):
                         f"input '{name}' is {x.shape[-2]}×{x.shape[-1]}; "
                         f"inputs must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
                     )
-            elif x.shape != ref[1]:
+            elif x.shape[0] != ref[1][0] or x.shape[-2:] != ref[1][-2:]:
                 raise ValueError(
                     f"input '{name}' has shape {tuple(x.shape)} but '{ref[0]}' has {tuple(ref[1])}; "
                     "all modalities must share batch size and H×W"
@@ -136,11 +144,11 @@ class SegModel(nn.Module):
             raise ValueError(
                 f"all {self.num_modalities} modalities ({names}) are None; at least one is needed"
             )
-        x = torch.cat([inputs[i] for i in present], dim=0) if len(present) > 1 else inputs[present[0]]
-        return x, present
+        return [inputs[i] for i in present], present
 
-    def check_labels(self, x: torch.Tensor, present: list[int], labels: torch.Tensor) -> None:
-        B, H, W = x.shape[0] // len(present), x.shape[-2], x.shape[-1]
+    def check_labels(self, xs: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
+        """``labels`` must be the ``B×H×W`` int64 of the present inputs ``xs``."""
+        B, H, W = xs[0].shape[0], xs[0].shape[-2], xs[0].shape[-1]
         if labels.shape != (B, H, W):
             raise ValueError(
                 f"labels must have shape {(B, H, W)} (B×H×W of the inputs), got {tuple(labels.shape)}"
@@ -158,8 +166,9 @@ class SegModel(nn.Module):
         return keep.bool()
 
     # --- the interface -----------------------------------------------------------------------------
-    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
-        """Stacked present inputs ``(P·B)×3×H×W`` -> logits ``B×K×H×W`` (subclasses)."""
+    def forward_logits(self, xs: list[torch.Tensor], present: list[int]) -> torch.Tensor:
+        """The present inputs (each ``B×C_i×H×W``, modalities ``present``) -> logits ``B×K×H×W``
+        (subclasses)."""
         raise TypeError(f"{type(self).__name__} does not implement forward_logits")
 
     def encode(self, inputs: Inputs) -> list[torch.Tensor]:
@@ -173,7 +182,7 @@ class SegModel(nn.Module):
         generator: torch.Generator | None = None,
         keep: torch.Tensor | None = None,
     ) -> torch.Tensor | LossOutput:
-        """``inputs``: N tensors ``B×3×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``.
+        """``inputs``: N tensors ``B×C_i×H×W`` (or None) in the order of ``modalities`` -> logits ``B×K×H×W``.
 
         With ``labels`` it returns :meth:`compute_loss`'s :class:`LossOutput` instead, so a training step
         can go through a wrapper's ``forward`` (DDP arms its gradient hooks there); ``keep`` goes with it.
@@ -182,8 +191,8 @@ class SegModel(nn.Module):
             if keep is None:
                 return self.compute_loss(inputs, labels, generator)
             return self.compute_loss(inputs, labels, generator, keep=keep)
-        x, present = self.prepare(inputs)
-        return self.forward_logits(x, present)
+        xs, present = self.prepare(inputs)
+        return self.forward_logits(xs, present)
 
     def segmentation_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """CE or OHEM CE (``cfg.loss``) over the non-ignored pixels."""
@@ -206,10 +215,10 @@ class SegModel(nn.Module):
         method's own training losses (the SGM, MAGIC's selection) restrict themselves to the kept
         ones, so the segmentation loss alone does not use it.
         """
-        x, present = self.prepare(inputs)
-        self.check_labels(x, present, labels)
+        xs, present = self.prepare(inputs)
+        self.check_labels(xs, labels)
         if keep is not None:
             self.check_keep(keep, labels.shape[0])
-        logits = self.forward_logits(x, present)
+        logits = self.forward_logits(xs, present)
         ce = self.segmentation_loss(logits, labels)
         return LossOutput(ce, ce, ce.new_zeros(()), logits)

@@ -64,8 +64,9 @@ from torch import nn
 from equiseg.layers import init_weights
 from equiseg.layers.norm import ChannelLayerNorm
 from equiseg.models.config import ModelConfig
+from equiseg.utils import DEFAULT_CHANNELS
 
-from .backbones import MixVisionTransformer, mit_kwargs
+from .backbones import MixVisionTransformer, mit_kwargs, stem_weight_from_rgb
 from .base import SegModel, upsample_logits
 from .modules.frm_ffm import FFM, FRM, fusion_reference_rules, prefixed_rules
 from .modules.heads import SegFormerHead, head_release_rules, linear_to_conv
@@ -105,18 +106,22 @@ class CMNeXt(SegModel):
         super().__init__(cfg)
         dims, depths = tuple(cfg.embed_dims), tuple(cfg.depths)
         self.num_aux = self.num_modalities - 1
-        self.backbone = MixVisionTransformer(**mit_kwargs(cfg))
+        # the primary's MiT takes its channels (its patch_embed1 is the stem of a non-3-channel primary)
+        self.backbone = MixVisionTransformer(**mit_kwargs(cfg), in_chans=self.input_channels[0])
         if self.num_aux > 0:
             na = self.num_aux
+            # auxiliaries with other than 3 channels get their own stage-1 convolution (their stem)
+            own = {i: c for i, c in enumerate(self.input_channels[1:]) if c != DEFAULT_CHANNELS}
             self.aux_embeds = nn.ModuleList(
                 [
                     ParallelPatchEmbed(
-                        3 if s == 0 else dims[s - 1],
+                        DEFAULT_CHANNELS if s == 0 else dims[s - 1],
                         dims[s],
                         7 if s == 0 else 3,
                         4 if s == 0 else 2,
                         na,
                         AUX_LN_EPS,
+                        own_chans=own if s == 0 else None,
                     )
                     for s in range(4)
                 ]
@@ -161,23 +166,30 @@ class CMNeXt(SegModel):
         """Initialise the auxiliary patch embeddings from the same ImageNet MiT file as the RGB branch:
         stage s's shared conv from ``patch_embed{s}.proj`` and every modality's LayerNorm from
         ``patch_embed{s}.norm`` (original key layout; :func:`~equiseg.models.weights.load_mit_weights`
-        calls this). The release leaves them random. Keys absent from ``sd`` are left as they are (the
-        load report already lists them as missing from the RGB branch)."""
+        calls this). The release leaves them random. An auxiliary with other than 3 channels gets its
+        stage-1 convolution from ``patch_embed1.proj`` through
+        :func:`~equiseg.models.backbones.stem_weight_from_rgb`. Keys absent from ``sd`` are left as
+        they are (the load report already lists them as missing from the RGB branch)."""
         if self.num_aux == 0:
             return
         for s, emb in enumerate(self.aux_embeds):
             pairs = [(f"patch_embed{s + 1}.proj.{p}", getattr(emb.proj, p)) for p in ("weight", "bias")]
             for norm in emb.norms:
                 pairs += [(f"patch_embed{s + 1}.norm.{p}", getattr(norm, p)) for p in ("weight", "bias")]
+            for stem in getattr(emb, "stems", {}).values():
+                pairs += [(f"patch_embed{s + 1}.proj.{p}", getattr(stem, p)) for p in ("weight", "bias")]
             for key, param in pairs:
                 if key not in sd:
                     continue
-                if sd[key].shape != param.shape:
+                value = sd[key]
+                if key.endswith("proj.weight") and value.ndim == 4 and param.shape[1] != value.shape[1]:
+                    value = stem_weight_from_rgb(value, param.shape[1])  # D×3×k×k -> D×C×k×k
+                if value.shape != param.shape:
                     raise ValueError(
                         f"MiT weights: shape mismatch for '{key}' (auxiliary patch embedding): file has "
                         f"{tuple(sd[key].shape)}, model expects {tuple(param.shape)}"
                     )
-                param.copy_(sd[key])
+                param.copy_(value)
 
     def reference_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map a DELIVER CMNeXt release (``backbone.*``, ``decode_head.*``) onto this model's names, strictly.
@@ -259,25 +271,25 @@ class CMNeXt(SegModel):
         return z.reshape(P, B, h, w, C).permute(0, 1, 4, 2, 3)
 
     def _run(
-        self, x: torch.Tensor, present: list[int], want_features: bool
+        self, xs: list[torch.Tensor], present: list[int], want_features: bool
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Stacked present inputs ``(P·B)×3×H×W`` -> the four fused maps for the head and, with
+        """The present inputs (each ``B×C_i×H×W``) -> the four fused maps for the head and, with
         ``want_features``, the per-stage modality features ``P×B×C×h×w`` (see :meth:`encode`)."""
-        P = len(present)
-        B, H, W = x.shape[0] // P, x.shape[-2], x.shape[-1]
-        xs = x.view(P, B, 3, H, W)
-        rgb = xs[present.index(0)] if 0 in present else x.new_zeros(B, 3, H, W)  # absent RGB: zeros
+        B, H, W = xs[0].shape[0], xs[0].shape[-2], xs[0].shape[-1]
+        zeros = lambda i: xs[0].new_zeros(B, self.input_channels[i], H, W)  # noqa: E731  (modality i)
+        rgb = xs[present.index(0)] if 0 in present else zeros(0)  # absent RGB: zeros
         aux = index = None
         aux_present = [i - 1 for i in present if i > 0]
         if self.num_aux > 0:
+            # stage 1 takes the auxiliaries as a list of B×C_i×H×W maps (their channels may differ)
             if aux_present:
                 aux_idx = aux_present
-                aux = xs[[present.index(i + 1) for i in aux_idx]]  # P_a×B×3×H×W
+                aux = [xs[present.index(i + 1)] for i in aux_idx]
             else:  # no auxiliary at all: zeros for every one (the protocol's missing input)
                 aux_idx = list(range(self.num_aux))
-                aux = x.new_zeros(self.num_aux, B, 3, H, W)
+                aux = [zeros(i + 1) for i in aux_idx]
             if self.aux_hubs is not None and len(aux_idx) < self.num_aux:
-                index = torch.tensor(aux_idx, device=x.device)
+                index = torch.tensor(aux_idx, device=xs[0].device)
         fused, feats = [], []
         for s in range(4):
             t, h, w = self.backbone.embed(s, rgb)
@@ -314,13 +326,13 @@ class CMNeXt(SegModel):
         """Per stage ``P×B×C_s×h_s×w_s`` for the P present modalities in model order: the rectified RGB
         map (what goes on in the RGB branch) and each auxiliary's stream after the stage (what goes on
         into its next patch embedding; computed after stage 4 too)."""
-        x, present = self.prepare(inputs)
-        return self._run(x, present, want_features=True)[1]
+        xs, present = self.prepare(inputs)
+        return self._run(xs, present, want_features=True)[1]
 
-    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
-        fused, _ = self._run(x, present, want_features=False)
+    def forward_logits(self, xs: list[torch.Tensor], present: list[int]) -> torch.Tensor:
+        fused, _ = self._run(xs, present, want_features=False)
         logits = self.head(fused)
-        return upsample_logits(logits, x.shape[-2:])
+        return upsample_logits(logits, xs[0].shape[-2:])
 
 
 # cmnext_b0 ... cmnext_b5: head width 512 (256 for B0/B1), OHEM CE, and DELIVER's LayerNorm eps 1e-5

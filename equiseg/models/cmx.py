@@ -74,7 +74,10 @@ class CMX(SegModel):
                 f"{list(self.modalities)}"
             )
         dims = tuple(cfg.embed_dims)
-        self.backbones = nn.ModuleList([MixVisionTransformer(**mit_kwargs(cfg)) for _ in range(2)])
+        # one MiT per modality, each taking its modality's channels (its patch_embed1 is the stem)
+        self.backbones = nn.ModuleList(
+            [MixVisionTransformer(**mit_kwargs(cfg), in_chans=c) for c in self.input_channels]
+        )
         self.frms = nn.ModuleList([FRM(d) for d in dims])
         self.ffms = nn.ModuleList([FFM(d, h) for d, h in zip(dims, cfg.num_heads)])
         self.head = SegFormerHead(dims, cfg.decoder_dim, cfg.num_classes, cfg.head_dropout)
@@ -134,14 +137,15 @@ class CMX(SegModel):
 
     # --- forward ----------------------------------------------------------------------------------------
     def _run(
-        self, x: torch.Tensor, present: list[int], want_features: bool
+        self, xs: list[torch.Tensor], present: list[int], want_features: bool
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Stacked present inputs ``(P·B)×3×H×W`` -> the four fused maps and, with ``want_features``, the
-        rectified maps of the present branches per stage (``P×B×C×h×w``)."""
-        P = len(present)
-        B, H, W = x.shape[0] // P, x.shape[-2], x.shape[-1]
-        xs = x.view(P, B, 3, H, W)
-        maps = [xs[present.index(i)] if i in present else x.new_zeros(B, 3, H, W) for i in range(2)]
+        """The present inputs (each ``B×C_i×H×W``) -> the four fused maps and, with ``want_features``,
+        the rectified maps of the present branches per stage (``P×B×C×h×w``)."""
+        B, H, W = xs[0].shape[0], xs[0].shape[-2], xs[0].shape[-1]
+        maps = [
+            xs[present.index(i)] if i in present else xs[0].new_zeros(B, self.input_channels[i], H, W)
+            for i in range(2)
+        ]
         fused, feats = [], []
         for s in range(4):
             outs = []
@@ -157,13 +161,13 @@ class CMX(SegModel):
 
     def encode(self, inputs) -> list[torch.Tensor]:
         """Per stage ``P×B×C_s×h_s×w_s``: the rectified map of each present branch (model order)."""
-        x, present = self.prepare(inputs)
-        return self._run(x, present, want_features=True)[1]
+        xs, present = self.prepare(inputs)
+        return self._run(xs, present, want_features=True)[1]
 
-    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
-        fused, _ = self._run(x, present, want_features=False)
+    def forward_logits(self, xs: list[torch.Tensor], present: list[int]) -> torch.Tensor:
+        fused, _ = self._run(xs, present, want_features=False)
         logits = self.head(fused)
-        return upsample_logits(logits, x.shape[-2:])
+        return upsample_logits(logits, xs[0].shape[-2:])
 
 
 # cmx_b0 ... cmx_b5: head width 512 (256 for B0/B1), plain CE (ModelConfig's default loss)

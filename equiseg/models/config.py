@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.schema import _field, from_dict, load_yaml, save_yaml, to_dict
+from equiseg.utils import DEFAULT_CHANNELS, check_channels
 
 __all__ = ["ModelConfig"]
 
@@ -33,6 +34,10 @@ class ModelConfig:
     num_classes: int = 25
     modalities: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
     ignore_index: int = 255
+    # input channels of the modalities that do not have 3 (set from data.channels; e.g. {depth: 1}).
+    # Each gets its own input stem (equiseg/models/backbones/stem.py); {} is the 3-channel network
+    # of every released checkpoint, with the same state dict keys.
+    channels: dict[str, int] = dataclasses.field(default_factory=dict)
 
     # --- MiT encoder (SPEC §1.1); defaults are B0
     embed_dims: tuple[int, ...] = (32, 64, 160, 256)
@@ -133,6 +138,9 @@ class ModelConfig:
             raise ValueError("modalities must name at least one modality")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities must be distinct, got {list(self.modalities)}")
+        # kept in modality order and without the 3s, so equal networks have equal configs
+        counts = check_channels(self.channels, self.modalities, "channels", "the modalities")
+        self.channels = {m: c for m, c in counts.items() if c != DEFAULT_CHANNELS}
         if self.hub not in ("selfquery", "mean"):
             raise ValueError(f"hub must be 'selfquery' or 'mean', got {self.hub!r}")
         if self.pairing not in ("random", "cosine"):
@@ -143,6 +151,11 @@ class ModelConfig:
     @property
     def num_modalities(self) -> int:
         return len(self.modalities)
+
+    @property
+    def input_channels(self) -> tuple[int, ...]:
+        """The channel count of each modality, in the order of ``modalities``."""
+        return tuple(self.channels.get(m, DEFAULT_CHANNELS) for m in self.modalities)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -53,10 +53,12 @@ class EQUISeg(SegModel):
         super().__init__(cfg)
         n = self.num_modalities
         mit_kw = mit_kwargs(cfg)
-        if cfg.share_encoder:
-            self.backbone = MixVisionTransformer(**mit_kw)
-        else:
-            self.backbones = nn.ModuleList([MixVisionTransformer(**mit_kw) for _ in range(n)])
+        if cfg.share_encoder:  # a modality with other than 3 channels: its own stem in the shared MiT
+            self.backbone = MixVisionTransformer(**mit_kw, stems=cfg.channels)
+        else:  # one MiT per modality, taking that modality's channels
+            self.backbones = nn.ModuleList(
+                [MixVisionTransformer(**mit_kw, in_chans=c) for c in self.input_channels]
+            )
         self.out_channels = tuple(cfg.embed_dims)
         # With one modality there is nothing to fuse: the model is a plain SegFormer.
         self.fusions = None
@@ -93,9 +95,10 @@ class EQUISeg(SegModel):
         return [self.backbone] if self.cfg.share_encoder else list(self.backbones)
 
     def _encode(
-        self, x: torch.Tensor, present: list[int], intermediates: dict[str, list] | None = None
+        self, xs: list[torch.Tensor], present: list[int], intermediates: dict[str, list] | None = None
     ) -> list[torch.Tensor]:
-        """Run the four stages on ``(P·B)×3×H×W`` -> per stage ``P×B×C_s×h_s×w_s``.
+        """Run the four stages on the present inputs (each ``B×C_i×H×W``) -> per stage
+        ``P×B×C_s×h_s×w_s``; from stage 1's patch embedding on, the P modalities are one batch of P·B.
 
         ``intermediates``: if given, a dict of empty lists ``pre_cmtb``, ``pre_ln`` and ``cross`` that
         receive per stage the tokens before the CMTB, before the stage LayerNorm, and the CMTB's term
@@ -103,19 +106,21 @@ class EQUISeg(SegModel):
         hot path): nothing is kept or computed beyond the stage outputs.
         """
         P = len(present)
-        B = x.shape[0] // P
+        B = xs[0].shape[0]
         index = None
         if self.fusions is not None and P < self.num_modalities:
-            index = torch.tensor(present, device=x.device)
+            index = torch.tensor(present, device=xs[0].device)
+        names = [self.modalities[i] for i in present]
         encs = self.encoders
         feats = []
+        x = None  # the previous stage's output, (P·B)×C×H×W
         for s in range(4):
             if self.cfg.share_encoder:
-                t, H, W = encs[0].embed(s, x)
+                t, H, W = encs[0].embed_inputs(xs, names) if s == 0 else encs[0].embed(s, x)
                 t = encs[0].run_blocks(s, t, H, W)
             else:  # separate weights: one branch per present modality
                 outs = []
-                for j, xi in zip(present, x.chunk(P)):
+                for j, xi in zip(present, xs if s == 0 else x.chunk(P)):
                     ti, H, W = encs[j].embed(s, xi)
                     outs.append(encs[j].run_blocks(s, ti, H, W))
                 t = torch.cat(outs)
@@ -162,15 +167,15 @@ class EQUISeg(SegModel):
           it; None in every stage where no CMTB runs (N = 1, a single present modality, or the
           SegFormer baseline), and there ``pre_cmtb`` equals ``pre_ln``.
         """
-        x, present = self.prepare(inputs)
+        xs, present = self.prepare(inputs)
         if not return_intermediates:
-            return self._encode(x, present)
+            return self._encode(xs, present)
         out: dict[str, list] = {"pre_cmtb": [], "pre_ln": [], "cross": []}
-        out["post_ln"] = self._encode(x, present, out)
+        out["post_ln"] = self._encode(xs, present, out)
         return out
 
-    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
-        return self._decode(self._encode(x, present), x.shape[-2:])
+    def forward_logits(self, xs: list[torch.Tensor], present: list[int]) -> torch.Tensor:
+        return self._decode(self._encode(xs, present), xs[0].shape[-2:])
 
     def compute_loss(
         self,
@@ -189,8 +194,8 @@ class EQUISeg(SegModel):
                 zeros): the network encodes all of them, the SGM compares only kept features
                 (:func:`~equiseg.models.sgm.sgm_loss`). None: every present input counts.
         """
-        x, present = self.prepare(inputs)
-        self.check_labels(x, present, labels)
+        xs, present = self.prepare(inputs)
+        self.check_labels(xs, labels)
         if keep is not None:
             keep = self.check_keep(keep, labels.shape[0])[:, present].T  # P×B, present modalities
         cfg = self.cfg
@@ -199,8 +204,8 @@ class EQUISeg(SegModel):
         # or a tensor kept from the same forward pass
         keep_inter = use_sgm and cfg.sgm_features != "post_ln"
         inter: dict[str, list] | None = {"pre_cmtb": [], "pre_ln": [], "cross": []} if keep_inter else None
-        feats = self._encode(x, present, inter)
-        logits = self._decode(feats, x.shape[-2:])
+        feats = self._encode(xs, present, inter)
+        logits = self._decode(feats, xs[0].shape[-2:])
         loss_ce = self.segmentation_loss(logits, labels)
         if use_sgm:
             loss_sgm = sgm_loss(

@@ -116,7 +116,7 @@ class MAGIC(SegModel):
             raise ValueError(f"magic_temperature must be > 0, got {cfg.magic_temperature}")
         if cfg.magic_rank_scope not in ("stage", "shared"):
             raise ValueError(f"magic_rank_scope must be 'stage' or 'shared', got {cfg.magic_rank_scope!r}")
-        self.backbone = MixVisionTransformer(**mit_kwargs(cfg))
+        self.backbone = MixVisionTransformer(**mit_kwargs(cfg), stems=cfg.channels)
         dims = tuple(cfg.embed_dims)
         self.out_channels = dims
         self.aggregate = nn.ModuleList([self.make_aggregator(c) for c in dims])  # -> f_se
@@ -142,10 +142,12 @@ class MAGIC(SegModel):
         """The shared MiT (ImageNet weights go here)."""
         return [self.backbone]
 
-    def _encode(self, x: torch.Tensor, P: int) -> list[torch.Tensor]:
-        """``(P·B)×3×H×W`` -> per stage ``P×B×C_s×h_s×w_s`` (one batch through the shared MiT)."""
-        B = x.shape[0] // P
-        return [f.view(P, B, *f.shape[1:]) for f in self.backbone.forward_features(x)]
+    def _encode(self, xs: list[torch.Tensor], present: list[int]) -> list[torch.Tensor]:
+        """The present inputs (each ``B×C_i×H×W``) -> per stage ``P×B×C_s×h_s×w_s`` (one batch of P·B
+        through the shared MiT after each modality's stage-1 patch embedding)."""
+        P, B = len(present), xs[0].shape[0]
+        names = [self.modalities[i] for i in present]
+        return [f.view(P, B, *f.shape[1:]) for f in self.backbone.forward_features(xs, names)]
 
     def _predict(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Four ``B×C_s×h_s×w_s`` maps -> logits ``B×K×H×W`` at the input size."""
@@ -155,12 +157,12 @@ class MAGIC(SegModel):
     def encode(self, inputs: Inputs) -> list[torch.Tensor]:
         """The four backbone stage outputs, each ``P×B×C_s×h_s×w_s`` (P = present modalities, model
         order): the features the aggregation fuses and the selection ranks."""
-        x, present = self.prepare(inputs)
-        return self._encode(x, len(present))
+        xs, present = self.prepare(inputs)
+        return self._encode(xs, present)
 
-    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
-        feats = self._encode(x, len(present))
-        return self._predict([agg(f) for agg, f in zip(self.aggregate, feats)], x.shape[-2:])
+    def forward_logits(self, xs: list[torch.Tensor], present: list[int]) -> torch.Tensor:
+        feats = self._encode(xs, present)
+        return self._predict([agg(f) for agg, f in zip(self.aggregate, feats)], xs[0].shape[-2:])
 
     def select(
         self, feats: list[torch.Tensor], fused: list[torch.Tensor], keep: torch.Tensor | None = None
@@ -184,12 +186,12 @@ class MAGIC(SegModel):
         aggregator fuses and ``L_C`` compares only each sample's kept modalities
         (:mod:`~equiseg.models.modules.magic_selection`, "Kept modalities")."""
         cfg = self.cfg
-        x, present = self.prepare(inputs)
-        self.check_labels(x, present, labels)
+        xs, present = self.prepare(inputs)
+        self.check_labels(xs, labels)
         if keep is not None:
             keep = self.check_keep(keep, labels.shape[0])[:, present].T  # P×B, present modalities
-        size = x.shape[-2:]
-        feats = self._encode(x, len(present))
+        size = xs[0].shape[-2:]
+        feats = self._encode(xs, present)
         fused = [agg(f) for agg, f in zip(self.aggregate, feats)]  # f_se per stage, B×C×h×w
         logits = self._predict(fused, size)  # P_m
         loss_m = self.segmentation_loss(logits, labels)

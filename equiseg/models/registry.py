@@ -173,7 +173,8 @@ def create_model(
         pretrained_strict: refuse MiT weights that match under 90 % of the encoder's keys; False loads
             whatever matches (the report says how much).
         **overrides: any :class:`~equiseg.config.ModelConfig` field (``share_encoder=False``,
-            ``hub="mean"``, ``lambda_sgm=40`` ...). An unknown key is a ``ValueError``.
+            ``hub="mean"``, ``lambda_sgm=40``, ``channels={"depth": 1}`` for a modality with other than 3
+            input channels ...). An unknown key is a ``ValueError``.
     """
     return build_model(
         model_config(name, num_classes, modalities, **overrides), pretrained, pretrained_strict

@@ -96,7 +96,7 @@ class StitchFusion(SegModel):
         if cfg.stitch_adapter_dim < 1:
             raise ValueError(f"stitch_adapter_dim must be >= 1, got {cfg.stitch_adapter_dim}")
         n = self.num_modalities
-        self.backbone = MixVisionTransformer(**mit_kwargs(cfg))
+        self.backbone = MixVisionTransformer(**mit_kwargs(cfg), stems=cfg.channels)
         # adapters[s][j]: the two PairAdapters of block j of stage s ("attn": after the attention, "mlp":
         # after the MLP); empty for stages without adapters and for a single modality
         self.adapters = nn.ModuleList()
@@ -147,15 +147,21 @@ class StitchFusion(SegModel):
         t = t + blk.drop_path(blk.mlp(blk.norm2(t), H, W))
         return ad["mlp"].sequential(t.view(P, B * L, C), blk.norm2, plan, B, blk.drop_path).view(PB, L, C)
 
-    def _encode(self, x: torch.Tensor, present: list[int]) -> list[torch.Tensor]:
-        """``(P·B)×3×H×W`` -> per stage the per-modality maps ``P×B×C_s×h_s×w_s`` (after the stage norm)."""
+    def _encode(self, xs: list[torch.Tensor], present: list[int]) -> list[torch.Tensor]:
+        """The present inputs (each ``B×C_i×H×W``) -> per stage the per-modality maps
+        ``P×B×C_s×h_s×w_s`` (after the stage norm)."""
         P = len(present)
-        B = x.shape[0] // P
-        plan = pair_plan(self.cfg.stitch_adapter, self.num_modalities, present, x.device) if P > 1 else None
+        B = xs[0].shape[0]
+        plan = (
+            pair_plan(self.cfg.stitch_adapter, self.num_modalities, present, xs[0].device) if P > 1 else None
+        )
+        names = [self.modalities[i] for i in present]
         enc = self.backbone
         feats = []
+        x = None  # the previous stage's output, (P·B)×C×H×W
         for s in range(4):
-            t, H, W = enc.embed(s, x)  # (P·B)×L×C: all modalities through the shared layers at once
+            # (P·B)×L×C: all modalities through the shared layers at once (stage 1: each its own stem)
+            t, H, W = enc.embed_inputs(xs, names) if s == 0 else enc.embed(s, x)
             adapters = self.adapters[s]
             for j, blk in enumerate(getattr(enc, f"block{s + 1}")):
                 if plan is None or not len(adapters):  # one present modality, or a stage without adapters
@@ -177,12 +183,12 @@ class StitchFusion(SegModel):
     def encode(self, inputs: Inputs) -> list[torch.Tensor]:
         """The four stages' per-modality features, each ``P×B×C_s×h_s×w_s`` (P = present modalities, in
         model order; after the stage LayerNorm, i.e. what the fusion and the next stage read)."""
-        x, present = self.prepare(inputs)
-        return self._encode(x, present)
+        xs, present = self.prepare(inputs)
+        return self._encode(xs, present)
 
-    def forward_logits(self, x: torch.Tensor, present: list[int]) -> torch.Tensor:
-        logits = self.head(self._fuse(self._encode(x, present), present))
-        return upsample_logits(logits, x.shape[-2:])
+    def forward_logits(self, xs: list[torch.Tensor], present: list[int]) -> torch.Tensor:
+        logits = self.head(self._fuse(self._encode(xs, present), present))
+        return upsample_logits(logits, xs[0].shape[-2:])
 
     # --- released checkpoints ---------------------------------------------------------------------------
     def reference_state_dict(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

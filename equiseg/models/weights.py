@@ -3,6 +3,9 @@ Hugging Face ``nvidia/mit-b*`` safetensors (legacy key names, as the files hold 
 transformers-5 in-memory names), and full EQUISeg state dicts. No network access: paths only.
 
 MiT weights initialise *every* modality branch (the CMNeXt release initialises only its RGB branch).
+A modality with other than 3 input channels (``data.channels``) has its stem filled from the file's
+3-channel ``patch_embed1`` (:func:`~equiseg.models.backbones.stem_weight_from_rgb`); those keys count as
+loaded from the file.
 Loading is strict about shapes (a mismatch is a ``ValueError`` naming the key and both shapes) and
 reports missing and unexpected keys instead of silently ignoring them: :meth:`LoadResult.summary` is the
 one-line report the trainer prints, and a file matching under :data:`MIN_COVERAGE` of the encoder's keys
@@ -298,19 +301,22 @@ def load_mit_weights(model: nn.Module, path: str | Path, strict: bool = True) ->
         encoders = list(model.encoders)
     else:
         raise ValueError(f"cannot load MiT weights into a {type(model).__name__}")
-    for enc in encoders:  # all checks before any branch is touched
-        _check_shapes(enc, sd, str(path))
+    # each branch gets the file fitted to its inputs: a modality with other than 3 channels has its
+    # stem (or its branch's patch_embed1) filled from patch_embed1 (backbones.stem_weight_from_rgb)
+    fitted = [enc.adapt_rgb_state_dict(sd) for enc in encoders]
+    for enc, esd in zip(encoders, fitted, strict=True):  # all checks before any branch is touched
+        _check_shapes(enc, esd, str(path))
     own = encoders[0].state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
+    missing = [k for k in own if k not in fitted[0]]
+    unexpected = [k for k in fitted[0] if k not in own]
     result = LoadResult(missing, unexpected, ignored, len(own) - len(missing), len(own), str(path), "mit")
     if strict and result.coverage < MIN_COVERAGE:
         raise ValueError(
             f"{result.summary()}: under {100 * MIN_COVERAGE:.0f} % of the encoder's keys (wrong file?); "
             "set model.pretrained_strict: false to load it anyway"
         )
-    for enc in encoders:
-        enc.load_state_dict(sd, strict=False)
+    for enc, esd in zip(encoders, fitted, strict=True):
+        enc.load_state_dict(esd, strict=False)
     # Architectures whose other branches are not MiTs but start from MiT parts (e.g. CMNeXt's auxiliary
     # patch embeddings, which its release leaves random) take what they need from the same tensors.
     extra = getattr(model, "init_from_mit", None)

@@ -28,14 +28,18 @@ def colorize(label: Array, palette: Sequence[Sequence[int]], ignore_index: int =
 
 
 def modality_preview(x: Array) -> np.ndarray:
-    """A ``3×H×W`` modality (uint8 as stored, or float of any range) -> ``H×W×3`` uint8 for display.
+    """A ``C×H×W`` modality (uint8 as stored, or float of any range) -> ``H×W×3`` uint8 for display.
 
-    uint8 images are shown as they are; float ones (normalised tensors, MUSES projections) are
-    stretched per channel between their 1st and 99th percentiles.
+    3 channels are shown as colour; 1 or 2 as the gray of the first; more than 3 as the false colour of
+    the first three (e.g. the first bands of a multispectral image). uint8 images are shown as they
+    are; float ones (normalised tensors, MUSES projections) are stretched per channel between their
+    1st and 99th percentiles. An ``H×W×3`` (or ``H×W×1``) array is taken as channels-last.
     """
     a = _np(x)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
-        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and (a.shape[0] in (1, 3) or a.shape[-1] not in (1, 3)):
+        a = np.moveaxis(a, 0, -1)  # C×H×W -> H×W×C
+    if a.ndim == 3 and a.shape[-1] not in (1, 3):
+        a = a[..., :3] if a.shape[-1] > 3 else a[..., :1]
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     if a.dtype == np.uint8:

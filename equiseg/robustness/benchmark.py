@@ -112,7 +112,7 @@ def corrupt_inputs(
     sample_index: int,
     event_index: int | None = None,
 ) -> Inputs:
-    """The inputs of ``variant`` for one sample (``N`` tensors ``1×3×H×W``, normalised).
+    """The inputs of ``variant`` for one sample (``N`` tensors ``1×C_i×H×W``, normalised).
 
     Random variants draw from :func:`~equiseg.robustness.corruptions.variant_generator` keyed by
     ``(seed, sample_index, variant.key)`` on the inputs' device. Unchanged modalities are the same
@@ -161,11 +161,11 @@ def run_benchmark(
     model must not modify its input tensors in place (clean tensors are shared between variants).
 
     Args:
-        model: Any callable taking a list of ``N`` normalised tensors ``B×3×H×W`` (or ``None`` for a
+        model: Any callable taking a list of ``N`` normalised tensors ``B×C_i×H×W`` (or ``None`` for a
             missing modality, only with ``model_aware_missing``) and returning logits ``B×K×h×w``;
             logits of another size than the label are resized bilinearly (``align_corners=False``).
         dataset: Iterable of ``(inputs, label)`` already transformed for evaluation: ``inputs`` a list of
-            ``N`` float tensors ``3×H×W`` (or ``1×3×H×W``), ``label`` int ``H×W`` (or ``1×H×W``) with
+            ``N`` float tensors ``C_i×H×W`` (or ``1×C_i×H×W``), ``label`` int ``H×W`` (or ``1×H×W``) with
             ``ignore_index`` for unlabelled pixels. A map-style data set (``__len__`` + ``__getitem__``)
             or a ``DataLoader`` with batch size 1 (unshuffled: the sample's position seeds its noise).
         tests: Subset of ``("emm", "rmm", "nm")``. The clean pass always runs.
@@ -385,7 +385,7 @@ def _iterate(dataset: Any) -> Iterator[Any]:
 
 
 def _unpack(item: Any, device: torch.device, index: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """``(inputs, label)`` -> N tensors ``1×3×H×W`` and a ``1×H×W`` int64 label, on ``device``."""
+    """``(inputs, label)`` -> N tensors ``1×C_i×H×W`` and a ``1×H×W`` int64 label, on ``device``."""
     if not isinstance(item, (list, tuple)) or len(item) != 2:
         raise TypeError(f"sample {index}: expected an (inputs, label) pair, got {type(item).__name__}")
     raw_inputs, label = item
@@ -417,7 +417,7 @@ def _forward(model: Model, variant_inputs: list[Inputs], label: torch.Tensor) ->
     if len(variant_inputs) == 1:
         batch = variant_inputs[0]
     else:  # every tensor present (model-aware variants are never batched)
-        batch = [torch.cat(ms) for ms in zip(*variant_inputs, strict=True)]  # per modality V×3×H×W
+        batch = [torch.cat(ms) for ms in zip(*variant_inputs, strict=True)]  # per modality V×C_i×H×W
     logits = model(batch)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[0] != len(variant_inputs):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

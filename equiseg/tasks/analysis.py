@@ -265,7 +265,7 @@ def modality_contributions(
             present modalities (:class:`~equiseg.models.EQUISeg`, the peers with
             ``has_modality_features``).
         dataset: Yields ``(inputs, label)`` transformed for evaluation: ``inputs`` a list of ``N`` float
-            tensors ``3×H×W`` (or ``B×3×H×W``); the label is not used. A map-style data set, a
+            tensors ``C_i×H×W`` (or ``B×C_i×H×W``); the label is not used. A map-style data set, a
             ``DataLoader`` or any iterable.
         device: Where the forward passes run; ``None``: the model's device. The model is moved there.
         progress: Show a progress bar.
@@ -309,7 +309,7 @@ def modality_contributions(
     count = 0
     try:
         for inputs, _label in tqdm(samples, total=total, desc="analysis", disable=not progress, leave=False):
-            xs = [x if x.ndim == 4 else x.unsqueeze(0) for x in inputs]  # 3×H×W -> 1×3×H×W
+            xs = [x if x.ndim == 4 else x.unsqueeze(0) for x in inputs]  # C×H×W -> 1×C×H×W
             with inference_autocast(precision, device):
                 feats = _stage_features(model, [x.to(device, non_blocking=True) for x in xs], intermediates)
             feats = {

@@ -120,6 +120,8 @@ def model_run_config(base: ExperimentConfig, name: str, seed: int | None, work_d
                 f"{name}: CMX needs two modalities, data.modalities has {data['data']['modalities']}"
             )
         data["data"]["modalities"] = list(data["data"]["modalities"][:2])
+        kept = data["data"]["modalities"]
+        data["data"]["channels"] = {m: c for m, c in data["data"]["channels"].items() if m in kept}
     if seed is not None:
         data["train"]["seed"] = int(seed)
     data["work_dir"] = str(work_dir)

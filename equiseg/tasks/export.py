@@ -25,7 +25,9 @@ with the same configuration (:func:`~equiseg.models.weights.load_pretrained` rec
 state dict and loads it strictly).
 
 ONNX (SPEC §7: the TorchScript exporter, ``dynamo=False``, opset 17): one input per modality, named
-after it, each ``B×3×H×W`` float32 normalised with ``meta.norm_stats``; one output ``logits``
+after it, each ``B×C×H×W`` float32 normalised with ``meta.norm_stats`` (``C`` the modality's channels:
+3 unless ``model_config.channels`` says otherwise; listed as ``onnx.input_channels`` in
+``config.json``); one output ``logits``
 ``B×K×H×W`` at the input size. Batch, height and width are dynamic axes (any ``H, W >= 32``; all
 inputs share them). The graph takes **all N inputs**: ONNX has no ``None``, so an absent modality
 must be fed as zeros -- the robustness benchmark's protocol (SPEC §5), which is *not* the same as the
@@ -282,11 +284,12 @@ class _OnnxWrapper(nn.Module):
 
 
 def _random_inputs(
-    n: int, shape: tuple[int, int, int], seed: int, device: torch.device
+    channels: Sequence[int], shape: tuple[int, int, int], seed: int, device: torch.device
 ) -> list[torch.Tensor]:
+    """One ``B×C×H×W`` normal tensor per modality (``C`` from ``channels``), from ``seed``."""
     g = torch.Generator().manual_seed(seed)
     b, h, w = shape
-    return [torch.randn(b, 3, h, w, generator=g).to(device) for _ in range(n)]
+    return [torch.randn(b, c, h, w, generator=g).to(device) for c in channels]
 
 
 def _other_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -325,7 +328,7 @@ def verify_onnx(
     checks = []
     try:
         for k, shape in enumerate(shapes):
-            inputs = _random_inputs(len(names), tuple(shape), seed + k, device)
+            inputs = _random_inputs(model.input_channels, tuple(shape), seed + k, device)
             with torch.inference_mode():
                 ref = model(inputs).float().cpu()
             out = session.run(None, {n: x.cpu().numpy() for n, x in zip(names, inputs, strict=True)})[0]
@@ -412,7 +415,7 @@ def _write_onnx(
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
             wrapper,
-            tuple(_random_inputs(len(names), (1, h, w), 0, device)),
+            tuple(_random_inputs(model.input_channels, (1, h, w), 0, device)),
             buffer,
             input_names=names,
             output_names=["logits"],
@@ -424,6 +427,7 @@ def _write_onnx(
         "file": ONNX_NAME,
         "opset": opset,
         "inputs": names,
+        "input_channels": list(model.input_channels),
         "output": "logits",
         "dynamic_axes": ["batch", "height", "width"],
         "export_size": [h, w],

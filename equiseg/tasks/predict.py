@@ -15,8 +15,12 @@ Inputs (``inputs`` of :func:`predict` / ``--input`` of ``equiseg predict``):
   command line) naming any non-empty subset of the checkpoint's modalities; the others are absent
   (``None``). Files are decoded as the data set of those modality names does (DeLiVER's 8-bit PNGs,
   MUSES' projected ``.npz``/``.npy``/OpenCV PNGs); other names are read generically (8-bit images as
-  they are, anything else as float). The Python API also takes raw ``3×H×W`` tensors (undecoded
+  they are, anything else as float). The Python API also takes raw ``C×H×W`` tensors (undecoded
   values, uint8 or float, *not* normalised) in place of paths, and a list of such mappings.
+
+Channels: each modality is read with the model's channel count for it (``model.input_channels``, from
+the training config's ``data.channels``): 3-channel modalities as the loaders do (gray repeated, alpha
+dropped), any other count exactly as the file holds it.
 
 Processing: each present modality is normalised with the checkpoint's ``meta.norm_stats`` by the data
 layer's :class:`~equiseg.data.ValTransform` -- with ``short_side`` it is also resized like validation
@@ -61,7 +65,7 @@ from equiseg.data import DELIVER_MODALITIES, MUSES_MODALITIES, FolderDataset, No
 from equiseg.data.constants import default_palette
 from equiseg.data.deliver import deliver_spec
 from equiseg.data.folder import DatasetSpec, ModalitySpec
-from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_chw_tensor, to_three_channels
+from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_channels, to_chw_tensor
 from equiseg.data.muses import muses_spec
 from equiseg.engine.inference import infer_logits
 from equiseg.engine.metrics import class_ids
@@ -96,7 +100,7 @@ class Sample:
 
     Attributes:
         name: output stem, relative to the output folder (``/``-separated, no extension).
-        raw: per model modality, the decoded ``3×H×W`` tensor (uint8 or float32) or ``None`` (absent).
+        raw: per model modality, the decoded ``C×H×W`` tensor (uint8 or float32) or ``None`` (absent).
     """
 
     name: str
@@ -171,15 +175,16 @@ def _modality_specs(modalities: Sequence[str]) -> dict[str, ModalitySpec]:
     return {}
 
 
-def _decode(path: Path, spec: ModalitySpec | None, name: str) -> torch.Tensor:
-    """A modality file -> ``3×H×W`` tensor (uint8 for 8-bit images, float32 otherwise), decoded by
-    ``spec``'s rules (the data set loader's) when given; NaN/Inf values are refused naming the file."""
+def _decode(path: Path, spec: ModalitySpec | None, name: str, channels: int) -> torch.Tensor:
+    """A modality file -> ``C×H×W`` tensor (C = ``channels``; uint8 for 8-bit images, float32
+    otherwise), decoded by ``spec``'s rules (the data set loader's) when given; NaN/Inf values are
+    refused naming the file."""
     array = read_image(path)
     check_finite(array, path, name)
     is_image_file = path.suffix.lower() in IMAGE_EXTENSIONS
     if spec is not None and spec.bgr and is_image_file and array.ndim == 3 and array.shape[2] >= 3:
         array = array[..., [2, 1, 0] + list(range(3, array.shape[2]))]  # written by OpenCV
-    array = to_three_channels(array, str(path))
+    array = to_channels(array, channels, str(path))
     if array.dtype == np.uint8 and (spec is None or spec.kind == "image"):
         return to_chw_tensor(array)
     if spec is not None and spec.kind == "image":
@@ -206,23 +211,29 @@ def _check_names(names: Sequence[str], modalities: Sequence[str]) -> None:
 
 
 def _decode_sample(
-    item: SampleInputs, modalities: Sequence[str], specs: Mapping[str, ModalitySpec], index: int
+    item: SampleInputs,
+    modalities: Sequence[str],
+    specs: Mapping[str, ModalitySpec],
+    index: int,
+    channels: Sequence[int],
 ) -> list[torch.Tensor | None]:
-    """Decode one ``{modality: path or raw tensor}`` sample; absent modalities become ``None``."""
+    """Decode one ``{modality: path or raw tensor}`` sample (modality i with ``channels[i]``
+    channels); absent modalities become ``None``."""
     raw: list[torch.Tensor | None] = [None] * len(modalities)
     for i, m in enumerate(modalities):
         if m not in item:
             continue
         value = item[m]
         if isinstance(value, torch.Tensor):
-            if value.ndim != 3 or value.shape[0] != 3:
-                raise ValueError(f"sample {index}: '{m}' must be a 3×H×W tensor, got {tuple(value.shape)}")
+            c = channels[i]
+            if value.ndim != 3 or value.shape[0] != c:
+                raise ValueError(f"sample {index}: '{m}' must be a {c}×H×W tensor, got {tuple(value.shape)}")
             if value.is_floating_point():  # fp16/bf16 via float32, which numpy always has
                 check_finite(value.detach().cpu().float().numpy(), f"sample {index}", m)
             raw[i] = value.cpu()
             continue
         try:
-            raw[i] = _decode(Path(value), specs.get(m), m)
+            raw[i] = _decode(Path(value), specs.get(m), m, channels[i])
         except FileNotFoundError as e:
             raise FileNotFoundError(f"input '{m}': {e}") from None
         except ValueError as e:
@@ -255,7 +266,7 @@ def _top_folder(spec: ModalitySpec) -> str:
 class _FolderSamples:
     """The samples of a DeLiVER- or MUSES-layout folder, read by the data set's own loader."""
 
-    def __init__(self, root: Path, modalities: Sequence[str], split: str) -> None:
+    def __init__(self, root: Path, modalities: Sequence[str], split: str, channels: Sequence[int]) -> None:
         if not root.is_dir():
             raise FileNotFoundError(f"input folder {root} does not exist")
         spec = self._detect(root)
@@ -275,7 +286,10 @@ class _FolderSamples:
             folders = ", ".join(_top_folder(spec.modalities[m]) for m in absent)
             warnings.warn(f"{root} has no {folders}: predicting with {absent} absent", stacklevel=3)
         self.root, self.spec, self.modalities = root, spec, tuple(modalities)
-        self.dataset = FolderDataset(spec, root=root, split=split, modalities=self.present, labels=False)
+        counts = dict(zip(modalities, channels, strict=True))
+        self.dataset = FolderDataset(
+            spec, root=root, split=split, modalities=self.present, labels=False, channels=counts
+        )
         self._strip = len(Path(_top_folder(spec.modalities[self.present[0]])).parts)
 
     @staticmethod
@@ -305,13 +319,15 @@ class _FolderSamples:
 class _ExplicitSamples:
     """Samples given as ``{modality: file or raw tensor}`` mappings, decoded when reached."""
 
-    def __init__(self, items: Sequence[SampleInputs], modalities: Sequence[str]) -> None:
+    def __init__(
+        self, items: Sequence[SampleInputs], modalities: Sequence[str], channels: Sequence[int]
+    ) -> None:
         if not items:
             raise ValueError("no inputs given")
         for i, item in enumerate(items):
             if not isinstance(item, Mapping) or not item:
                 raise ValueError(
-                    f"sample {i}: expected a non-empty mapping modality -> file (or raw 3×H×W tensor), "
+                    f"sample {i}: expected a non-empty mapping modality -> file (or raw C×H×W tensor), "
                     f"got {item!r}"
                 )
             _check_names(list(item), modalities)
@@ -323,7 +339,7 @@ class _ExplicitSamples:
         dupes = sorted({s for s in stems if s is not None and stems.count(s) > 1})
         if dupes:  # the output files would overwrite each other
             raise ValueError(f"several samples are named after files with the stem(s) {dupes}")
-        self.items, self.modalities = list(items), tuple(modalities)
+        self.items, self.modalities, self.channels = list(items), tuple(modalities), tuple(channels)
         self.specs = _modality_specs(modalities)
 
     @staticmethod
@@ -338,15 +354,17 @@ class _ExplicitSamples:
     def __getitem__(self, index: int) -> Sample:
         item = self.items[index]
         name = self._stem(item, self.modalities) or f"sample_{index:04d}"
-        return Sample(name, _decode_sample(item, self.modalities, self.specs, index))
+        return Sample(name, _decode_sample(item, self.modalities, self.specs, index, self.channels))
 
 
 def _sample_source(
-    inputs: Inputs, modalities: Sequence[str], split: str
+    inputs: Inputs, modalities: Sequence[str], split: str, channels: Sequence[int]
 ) -> _FolderSamples | _ExplicitSamples:
+    """The samples of ``inputs``, each modality read with its ``channels`` (the model's)."""
     if isinstance(inputs, (str, os.PathLike)):
-        return _FolderSamples(Path(inputs), modalities, split)
-    return _ExplicitSamples([inputs] if isinstance(inputs, Mapping) else list(inputs), modalities)
+        return _FolderSamples(Path(inputs), modalities, split, channels)
+    items = [inputs] if isinstance(inputs, Mapping) else list(inputs)
+    return _ExplicitSamples(items, modalities, channels)
 
 
 def parse_input_args(items: Sequence[str]) -> Path | dict[str, Path]:
@@ -460,7 +478,7 @@ def iter_predict(
     dev = next(model.parameters()).device
     precision = resolve_precision(precision, dev, key="precision")
     net = with_precision(model, precision, dev)  # bf16: autocast forward, fp32 logits
-    samples = _sample_source(inputs, model.modalities, split)
+    samples = _sample_source(inputs, model.modalities, split, model.input_channels)
     for i in tqdm(
         range(len(samples)), desc="predict", unit="sample", disable=not progress, dynamic_ncols=True
     ):
@@ -486,7 +504,7 @@ def predict(
     Args:
         model_or_checkpoint: a training checkpoint path, or an :class:`~equiseg.models.EQUISeg` with a
             ``meta`` attribute (or pass ``meta``).
-        inputs: a DeLiVER/MUSES-layout folder; or one sample as ``{modality: file or raw 3×H×W
+        inputs: a DeLiVER/MUSES-layout folder; or one sample as ``{modality: file or raw C×H×W
             tensor}`` naming any non-empty subset of the model's modalities (the rest are absent);
             or a list of such mappings.
         split: the split read from a data set folder.

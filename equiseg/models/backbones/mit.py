@@ -8,17 +8,25 @@ no renaming; :mod:`equiseg.models.weights` converts the Hugging Face layout.
 EQUISeg runs the stages piecewise (:meth:`embed`, :meth:`run_blocks`, :meth:`stage_norm`) so it can
 insert the cross-modal block between a stage's blocks and its norm; :meth:`forward_features` is the
 plain SegFormer encoder.
+
+Input channels: ``in_chans`` is what ``patch_embed1`` takes (3 unless the encoder belongs to one
+modality with another count); ``stems`` gives modalities of other channel counts their own stage-1
+patch embedding inside a shared encoder (``stems.<modality>``, :mod:`.stem`), which
+:meth:`embed_inputs` applies. Without them the module and its state dict are the original MiT's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from equiseg.layers import DropPath, MixFFN, OverlapPatchEmbed, SRAttention, init_weights
+from equiseg.utils import DEFAULT_CHANNELS
+
+from .stem import stem_weight_from_rgb
 
 # The six MiT sizes (SPEC §1.1); heads 1, 2, 5, 8 and sr ratios 8, 4, 2, 1 for all.
 MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -79,12 +87,18 @@ class Block(nn.Module):
 
 
 class MixVisionTransformer(nn.Module):
-    """MiT encoder. ``out_channels`` lists the channels of the four stage outputs (strides 4, 8, 16, 32)."""
+    """MiT encoder. ``out_channels`` lists the channels of the four stage outputs (strides 4, 8, 16, 32).
+
+    ``in_chans``: the channels ``patch_embed1`` takes. ``stems``: ``{modality: channels}`` of the
+    modalities that get their own stage-1 patch embedding in this (shared) encoder, see
+    :meth:`embed_inputs`; empty for the original MiT.
+    """
 
     def __init__(
         self,
         *,
-        in_chans: int = 3,
+        in_chans: int = DEFAULT_CHANNELS,
+        stems: Mapping[str, int] | None = None,
         embed_dims: Sequence[int] = (32, 64, 160, 256),
         depths: Sequence[int] = (2, 2, 2, 2),
         num_heads: Sequence[int] = (1, 2, 5, 8),
@@ -123,7 +137,52 @@ class MixVisionTransformer(nn.Module):
             self.add_module(f"block{s + 1}", nn.ModuleList(blocks))
             self.add_module(f"norm{s + 1}", nn.LayerNorm(embed_dims[s], eps=ln_eps))
             start += depths[s]
+        self.in_chans = in_chans
+        if stems:  # registered last: the modules above are built (and seeded) as without stems
+            self.stems = nn.ModuleDict(
+                {m: OverlapPatchEmbed(c, embed_dims[0], 7, 4) for m, c in stems.items()}
+            )
         self.apply(init_weights)
+
+    # --- input channels -------------------------------------------------------------------------------
+    def embed_inputs(self, xs: Sequence[torch.Tensor], names: Sequence[str]) -> tuple[torch.Tensor, int, int]:
+        """Stage 1's patch embedding of P modalities' maps (``xs[i]``: ``B×C_i×H×W`` of modality
+        ``names[i]``) -> tokens ``(P·B)×(h·w)×C_1`` in that order, h, w.
+
+        Modalities with a stem go through their own; the others through ``patch_embed1``, as one batch
+        (with no stem in play this is ``embed(0, cat(xs))``, the original computation).
+        """
+        stems = getattr(self, "stems", None)
+        own = [i for i, n in enumerate(names) if stems is not None and n in stems]
+        if not own:
+            return self.embed(0, xs[0] if len(xs) == 1 else torch.cat(list(xs)))
+        tokens: list[torch.Tensor | None] = [None] * len(xs)
+        shared = [i for i in range(len(xs)) if i not in own]
+        if shared:
+            t, h, w = self.embed(0, torch.cat([xs[i] for i in shared]))
+            for i, ti in zip(shared, t.chunk(len(shared)), strict=True):
+                tokens[i] = ti
+        for i in own:
+            tokens[i], h, w = stems[names[i]](xs[i])
+        return torch.cat(tokens), h, w  # (P·B)×(h·w)×C_1
+
+    def adapt_rgb_state_dict(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An original-layout 3-channel MiT state dict (``patch_embed1.proj.weight`` ...) made to fit this
+        encoder's inputs: ``patch_embed1``'s convolution weight converted to ``in_chans`` and each stem
+        filled from ``patch_embed1`` (the weight by :func:`.stem.stem_weight_from_rgb`, the bias and
+        LayerNorm copied). Every other key is unchanged; so is ``sd`` when it has no 3-channel
+        ``patch_embed1.proj.weight`` (the shape check then reports it)."""
+        out = dict(sd)
+        weight = sd.get("patch_embed1.proj.weight")
+        if weight is None or weight.ndim != 4 or weight.shape[1] != DEFAULT_CHANNELS:
+            return out
+        out["patch_embed1.proj.weight"] = stem_weight_from_rgb(weight, self.in_chans)
+        for m, stem in getattr(self, "stems", {}).items():
+            out[f"stems.{m}.proj.weight"] = stem_weight_from_rgb(weight, stem.proj.in_channels)
+            for key in ("proj.bias", "norm.weight", "norm.bias"):
+                if f"patch_embed1.{key}" in sd:
+                    out[f"stems.{m}.{key}"] = sd[f"patch_embed1.{key}"]
+        return out
 
     # --- piecewise stage API (used by EQUISeg to insert the CMTB) -------------------------------------
     def embed(self, s: int, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -140,11 +199,20 @@ class MixVisionTransformer(nn.Module):
         return getattr(self, f"norm{s + 1}")(x)
 
     # --- plain SegFormer encoder ---------------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``B×3×H×W`` -> four maps ``B×C_s×ceil(H/r_s)×ceil(W/r_s)``, r_s = 4, 8, 16, 32."""
+    def forward_features(
+        self, x: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str] = ()
+    ) -> list[torch.Tensor]:
+        """``B×C×H×W`` -> four maps ``B×C_s×ceil(H/r_s)×ceil(W/r_s)``, r_s = 4, 8, 16, 32.
+
+        ``x`` may also be the maps of several modalities (``names``, see :meth:`embed_inputs`), which
+        then run as one batch of ``P·B`` from stage 1 on.
+        """
         outs = []
         for s in range(self.num_stages):
-            t, H, W = self.embed(s, x)
+            if s == 0 and not isinstance(x, torch.Tensor):
+                t, H, W = self.embed_inputs(x, names)
+            else:
+                t, H, W = self.embed(s, x)
             t = self.stage_norm(s, self.run_blocks(s, t, H, W))
             x = t.reshape(t.shape[0], H, W, -1).permute(0, 3, 1, 2)  # tokens -> B×C×H×W, channels-last
             outs.append(x)
