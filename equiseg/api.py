@@ -100,5 +100,7 @@ def evaluate(
     result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)
     if out_dir is not None:
-        write_metrics(result, out_dir, title=f"{setup.name} on {setup.cfg.data.dataset} {result['split']}")
+        write_metrics(
+            result, out_dir, title=f"{setup.name} on {setup.cfg.data.dataset}, {result['split']} split"
+        )
     return result

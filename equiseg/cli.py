@@ -7,21 +7,25 @@ equiseg eval CONFIG --checkpoint PATH [--split val|test] [--case CASE] [--out DI
 equiseg demo [--out DIR] [--quick]
 equiseg convert-weights SRC.safetensors DST.pth
 equiseg models
+equiseg doctor [--check [--compile] [--device cuda:N]] [--json]
 equiseg predict --checkpoint PATH --input DIR | MODALITY=FILE ... --out DIR [--overlay] [--raw]
 equiseg export --checkpoint PATH --format onnx|safetensors [--out DIR [--overwrite]] [--opset 17] [--size H W]
-equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val] [--max-samples N]
-equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val]
+equiseg analyze CONFIG --checkpoint PATH [--out DIR] [--split val|test] [--max-samples N]
+equiseg robustness CONFIG --checkpoint PATH [--tests emm,rmm,nm] [--out DIR] [--seed 0] [--split val|test]
 equiseg ablate CONFIG --rows tab2|tab3 [--quick] [--out DIR] [--only ROW,...] [--set a.b=c ...]
 equiseg study CONFIG --rows tab1,tab2,tab3 --seeds 1,2,3 [--init scratch,synth|PATH] [--quick]
 equiseg pretrain --out mit_b0_synth.pth [--variant b0] [--modalities ...] [--quick]
 equiseg compare CONFIG --models equiseg_b0,cmnext_b0,... [--seeds 1,2,3] [--checkpoints NAME=PATH ...] [--quick]
+
+eval, robustness and analyze take ``--split`` (default ``data.val_split``), checked against the data set's
+splits before a checkpoint is read; every table, JSON and report they write names the split scored.
 
 eval, robustness, analyze and predict take ``--precision auto|fp32|bf16`` (the network's forward; for the
 first three it overrides ``eval.precision``) and say which precision ran.
 
 Exit codes: 0 done, 2 a user error (one line on stderr naming the file or key; ``--debug`` shows the
 traceback), 1 a failed run (non-finite loss) or a data set ``data verify`` found problems in, 130
-interrupted (Ctrl-C; ``train`` saved ``last.pt``).
+interrupted (Ctrl-C; ``train`` saved ``last.pt``). ``doctor --check`` returns 1 when a check failed.
 """
 
 from __future__ import annotations
@@ -69,6 +73,28 @@ def _add_precision(parser: argparse.ArgumentParser, default: str | None = None) 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """``--set`` items, then ``eval.precision`` from ``--precision`` (so the flag wins)."""
     return [*args.set, *([f"eval.precision={args.precision}"] if args.precision else [])]
+
+
+def _add_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="the split to score: train, val or test of DeLiVER/MUSES, or a split a folder data set has on "
+        "disk (default: the config's data.val_split); every table, JSON and report names it",
+    )
+
+
+def _scored_split(args: argparse.Namespace) -> str:
+    """The split ``eval`` / ``robustness`` / ``analyze`` score: ``--split``, else the config's
+    ``data.val_split``. Checked against the data set's splits before a checkpoint is read, so a misspelt
+    or absent split is one line naming the flag (or the key) it came from."""
+    from equiseg.config import load_experiment
+    from equiseg.data.splits import check_split
+
+    data = load_experiment(args.config, _overrides(args)).data
+    if args.split is not None:
+        return check_split(data, args.split, "--split")
+    return check_split(data, data.val_split, "data.val_split")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -132,20 +158,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from equiseg.api import evaluate
 
+    split = _scored_split(args)
     out = args.out or str(
-        Path(args.checkpoint).parent / f"eval_{args.split or 'val'}{'_' + args.case if args.case else ''}"
+        Path(args.checkpoint).parent / f"eval_{split}{'_' + args.case if args.case else ''}"
     )
     r = evaluate(
         args.config,
         args.checkpoint,
         _overrides(args),
-        split=args.split,
+        split=split,
         case=args.case,
         out_dir=out,
         progress=not args.quiet,
         max_samples=args.max_samples,
     )
-    print(f"mIoU {r['mIoU']:.2f}  aAcc {r['aAcc']:.2f}  mAcc {r['mAcc']:.2f}  ({r['convention']} convention)")
+    print(
+        f"{r['split']} split, {r['num_samples']} samples: mIoU {r['mIoU']:.2f}  aAcc {r['aAcc']:.2f}  "
+        f"mAcc {r['mAcc']:.2f}  ({r['convention']} convention)"
+    )
     for c, m in r.get("per_case", {}).items():
         print(f"  {c:14s} mIoU {m['mIoU']:.2f}")
     print(r["precision_note"])
@@ -187,6 +217,29 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"decoder_dim {c.decoder_dim}"
         )
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from equiseg.tasks import doctor
+
+    if args.compile and not args.check:
+        raise ValueError("--compile: only with --check (it adds the CPU torch.compile row)")
+    if args.device is not None:
+        doctor.check_cuda_device(args.device, "--device")
+    report, results = doctor.environment_report(), []
+    kwargs = {"compile_cpu": args.compile, "cuda_device": args.device or "cuda"}
+    if args.json:
+        if args.check:
+            results = doctor.run_checks(**kwargs)
+            report["checks"] = [r.to_dict() for r in results]
+        print(json.dumps(report, indent=2))
+    else:
+        print(doctor.format_report(report))
+        if args.check:
+            print(f"\nchecks on {doctor.CHECK_DESCRIPTION}:", flush=True)
+            results = doctor.run_checks(**kwargs, report=lambda r: print(doctor.format_check(r), flush=True))
+            print(doctor.format_checks(results).splitlines()[-1])
+    return EXIT_RUN_FAILED if any(r.status == "FAIL" for r in results) else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -262,21 +315,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from equiseg.tasks.analysis import analyze, display_name
 
-    split = args.split or "val"
+    split = _scored_split(args)
     out = args.out or str(Path(args.checkpoint).parent / f"analysis_{split}")
     r = analyze(
         args.config,
         args.checkpoint,
         _overrides(args),
-        split=args.split,
+        split=split,
         out_dir=out,
         max_samples=args.max_samples,
         progress=not args.quiet,
     )
     last = r["similarity"]["last_stage"]
     print(
-        f"cosine similarity with the fused feature, last stage, {r['num_samples']} samples: "
-        + ", ".join(f"{display_name(m)} {v:.2f}" for m, v in last.items())
+        f"cosine similarity with the fused feature, last stage, {r['num_samples']} samples of the "
+        f"{r['split']} split: " + ", ".join(f"{display_name(m)} {v:.2f}" for m, v in last.items())
     )
     print(
         f"definition: {r['headline']['definition']} ({r['definition']}); every other definition, the "
@@ -293,7 +346,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from equiseg.utils import check_names
 
     tests = check_names(_csv(args.tests), TESTS, what="robustness test", where="--tests")
-    split = args.split or "val"
+    split = _scored_split(args)
     out = args.out or str(Path(args.checkpoint).parent / f"robustness_{split}")
     r = run_robustness(
         args.config,
@@ -302,7 +355,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         tests=tests,
         out_dir=out,
         seed=args.seed,
-        split=args.split,
+        split=split,
         max_samples=args.max_samples,
         model_aware_missing=args.model_aware_missing,
         variant_batch_size=args.variant_batch_size,
@@ -314,7 +367,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     shown = {k: s[k] for k in keys if k in s}
     print(
         ", ".join(f"{k} {'–' if v is None else f'{v:.2f}'}" for k, v in shown.items())
-        + f"  ({r['convention']} convention, {r['num_samples']} samples)"
+        + f"  ({r['convention']} convention, {r['num_samples']} samples of the {r['split']} split)"
     )
     print(r["precision_note"])
     print(f"written: {out}/robustness.json, {out}/robustness.md, {out}/report.md, {out}/report.html")
@@ -553,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint (overall, per class, per case)")
     e.add_argument("config")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--split", default=None)
+    _add_split(e)
     e.add_argument("--case", default=None)
     e.add_argument("--out", default=None)
     e.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
@@ -574,11 +627,34 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered model variants")
     m.set_defaults(func=cmd_models)
 
+    dr = sub.add_parser(
+        "doctor",
+        help="versions, GPUs, CPU flags, bf16, threads, allocator, packages: what a bug report needs",
+    )
+    dr.add_argument(
+        "--check",
+        action="store_true",
+        help="also run every accelerator path on a tiny model (fp32, fp16 + GradScaler, bf16, channels-last, "
+        "the attention backend, torch.compile, a one-process gloo/NCCL group, peak memory), each PASS / "
+        "FAIL / SKIPPED with the reason; about a minute on a GPU; exit 1 if one fails",
+    )
+    dr.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --check: also compile a training step on the CPU (builds C++ kernels: minutes on a few "
+        "cores, so skipped by default; on a GPU it always runs)",
+    )
+    dr.add_argument(
+        "--device", default=None, metavar="cuda:N", help="the GPU --check runs on (default: the current one)"
+    )
+    dr.add_argument("--json", action="store_true", help="print the report (and the checks) as JSON")
+    dr.set_defaults(func=cmd_doctor)
+
     an = sub.add_parser("analyze", help="modality contributions: cosine similarity with the fused feature")
     an.add_argument("config")
     an.add_argument("--checkpoint", required=True)
     an.add_argument("--out", default=None, help="default: CHECKPOINT_DIR/analysis_SPLIT")
-    an.add_argument("--split", default=None, help="default: the config's data.val_split")
+    _add_split(an)
     an.add_argument("--max-samples", type=_positive_int, default=None)
     an.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     _add_precision(an)
@@ -590,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--tests", default="emm,rmm,nm", help="comma-separated subset of emm,rmm,nm")
     rb.add_argument("--out", default=None, help="default: CHECKPOINT_DIR/robustness_SPLIT")
     rb.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
-    rb.add_argument("--split", default=None, help="default: the config's data.val_split")
+    _add_split(rb)
     rb.add_argument(
         "--max-samples", type=_positive_int, default=None, help="first N samples only (not the protocol)"
     )

@@ -420,7 +420,9 @@ def test_robustness_report_on_a_full_disk(tmp_path, capsys, disk_full, monkeypat
 
     monkeypatch.setattr(equiseg.tasks.robustness_run, "run_robustness", fake_run)
     out = tmp_path / "rob"
-    assert main(["--quiet", "robustness", "cfg.yaml", "--checkpoint", "x.pt", "--out", str(out)]) == 2
+    cfg = tmp_path / "cfg.yaml"  # the CLI reads the config's data section (the split) before the run
+    cfg.write_text(f"data: {{root: {tmp_path / 'no_data'}}}\n")
+    assert main(["--quiet", "robustness", str(cfg), "--checkpoint", "x.pt", "--out", str(out)]) == 2
     err = _one_line_error(capsys, "robustness")
     assert f"cannot write {out / 'robustness.json'}: No space left on device" in err, err
     assert not (out / "robustness.json").exists()

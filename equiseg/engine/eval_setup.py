@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Subset
 
 from equiseg.config import ExperimentConfig, load_experiment, to_dict
+from equiseg.data.splits import check_split
 from equiseg.models import EQUISeg, build_model, load_reference_checkpoint
 from equiseg.models.reference import is_reference_state_dict
 from equiseg.utils import DEFAULT_CHANNELS
@@ -159,7 +160,8 @@ def load_eval_setup(
 
     Raises:
         ValueError: the config asks for another network than the checkpoint's (see
-            :func:`match_checkpoint`), or the class counts differ.
+            :func:`match_checkpoint`), the class counts differ, or ``split`` (else ``data.val_split``)
+            is not a split of the data set (:func:`~equiseg.data.splits.check_split`).
         FileNotFoundError: The checkpoint or the data set is missing.
         CheckpointError: The checkpoint is corrupt or unsafe.
     """
@@ -168,9 +170,13 @@ def load_eval_setup(
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     cfg = load_experiment(config, overrides)
+    # checked before the checkpoint is read: a misspelt or absent split stops here, naming its source
+    if split:
+        split = check_split(cfg.data, split, "split")
+    else:
+        split = check_split(cfg.data, cfg.data.val_split, "data.val_split")
     device = resolve_device(cfg.train.device)
     ckpt = load_checkpoint(checkpoint)
-    split = split or cfg.data.val_split
     if "model" in ckpt and "model_config" in ckpt:  # written by equiseg
         model = model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
         cfg = match_checkpoint(cfg, ckpt, model, str(checkpoint))

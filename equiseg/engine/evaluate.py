@@ -136,11 +136,13 @@ def evaluate(
 
 
 def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
-    """Markdown tables: overall metrics, per case, per class."""
+    """Markdown tables: overall metrics, per case, per class; the split scored (``result["split"]``,
+    which the callers add: :func:`evaluate` only sees a data set) in the text and the table."""
     conv = result.get("convention", "reference")
     lines = [f"## {title}", ""]
+    split = f"the {result['split']} split" if result.get("split") else "the split"
     lines.append(
-        f"Metrics in %, one confusion matrix over the split; convention: **{conv}** "
+        f"Metrics in %, one confusion matrix over {split}; convention: **{conv}** "
         + (
             "(classes with no union count as 0, as published numbers)"
             if conv == "reference"
@@ -152,9 +154,10 @@ def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
         lines[-1] += f" Inference: {describe_inference(result['inference'])}."
     if result.get("precision_note"):
         lines[-1] += f" Network forward: {result['precision_note']}."
-    lines += ["", "| mIoU | aAcc | mAcc | samples |", "|---|---|---|---|"]
+    lines += ["", "| split | mIoU | aAcc | mAcc | samples |", "|---|---|---|---|---|"]
     lines.append(
-        f"| {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | {result.get('num_samples', '')} |"
+        f"| {result.get('split', '–')} | {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | "
+        f"{result.get('num_samples', '')} |"
     )
     other = result.get("other_convention")
     if other:

@@ -545,6 +545,7 @@ def train(
                 metrics = evaluate(model, val_set, cfg.eval, device=device, progress=False)
             except (OSError, ValueError) as e:
                 stop_on_data_error(e, iteration, val_pending=True)
+            metrics["split"] = dcfg.val_split  # metrics.json / .md say which split was scored
             net.train()
             last_metrics = metrics
             if main:

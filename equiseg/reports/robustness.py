@@ -70,7 +70,8 @@ def _model_label(result: Mapping[str, Any], model_name: str | None) -> str:
 
 
 def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str:
-    """Markdown report of one benchmark result: Tab. 1 row, per-combination and per-level tables."""
+    """Markdown report of one benchmark result: Tab. 1 row, per-combination and per-level tables; the
+    split scored (``result["split"]``, where recorded) is named in the opening paragraph."""
     summary = result["summary"]
     names = result["modalities"]
     ev = result.get("event_index")
@@ -79,11 +80,12 @@ def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str
         "reference": "classes with no union count as IoU 0 over all classes, as in the published numbers",
         "present": "classes with no union are left out of the mean (mmseg); not comparable with papers",
     }.get(conv, conv)
+    split = f" of the {result['split']} split" if result.get("split") else ""
     out = [
         "# Robustness benchmark",
         "",
-        f"Protocol of Liao et al. (CVPR-W 2025) as pinned by SPEC §5, on {result['num_samples']} samples, "
-        f"seed {result['seed']}. Modalities: {', '.join(names)}"
+        f"Protocol of Liao et al. (CVPR-W 2025) as pinned by SPEC §5, on {result['num_samples']} samples"
+        f"{split}, seed {result['seed']}. Modalities: {', '.join(names)}"
         + (f" ({names[ev]} gets salt-and-pepper noise only)." if ev is not None else "."),
         f"mIoU in %, convention **{conv}** ({conv_text}).",
         f"Inference: {describe_inference(result.get('inference'))} (every variant; the clean pass is what "

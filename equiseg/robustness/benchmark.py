@@ -153,6 +153,7 @@ def run_benchmark(
     model_name: str | None = None,
     reuse_identical: bool = True,
     eval_cfg: Any = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Run the robustness benchmark (EMM, RMM, NM; SPEC §5) on a split in one pass.
 
@@ -206,6 +207,8 @@ def run_benchmark(
             eval`` predicts under it (whole image or sliding windows, its scales and flip; see
             :class:`~equiseg.engine.inference.EvalInference`), so the clean pass is ``eval``'s number.
             None: one call of ``model`` per batch of variants, at the input size.
+        split: The name of the split ``dataset`` holds, recorded as ``split`` in the result and named by
+            its tables (the data set itself does not say); None: not recorded.
 
     Returns:
         A dict (also the content of ``robustness.json``) with the metadata ``convention``, ``seed``,
@@ -314,6 +317,8 @@ def run_benchmark(
         model_name=model_name,
         inference=inference_record(eval_cfg),
     )
+    if split is not None:
+        result["split"] = split
     if out_dir is not None:
         from equiseg.reports.robustness import write_report  # the writers live with the reports
 

@@ -348,10 +348,12 @@ def _score_row(
         out_dir=work / "robustness",
         model_name=label,
         eval_cfg=cfg.eval,
+        split=cfg.data.val_split,
     )
     ana = modality_contributions(
         model, val_eval, device=device, progress=progress, modality_names=list(mods), precision=precision
     )
+    ana["split"] = cfg.data.val_split
     write_analysis(ana, work / "analysis", title=f"Modality contributions: {label}")
     return {
         "mIoU": rob["summary"]["clean"],

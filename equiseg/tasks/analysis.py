@@ -471,6 +471,12 @@ def cross_ratio_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _of_split(result: Mapping[str, Any]) -> str:
+    """``" of the val split"`` where the result records its split (:func:`analyze` and the study
+    runners add it; :func:`modality_contributions` only sees a data set), else nothing."""
+    return f" of the {result['split']} split" if result.get("split") else ""
+
+
 def analysis_markdown(result: Mapping[str, Any], title: str = "Modality-contribution analysis") -> str:
     """The analysis as Markdown: the headline table and its per-pixel variant, then every definition's
     last-stage similarity side by side, the feature norms and ``|f_c| / |f'|`` per stage."""
@@ -479,7 +485,7 @@ def analysis_markdown(result: Mapping[str, Any], title: str = "Modality-contribu
         f"# {title}",
         "",
         f"Cosine similarity between each modality's feature and the fused feature, in % "
-        f"({result['num_samples']} samples). Definition: {result['definition']}. "
+        f"({result['num_samples']} samples{_of_split(result)}). Definition: {result['definition']}. "
         "The paper's Tab. 3 uses the last stage; higher = the modality contributes more to the fused "
         "feature. Features of one forward per sample: "
         f"{describe_inference(result.get('inference'))}."
@@ -549,7 +555,7 @@ def analysis_chart(result: Mapping[str, Any], path: str | Path) -> Path:
         path,
         labels={m: display_name(m) for m in mods},
         title=f"Cosine similarity of each modality's feature with the fused feature ({result['num_samples']} "
-        "samples)",
+        f"samples{_of_split(result)})",
     )
 
 
@@ -589,7 +595,8 @@ def analysis_section(result: Mapping[str, Any], out_dir: str | Path, *, heading:
             f"{heading} Modality contributions (paper Tab. 3)",
             "",
             f"Cosine similarity between each modality's feature and the fused (modality-mean) feature, in %, "
-            f"over {result['num_samples']} val samples ({result['definition']}). The paper's Tab. 3 reports "
+            f"over {result['num_samples']} samples{_of_split(result)} ({result['definition']}). The paper's "
+            "Tab. 3 reports "
             "the last stage; the SGM is meant to raise the weak modalities. Here the lowest is "
             f"{display_name(weakest)} ({_fmt(last[weakest])} %). Definition `"
             f"{result.get('headline', {}).get('definition', HEADLINE)}`: each modality's stage output "
@@ -652,5 +659,7 @@ def analyze(
     result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)
     if out_dir is not None:
-        write_analysis(result, out_dir, title=f"Modality contributions: {setup.name} on {setup.split}")
+        write_analysis(
+            result, out_dir, title=f"Modality contributions: {setup.name} on the {setup.split} split"
+        )
     return result

@@ -168,12 +168,14 @@ def score_model(
         out_dir=out_dir / "robustness",
         model_name=name,
         eval_cfg=cfg.eval,
+        split=cfg.data.val_split,
     )
     similarity = None
     if getattr(model, "has_modality_features", False):
         ana = modality_contributions(
             model, val, device=device, progress=progress, modality_names=mods, precision=precision
         )
+        ana["split"] = cfg.data.val_split
         write_analysis(ana, out_dir / "analysis", title=f"Modality contributions: {name}")
         similarity = ana["similarity"]["last_stage"]
     inputs, _ = val[0]

@@ -114,7 +114,8 @@ def run_demo(
     model = load_model(result.work_dir / "best.pt")
     val = build_val_dataset(cfg.data)
     metrics = evaluate(model, val, cfg.eval, progress=progress)
-    write_metrics(metrics, out / "eval", title="EQUISeg-B0 on synthetic DeLiVER val")
+    metrics["split"] = cfg.data.val_split
+    write_metrics(metrics, out / "eval", title="EQUISeg-B0 on synthetic DeLiVER, val split")
     times["eval"] = time.perf_counter() - t0
 
     # robustness benchmark (SPEC §5; RMM at the headline rate r = 0.5 only) and modality contributions
@@ -141,10 +142,12 @@ def run_demo(
         model_name="EQUISeg-B0",
         progress=progress,
         eval_cfg=cfg.eval,  # predicted as the evaluation above predicts
+        split=cfg.data.val_split,
     )
     times["robustness"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ana = modality_contributions(model, val, progress=progress, precision=precision)
+    ana["split"] = cfg.data.val_split
     write_analysis(ana, out / "analysis")
     times["analysis"] = time.perf_counter() - t0
 

@@ -99,12 +99,12 @@ def run_robustness(
         variant_batch_size=variant_batch_size,
         model_name=setup.name,
         eval_cfg=setup.cfg.eval,
+        split=setup.split,
     )
-    result["split"] = setup.split
     result["checkpoint"] = str(checkpoint)
     result["precision"] = precision
     result["precision_note"] = describe_precision(precision, setup.cfg.eval.precision, setup.device)
     if out_dir is not None:
-        title = f"Robustness of {setup.name} on {setup.cfg.data.dataset} {setup.split}"
+        title = f"Robustness of {setup.name} on {setup.cfg.data.dataset}, {setup.split} split"
         result["report"] = str(write_robustness_report(result, out_dir, title=title, model_name=setup.name))
     return result
