@@ -56,7 +56,8 @@ class Cell:
     flops: int | None = None  # forward FLOPs to rate the times against (None: this cell's own count)
     matmul_size: int = 2048
     matmul_repeats: int = 5
-    # EQUISEG_CPU_ALLOCATOR of the child process (None: inherit; see equiseg.engine.allocator)
+    # the CPU allocator mode the cell runs under (None: $EQUISEG_CPU_ALLOCATOR, default retain, as the
+    # `equiseg` command applies it; see equiseg.engine.allocator)
     allocator: str | None = None
     extra: dict = field(default_factory=dict)  # free-form, copied into the result
 
@@ -207,8 +208,8 @@ def run_cell(cell: Cell) -> dict:
     from equiseg.engine.allocator import configure_cpu_allocator, cpu_allocator
     from equiseg.engine.profile import count_params, forward_flops
 
-    if cell.allocator is not None:
-        configure_cpu_allocator(cell.allocator)
+    # first, as the `equiseg` command does: importing equiseg applies nothing
+    configure_cpu_allocator(cell.allocator)
     if cell.threads:
         torch.set_num_threads(cell.threads)
     device = torch.device(cell.device)
@@ -268,7 +269,7 @@ def run_fresh(cell: Cell, timeout: float | None = None) -> dict:
     if cell.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cell.threads)
     if cell.allocator is not None:
-        env["EQUISEG_CPU_ALLOCATOR"] = cell.allocator  # in force from the child's `import equiseg` on
+        env["EQUISEG_CPU_ALLOCATOR"] = cell.allocator  # the child's environment says what run_cell applies
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), cell.to_json()],
         capture_output=True,

@@ -25,11 +25,12 @@ and used for both implementations of a model, so that the two rates compare (the
 which can differ by the work it does that ours does not, is kept as ``gflops_own`` in the JSON). A
 training step is counted as 3× the forward. CMX fuses exactly two modalities: it runs on the first two.
 
-Allocator: ``import equiseg`` keeps freed CPU memory in the process (``equiseg.engine.allocator``,
-``EQUISEG_CPU_ALLOCATOR``); that is how our code runs (``--ours-allocators``, default ``retain``). The public
-code, run by itself, gets glibc's default (``system``); as it is built inside this harness, which imports
-equiseg, each public cell runs once per ``--public-allocators`` (default ``system,retain``): as the public
-code runs on its own, and under the same allocator as ours. Every target is reported against both.
+Allocator: the ``equiseg`` command keeps freed CPU memory in the process (``equiseg.configure_cpu_allocator``,
+``EQUISEG_CPU_ALLOCATOR``, default ``retain``); that is how our code runs, and each of our cells applies it
+explicitly (``--ours-allocators``, default ``retain``). The public code, run by itself, gets glibc's
+default (``system``); each public cell runs once per ``--public-allocators`` (default ``system,retain``):
+as the public code runs on its own, and under the same allocator as ours. Every target is reported
+against both.
 
 The "targets" section checks issue 11's goals, which are defined for EQUISeg-B0 on rgb, depth, event and
 lidar at 512², batch 2, fp32; in a run with another setting they are printed as indicative only.

@@ -14,6 +14,9 @@ SPEC §2 training transforms (crop 1024), through a ``DataLoader`` with 0, 1 and
 ``bench_synth``: synthetic scene generation speed (samples per minute at 256 and 512 px) with
 :func:`equiseg.data.synth.generate`, when that module is importable.
 
+Everything runs under the CPU allocator setting the ``equiseg`` command applies
+(:func:`equiseg.configure_cpu_allocator`: ``EQUISEG_CPU_ALLOCATOR``, default ``retain``).
+
 Usage::
 
     python benchmarks/data_speed.py                      # all three parts, defaults below
@@ -46,6 +49,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import equiseg.data.folder
+from equiseg import configure_cpu_allocator
 from equiseg.data import DeLiVER, build_train_transform
 
 HERE = Path(__file__).resolve().parent
@@ -265,12 +269,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--synth-samples", type=int, default=20)
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
+    allocator = configure_cpu_allocator()  # as `equiseg train` loads data; importing equiseg applies nothing
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     print(
         f"torch {torch.__version__}, OpenCV {cv2.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}, "
         f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch / "
-        f"{cv2.getNumThreads()} OpenCV threads; CPU: {cpu_model()}"
+        f"{cv2.getNumThreads()} OpenCV threads; CPU allocator {allocator}; CPU: {cpu_model()}"
     )
     results: dict[str, float] = {}
     if "compare" in args.parts:

@@ -20,6 +20,10 @@ loop over the encoder (``share_encoder=False`` with identical weights in every b
 batched time, for forward and for forward + backward. A public row is rated against our
 implementation's FLOP count for the same model, so that the two rates compare.
 
+Our rows run under the CPU allocator setting the ``equiseg`` command applies
+(:func:`equiseg.configure_cpu_allocator`: ``EQUISEG_CPU_ALLOCATOR``, default ``retain``), applied at the
+start of the run; a public row in its fresh process gets the same.
+
 Peak memory is the process's peak resident set (CPU; reset before each measurement through
 ``/proc/self/clear_refs``) or ``torch.cuda.max_memory_allocated`` (CUDA).
 """
@@ -151,13 +155,14 @@ def main(argv=None) -> None:
         "--stitchfusion-root", default=None, help="checkout of LiBingyu01/StitchFusion: time it too"
     )
     args = p.parse_args(argv)
+    allocator = equiseg.configure_cpu_allocator()  # as `equiseg train` runs; importing applies nothing
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mm = matmul_gflops(device)
     print(
         f"# EQUISeg model speed — {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"batch {args.batch}, {args.size}×{args.size}, fp32"
+        f"batch {args.batch}, {args.size}×{args.size}, fp32, CPU allocator {allocator}"
     )
     print(f"# fp32 matmul (2048²): {mm:.0f} GFLOP/s\n")
     hdr = (

@@ -12,7 +12,9 @@ The val split is loaded once and kept in memory, so the timings are the network 
 metric updates (what precision changes), not PNG decoding. Each precision is evaluated ``--reps``
 times, alternating fp32 / bf16 so that drift in machine load hits both; the fastest run of each counts.
 Both evaluations go through :func:`equiseg.engine.evaluate.evaluate` with ``eval.precision`` set
-explicitly; the table also says what ``auto`` picks on this machine, and why.
+explicitly; the table also says what ``auto`` picks on this machine, and why. Both run under the CPU
+allocator setting the ``equiseg`` command applies (:func:`equiseg.configure_cpu_allocator`:
+``EQUISEG_CPU_ALLOCATOR``, default ``retain``).
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
+    equiseg.configure_cpu_allocator()  # as `equiseg eval` runs; importing equiseg applies nothing
     if args.threads:
         torch.set_num_threads(args.threads)
 

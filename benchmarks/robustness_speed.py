@@ -13,6 +13,10 @@ difference of every summary and per-variant number.
     python benchmarks/robustness_speed.py --checkpoint demo_out/run/best.pt --data-root demo_out/data \\
         --variant-batch-sizes 1 8 --repeats 2 --out robustness_speed.json
 
+Both loops run under the CPU allocator setting the ``equiseg`` command applies
+(:func:`equiseg.configure_cpu_allocator`: ``EQUISEG_CPU_ALLOCATOR``, default ``retain``), applied at the
+start of the run.
+
 Without ``--checkpoint`` a tiny EQUISeg is trained for a few iterations on freshly generated synthetic
 scenes (a smoke run of the script, not a measurement).
 """
@@ -442,6 +446,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     args = p.parse_args(argv)
+    from equiseg.engine.allocator import configure_cpu_allocator
+
+    configure_cpu_allocator()  # as `equiseg robustness` runs; importing equiseg applies nothing
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

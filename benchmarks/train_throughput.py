@@ -5,7 +5,9 @@ time the step waits for data, for the demo setting and for EQUISeg-B0/B2 at 512�
     python benchmarks/train_throughput.py --settings demo --iters 20 --workers 0,1
 
 Data are synthetic DeLiVER-layout scenes generated once into a temporary folder at each setting's size
-and read back through the real loader and training transform, exactly as ``equiseg train`` does.
+and read back through the real loader and training transform, exactly as ``equiseg train`` does, under
+the CPU allocator setting that command applies (:func:`equiseg.configure_cpu_allocator`:
+``EQUISEG_CPU_ALLOCATOR``, default ``retain``; forked workers switch to ``system``).
 """
 
 from __future__ import annotations
@@ -95,9 +97,13 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args(argv)
+    allocator = equiseg.configure_cpu_allocator()  # as `equiseg train` runs; importing applies nothing
     from equiseg.data.synth import generate
 
-    print(f"# training-loop throughput — cpu, {torch.get_num_threads()} threads, fp32, RGB-D-E-L, SGM on\n")
+    print(
+        f"# training-loop throughput — cpu, {torch.get_num_threads()} threads, fp32, RGB-D-E-L, SGM on, "
+        f"CPU allocator {allocator}\n"
+    )
     print("| setting | model | crop | batch | workers | img/s | s/step | waiting for data |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,13 +1,10 @@
 """EQUISeg: robust multimodal semantic segmentation with balanced modality contributions."""
 
+# importing equiseg changes no process-wide setting: the `equiseg` command applies the CPU allocator
+# setting when it starts, and a script that wants the same calls configure_cpu_allocator() itself
+from equiseg.config import ExperimentConfig, ModelConfig, load_experiment
 from equiseg.engine.allocator import configure_cpu_allocator
-
-# freed CPU tensor memory stays in the process (glibc; EQUISEG_CPU_ALLOCATOR=system opts out): the
-# page faults of re-mapping large activations were close to half of a 512² training step on CPU
-configure_cpu_allocator()
-
-from equiseg.config import ExperimentConfig, ModelConfig, load_experiment  # noqa: E402
-from equiseg.models import EQUISeg, create_model, list_models, load_mit_weights  # noqa: E402
+from equiseg.models import EQUISeg, create_model, list_models, load_mit_weights
 
 
 def __getattr__(name: str):
@@ -33,6 +30,7 @@ __all__ = [
     "EQUISeg",
     "ExperimentConfig",
     "ModelConfig",
+    "configure_cpu_allocator",
     "create_model",
     "evaluate",
     "from_pretrained",

@@ -863,8 +863,15 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. User errors print one line on stderr and return 2 (``--debug``: the traceback);
-    Ctrl-C returns 130; a failed run (non-finite loss) returns 1, also with one line."""
+    Ctrl-C returns 130; a failed run (non-finite loss) returns 1, also with one line.
+
+    A command run keeps freed CPU tensor memory in the process (``$EQUISEG_CPU_ALLOCATOR``, default
+    ``retain``; ``system`` opts out): applied here, at the start, since importing the library must not
+    retune its host (:func:`equiseg.configure_cpu_allocator`)."""
     args = build_parser().parse_args(argv)
+    from equiseg.engine.allocator import configure_cpu_allocator
+
+    configure_cpu_allocator()
     if getattr(args, "data_command", None):  # messages name the whole command: "equiseg data verify"
         args.command = f"{args.command} {args.data_command}"
     from equiseg.engine.checkpoint import CheckpointError
