@@ -74,13 +74,13 @@ def _precision_form(value: Any) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-# Inputs smaller than 32 px vanish in the last encoder stage (its stride is 32; SPEC §1.1).
+# Inputs smaller than 32 px vanish in the last encoder stage (its stride is 32; docs/design.md §1.2).
 MIN_SIZE = 32
 
 
 @dataclasses.dataclass
 class DataConfig:
-    """Which data set, where, which modalities, and the crop/resize of SPEC §2.
+    """Which data set, where, which modalities, and the crop/resize of the recipe (docs/design.md §3).
 
     Constrained fields (see :func:`_field`) are checked by :func:`from_dict` and on construction.
     """
@@ -144,7 +144,7 @@ class ModalityDropoutConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation recipe (SPEC §2): AdamW, linear warm-up then poly decay per iteration.
+    """Optimisation recipe (docs/design.md §3.1): AdamW, linear warm-up then poly decay per iteration.
 
     Sentinels keep their meaning and are the only values allowed below the normal range:
     ``max_iters: 0`` (use ``epochs``), ``warmup_iters: -1`` (use ``warmup_epochs``), ``val_interval: 0``
@@ -161,8 +161,8 @@ class TrainConfig:
     warmup_ratio: float = _field(0.1, ge=0, le=1)  # warm-up starts at lr * warmup_ratio
     power: float = _field(0.9, gt=0)  # poly decay exponent
     grad_clip: float = _field(0.0, ge=0, note="0: no clipping")  # max gradient norm; 0 disables clipping
-    # mixed precision of the training forward: fp16 or bf16 on CUDA; bf16 on the CPU (fast with bf16
-    # units, SPEC §7; emulated and slow without, with a warning); fp16 on the CPU is ignored (a warning)
+    # mixed precision of the training forward: fp16 or bf16 on CUDA; bf16 on the CPU (fast with bf16 units,
+    # docs/design.md §10; emulated and slow without, with a warning); fp16 on the CPU is ignored (a warning)
     amp: typing.Literal["none", "fp16", "bf16"] = "none"
     seed: int = _field(3407, ge=0, lt=2**32)  # numpy's limit
     log_interval: int = _field(10, ge=1)  # iterations

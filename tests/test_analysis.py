@@ -1,4 +1,4 @@
-"""Modality-contribution analysis (paper Tab. 3, SPEC §1.6, §9): hand-computed cosines, every named
+"""Modality-contribution analysis (paper Tab. 3, docs/design.md §7): hand-computed cosines, every named
 definition (post-LN / pre-LN / pre-CMTB × fused mean / leave-one-out × per sample / per pixel) on
 hand-built features with known answers, feature norms and |f_c|/|f'| as constructed, EQUISeg's
 intermediates checked against its own layers, the peers' post-LN-only rows, the output layout, the
@@ -280,7 +280,7 @@ def test_every_definition_on_constructed_features() -> None:
     r = modality_contributions(IntermediateStub(), data, progress=False)
     assert r["intermediates"] is True and r["num_samples"] == 2 and r["modalities"] == ["a", "b", "c"]
     assert r["headline"]["definition"] == HEADLINE == "post_ln/mean/sample"
-    assert r["headline"]["pixel_definition"] == "post_ln/mean/pixel" and "SPEC §9" in r["headline"]["why"]
+    assert r["headline"]["pixel_definition"] == "post_ln/mean/pixel" and "docs/design.md §7" in r["headline"]["why"]
     assert r["similarity"] == r["definitions"]["post_ln/mean/sample"]
     assert r["pixel_similarity"] == r["definitions"]["post_ln/mean/pixel"]
     assert list(r["features"]) == ["post_ln", "pre_ln", "pre_cmtb"] and set(r["fused"]) == {"mean", "others"}

@@ -1,4 +1,5 @@
-"""Data: DeLiVER and MUSES loaders, a YAML-described folder data set, joint transforms (SPEC §2, §3).
+"""Data: DeLiVER and MUSES loaders, a YAML-described folder data set, joint transforms
+(docs/design.md §3, §4).
 
 The synthetic scene generator lives in :mod:`equiseg.data.synth` and is imported on first use
 (``equiseg.data.synth``), not with this package.

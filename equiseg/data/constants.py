@@ -1,6 +1,6 @@
 """Class names, palettes, cases and normalisation statistics of the supported data sets.
 
-Facts from SPEC §2 (normalisation), §3.1 (DeLiVER) and §3.2 (MUSES / Cityscapes). Normalisation
+Facts from docs/design.md §3.3 (normalisation), §4.1 (DeLiVER) and §4.2 (MUSES / Cityscapes). Normalisation
 statistics are :class:`NormStats`: a raw value ``v`` of channel ``c`` becomes
 ``(v / scale - mean[c]) / std[c]``, so ``mean``/``std`` live in the ``v / scale`` space (0..1 for
 8-bit images with ``scale=255``; physical units for MUSES' projected measurements with ``scale=1``).
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 255
-"""Label value excluded from the loss and the metrics (SPEC §2, §4)."""
+"""Label value excluded from the loss and the metrics (docs/design.md §3.2, §5)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +137,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _RGB_STATS = NormStats(IMAGENET_MEAN, IMAGENET_STD, 255.0)
 _UNIT_STATS = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 255.0)
 
-# --- DeLiVER (SPEC §3.1) -----------------------------------------------------------------------
+# --- DeLiVER (docs/design.md §4.1) -------------------------------------------------------------
 DELIVER_CLASSES: tuple[str, ...] = (
     "Building", "Fence", "Other", "Pedestrian", "Pole", "RoadLine", "Road", "SideWalk", "Vegetation",
     "Cars", "Wall", "TrafficSign", "Sky", "Ground", "Bridge", "RailTrack", "GroundRail", "TrafficLight",
@@ -159,7 +159,7 @@ DELIVER_FAILURES: tuple[str, ...] = (
     "eventlowres",
 )
 DELIVER_CASES: tuple[str, ...] = DELIVER_CONDITIONS + DELIVER_FAILURES
-# RGB: /255 then ImageNet mean/std; depth (HHA), event, LiDAR: /255 only (SPEC §2).
+# RGB: /255 then ImageNet mean/std; depth (HHA), event, LiDAR: /255 only (docs/design.md §3.3).
 DELIVER_NORM_STATS: dict[str, NormStats] = {
     "rgb": _RGB_STATS,
     "depth": _UNIT_STATS,
@@ -167,7 +167,7 @@ DELIVER_NORM_STATS: dict[str, NormStats] = {
     "lidar": _UNIT_STATS,
 }
 
-# --- MUSES / Cityscapes (SPEC §3.2) ------------------------------------------------------------
+# --- MUSES / Cityscapes (docs/design.md §4.2) --------------------------------------------------
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",

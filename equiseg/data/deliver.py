@@ -1,4 +1,5 @@
-"""The DeLiVER data set (SPEC §3.1): RGB, depth (HHA), event and LiDAR images of CARLA scenes, 25 classes.
+"""The DeLiVER data set (docs/design.md §4.1): RGB, depth (HHA), event and LiDAR images of CARLA scenes,
+25 classes.
 
 Layout ``ROOT/{img,hha,depth,event,lidar,semantic}/<condition>/<split>/<sequence>/<frame>_<modal><view>.png``
 (e.g. ``img/cloud/val/MAP_10_point98/045050_rgb_front.png``). Samples are the files of
@@ -73,7 +74,7 @@ def deliver_spec(depth_folder: str = "hha") -> DatasetSpec:
 
 
 class DeLiVER(FolderDataset):
-    """DeLiVER (SPEC §3.1).
+    """DeLiVER (docs/design.md §4.1).
 
     Args:
         root: the folder holding ``img/``, ``hha/``, ``event/``, ``lidar/``, ``semantic/``.
@@ -89,7 +90,8 @@ class DeLiVER(FolderDataset):
     ``dataset[i]`` with ``transform=None`` returns ``(inputs, label)``: ``inputs`` a list of uint8
     ``3×H×W`` tensors in the order of ``modalities``, ``label`` an int64 ``H×W`` tensor (0..24, 255).
     :attr:`norm_stats` holds, per modality, :class:`~equiseg.data.NormStats` applied as
-    ``(x / 255 - mean) / std``: ImageNet mean/std for RGB, mean 0 / std 1 for the others (SPEC §2).
+    ``(x / 255 - mean) / std``: ImageNet mean/std for RGB, mean 0 / std 1 for the others
+    (docs/design.md §3.3).
 
     Raises:
         FileNotFoundError: empty split or case, missing files.

@@ -1,6 +1,6 @@
 """A multimodal segmentation data set described by a YAML file or dict: :class:`FolderDataset`.
 
-The engine behind :class:`~equiseg.data.DeLiVER` and :class:`~equiseg.data.MUSES` (SPEC §3) and the
+The engine behind :class:`~equiseg.data.DeLiVER` and :class:`~equiseg.data.MUSES` (docs/design.md §4) and the
 way to add a new data set without Python. A spec names, per modality, a path *pattern* whose
 ``{fields}`` identify a sample; the samples are the files matching the ``samples`` pattern (by
 default the first modality's), and every other path is that pattern with the same fields filled in.
@@ -18,7 +18,7 @@ Example (YAML)::
       rgb:
         path: "rgb/{split}/{time}/{key}.png"
         type: image                    # image: 8-bit file -> uint8 3xHxW ; array: float32 3xHxW
-        rgb: true                      # receives the photometric augmentation (SPEC §2)
+        rgb: true                      # receives the photometric augmentation (docs/design.md §3.3)
         norm: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], scale: 255}
       depth:
         path: ["depth/{split}/{time}/{key}.npz", "depth/{split}/{time}/{key}.png"]  # first found

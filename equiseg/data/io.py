@@ -1,6 +1,6 @@
 """Reading and writing the files of the supported data sets: PNG (8/16-bit), JPEG, ``.npz``, ``.npy``.
 
-SPEC §3.1 (DeLiVER: 8-bit PNGs, RGBA and 1-channel images) and §3.2 (MUSES: the SDK's projected
+docs/design.md §4.1 (DeLiVER: 8-bit PNGs, RGBA and 1-channel images) and §4.2 (MUSES: the SDK's projected
 lidar/radar/event images as ``.npz``/``.npy`` float arrays or as PNGs written by OpenCV, i.e. with the
 colour channels stored in B, G, R order and lidar/radar as uint16).
 
@@ -119,8 +119,9 @@ class _BufferPool:
     """Recycles the memory of large arrays handed out by :func:`empty_array` once nothing uses them.
 
     Why: memory fresh from the kernel is zero-filled page by page when first written, and a DeLiVER
-    sample at 1024² allocates ~80 MB of outputs (decoded planes, 12 float32 planes, the label): on the
-    machine of issue 11 that zero-filling took about a fifth of the training transform's time. Like
+    sample at 1024² allocates ~80 MB of outputs (decoded planes, 12 float32 planes, the label), and on
+    one 2-core machine that zero-filling was a large share of the training transform's time
+    (docs/results/benchmarks/code_notes.md). Like
     torch's caching allocator on the GPU, a block whose last user is gone is kept here and handed out
     again for the next request of the same number of bytes. Small requests bypass the pool. Kept: at
     most ``per_key`` blocks per size and ``max_bytes`` in all, the least recently returned sizes
@@ -409,7 +410,7 @@ def write_png16(path: PathLike, array: np.ndarray, bgr: bool = True, compress_le
         path: output file (parent folders are created).
         array: H×W or H×W×C uint16 array, C in 1, 3, 4.
         bgr: the array's channels are in OpenCV order, i.e. channel 0 is stored as the file's
-            *blue* channel (the MUSES SDK's encoding, SPEC §3.2). ``False`` stores them as given.
+            *blue* channel (the MUSES SDK's encoding, docs/design.md §4.2). ``False`` stores them as given.
         compress_level: zlib level 0..9.
     """
     a = np.asarray(array)
@@ -633,7 +634,8 @@ def read_image(path: PathLike, *, as_label: bool = False) -> np.ndarray:
 
 
 def to_three_channels(array: np.ndarray, where: str) -> np.ndarray:
-    """H×W×3 view of an image array: gray repeated, gray+alpha → gray repeated, RGBA → RGB (SPEC §1).
+    """H×W×3 view of an image array: gray repeated, gray+alpha → gray repeated, RGBA → RGB
+    (docs/design.md §4.1).
 
     Args:
         array: H×W, H×W×1, H×W×2, H×W×3 or H×W×4.

@@ -1,4 +1,5 @@
-"""The MUSES data set (SPEC §3.2): camera, lidar, radar and event camera in adverse conditions, 19 classes.
+"""The MUSES data set (docs/design.md §4.2): camera, lidar, radar and event camera in adverse conditions,
+19 classes.
 
 Read from the raw tree and the MUSES SDK's projections (``scripts/project_sensors_to_rgb.py``)::
 
@@ -11,7 +12,7 @@ files are decoded by extension: ``.npz`` (``np.savez_compressed``: a float H×W�
 ``arr_0``), ``.npy``, or ``.png`` written by OpenCV (channels stored B, G, R, so they are reversed after
 reading; lidar and radar PNGs are uint16 holding ``(v + 100)·150`` and are decoded as
 ``png / 150 - 100``; event PNGs hold the values unscaled). Images keep their size (no square resize)
-and label 255 stays ignore (the reference loaders' 255 → road mapping is a bug, SPEC §3.2).
+and label 255 stays ignore (the reference loaders' 255 → road mapping is a bug, docs/design.md §4.2).
 
 ``dataset[i]`` with ``transform=None`` returns ``(inputs, label)``: ``frame_camera`` as a uint8
 ``3×H×W`` tensor, ``lidar`` / ``radar`` / ``event_camera`` as float32 ``3×H×W`` tensors in physical
@@ -80,7 +81,7 @@ def muses_spec() -> DatasetSpec:
 
 
 class MUSES(FolderDataset):
-    """MUSES (SPEC §3.2); see the module docstring for the files and what ``dataset[i]`` returns.
+    """MUSES (docs/design.md §4.2); see the module docstring for the files and what ``dataset[i]`` returns.
 
     Args:
         root: the MUSES folder (holding ``frame_camera/``, ``gt_semantic/``, ``projected_to_rgb/``).

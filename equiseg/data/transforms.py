@@ -1,4 +1,4 @@
-"""Joint training and validation transforms for multimodal segmentation (SPEC §2).
+"""Joint training and validation transforms for multimodal segmentation (docs/design.md §3.3, §3.4).
 
 A transform is a callable ``(inputs, label) -> (inputs, label)``: ``inputs`` is a list of ``C×H×W``
 tensors (uint8 or float, one per modality, all the same size; ``C`` is the modality's channel count,
@@ -22,7 +22,7 @@ Training (:class:`TrainTransform`, the reference recipe's order):
    (centre-aligned: source pixel ``⌊(i + ½)·in/out⌋``, the geometry of the bilinear grid);
 3. per-modality normalisation ``(x / scale - mean) / std`` (:class:`~equiseg.data.NormStats`).
 
-How (issue 11): resampling is OpenCV's ``cv2.resize`` (``INTER_LINEAR``, the same source grid as
+How: resampling is OpenCV's ``cv2.resize`` (``INTER_LINEAR``, the same source grid as
 ``F.interpolate``), one channel plane at a time on the ``C×H×W`` inputs as they come from the data
 sets. 8-bit inputs stay 8-bit through the resize — OpenCV's fixed-point bilinear, rounded: within one
 grey level of the exact value (at most 0.82 in the tests), several times faster than resampling in
@@ -398,7 +398,7 @@ class _WorkerSeededGenerator:
 
 
 class TrainTransform:
-    """SPEC §2 training augmentation; see the module docstring for every step.
+    """The recipe's training augmentation (docs/design.md §3.3); see the module docstring for every step.
 
     Args:
         crop_size: (h, w) output size, or an int for a square.
@@ -506,7 +506,8 @@ class TrainTransform:
 
 
 class ValTransform:
-    """SPEC §2 validation transform: short side to ``short_side``, sides aligned to ``align``, normalise.
+    """The validation transform (docs/design.md §3.4): short side to ``short_side``, sides aligned to
+    ``align``, normalise.
 
     Args:
         modalities: modality names, in the order of the inputs.
@@ -569,7 +570,7 @@ def build_train_transform(
     seed: int | None = None,
     **kwargs: Any,
 ) -> TrainTransform:
-    """The SPEC §2 training transform; ``kwargs`` go to :class:`TrainTransform`.
+    """The recipe's training transform (docs/design.md §3.3); ``kwargs`` go to :class:`TrainTransform`.
 
     Typical use: ``build_train_transform(1024, ds.modalities, ds.norm_stats, ds.rgb_modalities)``.
     """
@@ -585,5 +586,5 @@ def build_val_transform(
     align: int | None = 32,
     **kwargs: Any,
 ) -> ValTransform:
-    """The SPEC §2 validation transform; ``kwargs`` go to :class:`ValTransform`."""
+    """The validation transform (docs/design.md §3.4); ``kwargs`` go to :class:`ValTransform`."""
     return ValTransform(modalities, norm_stats, short_side=short_side, align=align, **kwargs)

@@ -56,7 +56,7 @@ def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None 
 
 
 def build_val_dataset(cfg: DataConfig, split: str | None = None, case: str | None = None) -> FolderDataset:
-    """Validation data with the SPEC §2 val transform (short side resize, align, normalise)."""
+    """Validation data with the val transform of docs/design.md §3.4 (short side resize, align, normalise)."""
     ds = build_dataset(cfg, split or cfg.val_split, case=case)
     ds.transform = build_val_transform(
         ds.modalities, ds.norm_stats, short_side=cfg.val_short_side, align=cfg.val_align
@@ -132,8 +132,9 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
     which depends on ``(seed, epoch, index)`` only).
 
     One DataLoader over this batch sampler serves the whole run, so its worker processes start once
-    instead of once per epoch (measured: ~2.3 s per epoch start on 2 CPU cores, a third of a short
-    demo row's training time), and the batches are exactly those of one loader per epoch.
+    instead of once per epoch (restarting them each epoch cost a large share of a short demo row's
+    training time: docs/results/benchmarks/code_notes.md), and the batches are exactly those of one
+    loader per epoch.
     """
 
     def __init__(self, order: ResumableSampler, batch_size: int, start: int = 0, accumulate: int = 1) -> None:

@@ -1,4 +1,4 @@
-"""Safe, atomic checkpoints and capture/restore of every random-number generator (issue 4, exact resume).
+"""Safe, atomic checkpoints and capture/restore of every random-number generator, for an exact resume.
 
 Writing: :func:`save_checkpoint` writes to a temporary file in the destination folder, flushes and
 ``fsync``\\ s it, then ``os.replace``\\ s it over the destination (an atomic rename on POSIX and Windows)
@@ -218,7 +218,7 @@ def load_checkpoint(
             e.g. original SegFormer ``mit_b*.pth`` weights).
         map_location: Passed to ``torch.load``.
         required_keys: Top-level keys the dict must contain (e.g. ``("model", "optimizer")``).
-        verify: Check the zip archive's CRC-32s first (reads the file once more; ~0.3 s per GB).
+        verify: Check the zip archive's CRC-32s first (reads the file once more).
 
     Returns:
         The checkpoint dict.

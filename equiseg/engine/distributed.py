@@ -1,4 +1,4 @@
-"""Thin helpers over ``torch.distributed`` for DDP training launched with ``torchrun`` (SPEC §7).
+"""Thin helpers over ``torch.distributed`` for DDP training launched with ``torchrun`` (docs/design.md §3.5).
 
 ``torchrun --standalone --nproc_per_node=K -m equiseg train ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and joins the

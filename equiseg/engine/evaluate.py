@@ -1,8 +1,8 @@
-"""Evaluation: mIoU / aAcc / mAcc / per-class IoU over a split and per case (SPEC §4), whole-image or
-sliding-window inference with optional multi-scale + flip, under DDP with the confusion matrices
+"""Evaluation: mIoU / aAcc / mAcc / per-class IoU over a split and per case (docs/design.md §5), whole-image
+or sliding-window inference with optional multi-scale + flip, under DDP with the confusion matrices
 all-reduced. Writes ``metrics.json`` and a Markdown table.
 
-Both metric conventions of SPEC §4 are always computed: the headline (``mIoU`` ...) uses
+Both metric conventions (docs/design.md §5) are always computed: the headline (``mIoU`` ...) uses
 ``eval.convention`` (default ``reference``: classes with no union count as 0, as CMNeXt and the
 robustness benchmark publish), and ``other_convention`` holds the other one.
 

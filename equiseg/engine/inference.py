@@ -1,4 +1,4 @@
-"""Inference for evaluation (issue 4 item 6, SPEC §2 validation): whole-image and sliding-window
+"""Inference for evaluation (the validation protocol of docs/design.md §3.4): whole-image and sliding-window
 forward passes, multi-scale and horizontal-flip test-time augmentation.
 
 Every evaluation path (``equiseg eval``, validation during training, the robustness benchmark) goes

@@ -1,4 +1,4 @@
-"""Semantic-segmentation metrics from one confusion matrix over a whole split (SPEC §4).
+"""Semantic-segmentation metrics from one confusion matrix over a whole split (docs/design.md §5).
 
 The matrix sums intersections and unions over every pixel of the split (not per-image means). Two
 conventions exist for classes that never occur in the ground truth or the predictions ("no union"):
@@ -28,8 +28,8 @@ def class_ids(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """The predicted class of every pixel: the index of the largest logit along ``dim``.
 
     The same indices as ``logits.argmax(dim)`` (the first maximum on ties, NaN wins), from
-    ``logits.max(dim)``, whose CPU kernel is 5-7× faster than argmax's over a non-innermost dimension:
-    97 vs 15.5 ms for 2×25×512×512 logits, 12 vs 1.9 ms for the benchmark's 4×25×128×128 batches.
+    ``logits.max(dim)``, whose CPU kernel is several times faster than argmax's over a non-innermost
+    dimension (measured: README, Performance, and docs/results/benchmarks/code_notes.md).
     """
     return logits.max(dim).indices
 

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the training recipe (SPEC §2).
+"""Optimiser and learning-rate schedule of the training recipe (docs/design.md §3.1).
 
 AdamW (lr 6e-5, betas (0.9, 0.999), weight decay 0.01) with no decay on norms, biases and other 1-D
 parameters; linear warm-up from ``warmup_ratio · lr`` then polynomial decay with power 0.9, stepped

@@ -1,14 +1,14 @@
-"""Inference precision (issue 11 item 3): run the network under bf16 autocast where that is faster,
-fp32 otherwise, decided at run time (SPEC §7: machines differ, never hard-code either).
+"""Inference precision: run the network under bf16 autocast where that is faster,
+fp32 otherwise, decided at run time (machines differ: never hard-code either; docs/design.md §10).
 
 ``eval.precision`` (``--precision`` on ``eval``, ``robustness``, ``analyze``, ``predict``) takes
 
 - ``auto`` (default): bf16 when the hardware runs it fast, else fp32. On the CPU that needs bf16 units --
   :func:`cpu_bf16_support` looks for ``avx512_bf16`` / ``amx_bf16`` (x86) or ``bf16`` (aarch64) in
   ``/proc/cpuinfo`` -- *and* a short probe (:func:`bf16_probe`: a 1024² matmul, fp32 against bf16
-  autocast, best of a few runs, about 50-100 ms) measuring bf16 at least :data:`MIN_SPEEDUP` times faster.
-  Without such units bf16 is emulated, about 100× slower than fp32 (SPEC §7 measured 1 GFLOP/s), so
-  the probe is not even run there. On CUDA: bf16 when ``torch.cuda.is_bf16_supported()``. Elsewhere
+  autocast, best of a few runs, a fraction of a second) measuring bf16 at least :data:`MIN_SPEEDUP` times
+  faster. Without such units bf16 is emulated, far slower than fp32 (docs/design.md §10), so the probe
+  is not even run there. On CUDA: bf16 when ``torch.cuda.is_bf16_supported()``. Elsewhere
   (MPS): fp32.
 - ``fp32`` / ``bf16``: as asked (bf16 on a CPU without bf16 units works, only slowly).
 
@@ -17,9 +17,9 @@ machine -- for test suites and CI whose expected numbers must not depend on the 
 Explicit ``fp32`` / ``bf16`` settings are not affected.
 
 The matmul probe answers "are the bf16 units there and usable" (a CPU may list ``amx_bf16`` while the
-OS does not enable AMX for the process; a 256² matmul first keeps that case to about 0.1 s). It does not
-say whether *this model at this size* gains: on small inputs the gain is far below the matmul's (one AMX
-Xeon: matmul 3.3×, the demo's EQUISeg-B0 forward at 128² 0.99× -- no faster at all). So where the
+OS does not enable AMX for the process; a 256² matmul first keeps that case cheap). It does not say
+whether *this model at this size* gains: on small inputs the gain can be far below the matmul's, or
+nothing at all (the demo's EQUISeg-B0 at 128² on an AMX Xeon: README, Performance, bf16). So where the
 caller has the model and a sample (``evaluate``, ``robustness``, ``analyze``, and the robustness runs of
 ``demo``, ``compare``, ``ablate``), ``auto`` also times one forward of the model on that sample in both
 precisions (:func:`workload_probe`: one warm-up each, best of :data:`WORKLOAD_REPS`) and keeps bf16 only

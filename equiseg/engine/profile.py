@@ -3,7 +3,7 @@ one forward pass, wall time and throughput.
 
 FLOPs come from ``torch.utils.flop_counter`` plus the CPU flash-attention kernel, which torch 2.13's
 registry does not know (so attention would count as free on CPU). A training step is usually quoted as
-3× the forward, since the same counter mis-counts grouped-convolution backward (SPEC §7).
+3× the forward, since the same counter mis-counts grouped-convolution backward (docs/design.md §10).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Seeding for reproducible runs (SPEC §2: seed 3407)."""
+"""Seeding for reproducible runs (the recipe's seed is 3407, docs/design.md §3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training loop (SPEC §2): AdamW + warm-up/poly schedule, CE or OHEM CE + λ·SGM, periodic
+"""The training loop (docs/design.md §3): AdamW + warm-up/poly schedule, CE or OHEM CE + λ·SGM, periodic
 validation, atomic ``last``/``best`` checkpoints, bit-exact resume, a divergence guard, and DDP.
 
 What a failure keeps: a checkpoint is never written from a state holding NaN/Inf (model, buffers or
@@ -153,7 +153,7 @@ def _autocast(device: torch.device, amp: str):
 
     Only the forward runs under it: the CE/OHEM losses cast the logits to fp32 and the SGM loss
     disables autocast (fp32 prototypes), so ``out.loss`` is fp32; bf16 needs no grad scaler (fp32's
-    exponent range). Whether CPU bf16 is fast depends on the machine (SPEC §7; see
+    exponent range). Whether CPU bf16 is fast depends on the machine (docs/design.md §10; see
     :mod:`equiseg.engine.precision`): it is honoured either way, with a warning when it is emulated.
     """
     if not _amp_applies(device, amp):

@@ -34,9 +34,9 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     standard (NCHW) layout.
 
     The heads produce channels-last logits (their convolutions run that way); resized as they are, the
-    full-size logits stay channels-last, and the cross-entropy's log-softmax over K is then about 2×
-    slower on CPU (2×25×512² logits: 56 vs 27 ms forward + backward). Making the small logits
-    contiguous first costs ~1 ms: resize + loss went from 88 to 64 ms per 512² batch of 2.
+    full-size logits stay channels-last, and the cross-entropy's log-softmax over K is then about twice
+    as slow on CPU. Making the small logits contiguous first costs next to nothing and makes resize +
+    loss clearly faster (measured: README, Performance, and docs/results/benchmarks/code_notes.md).
     """
     return F.interpolate(logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=False)
 

@@ -1,4 +1,4 @@
-"""CMNeXt (Zhang et al., CVPR 2023, "Delivering Arbitrary-Modal Semantic Segmentation"), SPEC §8.
+"""CMNeXt (Zhang et al., CVPR 2023, "Delivering Arbitrary-Modal Semantic Segmentation"), docs/design.md §8.3.
 
 Public code: jamycheung/DELIVER (``semseg/models/backbones/cmnext.py``, ``modules/ffm.py``,
 ``modules/mspa.py``, ``heads/segformer.py``). Two branches:
@@ -22,18 +22,18 @@ Public code: jamycheung/DELIVER (``semseg/models/backbones/cmnext.py``, ``module
 Choices the release makes and we keep, in both modes:
 
 * The auxiliary streams that go on are the hub's *scored* ones, ``x_m·(1+s_m)`` (the release's hub
-  overwrites its input list in place), plus the rectified auxiliary feature. SPEC names only the
-  reshape below as a defect.
+  overwrites its input list in place), plus the rectified auxiliary feature. Only the reshape below
+  is treated as a defect (docs/design.md §8.7).
 * LayerNorm eps: DELIVER builds its MiT with torch's default ``nn.LayerNorm`` (eps 1e-5 in every
   norm, unlike SegFormer's 1e-6), so the variants fix ``ln_eps=1e-5``; the auxiliary channel
   LayerNorms use 1e-6 as there.
 
-``reference_compat=True`` reproduces the released auxiliary-stream defect (SPEC §7): the stream update
-``x_.reshape(B, H, W, -1).permute(0, 3, 1, 2) + x_f`` is applied to maps that are already ``B×C×H×W``,
-which re-reads each ``C×H×W`` block as ``H×W×C`` and scrambles channels and positions. It happens only
-with >= 2 auxiliaries (with one the stream is replaced by the rectified feature), which is why the
-default (corrected) model equals the compat one with one auxiliary. The released weights were trained
-with it and score as published only with it.
+``reference_compat=True`` reproduces the released auxiliary-stream defect (docs/design.md §8.7): the stream
+update ``x_.reshape(B, H, W, -1).permute(0, 3, 1, 2) + x_f`` is applied to maps that are already ``B×C×H×W``,
+which re-reads each ``C×H×W`` block as ``H×W×C`` and scrambles channels and positions. It happens only with >=
+2 auxiliaries (with one the stream is replaced by the rectified feature), which is why the default (corrected)
+model equals the compat one with one auxiliary. The released weights were trained with it and score as
+published only with it.
 
 Differences from the release that are fixes, not behaviour: every branch starts from the same
 ImageNet file (:meth:`CMNeXt.init_from_mit` also fills the auxiliary patch embeddings, which the
@@ -43,10 +43,10 @@ comments out B0, B1, B3).
 
 Absent modalities (``None``): absent auxiliaries are left out -- the patch embedding, the hub's max and
 the streams cover the present ones only (the hub over one present auxiliary of several is still its
-``x·(1+s)``). The architecture has no path without its RGB branch or without any auxiliary feature
-(FRM and FFM need both maps at every stage), so an absent RGB input, and all auxiliaries when none is
-present, are replaced by zeros -- exactly what the robustness protocol (SPEC §5) feeds for a missing
-modality, so both conventions give the same logits there.
+``x·(1+s)``). The architecture has no path without its RGB branch or without any auxiliary feature (FRM and
+FFM need both maps at every stage), so an absent RGB input, and all auxiliaries when none is present, are
+replaced by zeros -- exactly what the robustness protocol (docs/design.md §6) feeds for a missing modality, so
+both conventions give the same logits there.
 
 ``encode`` (the modality-contribution analysis): per stage, for each present modality in model order,
 the feature that modality's branch carries on after the stage -- the rectified RGB map for the
@@ -267,7 +267,7 @@ class CMNeXt(SegModel):
         if not self.cfg.reference_compat:
             return z
         P, B, C, h, w = z.shape
-        # the release: x_.reshape(B, H, W, -1).permute(0, 3, 1, 2) on a B×C×H×W map (SPEC §7)
+        # the release: x_.reshape(B, H, W, -1).permute(0, 3, 1, 2) on a B×C×H×W map (docs/design.md §8.7)
         return z.reshape(P, B, h, w, C).permute(0, 1, 4, 2, 3)
 
     def _run(

@@ -1,5 +1,5 @@
 """CMX (Zhang et al., T-ITS 2023, "CMX: Cross-Modal Fusion for RGB-X Semantic Segmentation with
-Transformers"), SPEC §8.
+Transformers"), docs/design.md §8.4.
 
 Public code: huaaaliu/RGBX_Semantic_Segmentation (``models/builder.py``, ``models/encoders/
 dual_segformer.py``, ``models/net_utils.py``, ``models/decoders/MLPDecoder.py``). Exactly two
@@ -24,8 +24,8 @@ modalities, RGB (``modalities[0]``) and X (``modalities[1]``):
 LayerNorm eps are the SegFormer release's (1e-6 in blocks and stage norms, 1e-5 in the patch
 embeddings and spatial reductions), which RGBX keeps, so ``ln_eps`` stays at its default.
 
-``reference_compat``: SPEC names no CMX defect that would change outputs, so the logits are the same in
-both modes. The one thing it changes is training-only: RGBX's stage 2 gives all RGB blocks the
+``reference_compat``: the release has no known defect that would change outputs, so the logits are the
+same in both modes. The one thing it changes is training-only: RGBX's stage 2 gives all RGB blocks the
 stochastic-depth rate ``dpr[cur]`` and all X blocks ``dpr[cur + 1]`` instead of the linear schedule
 ``dpr[cur + j]`` of every other stage; compat reproduces those rates.
 
@@ -34,8 +34,9 @@ Other differences from the release, not reproduced: RGBX's builder builds a B0 e
 layers keep torch's default init (ours: SegFormer's init everywhere).
 
 Absent modalities (``None``): CMX has no path without either branch (FRM and FFM need both maps at
-every stage), so an absent modality is replaced by zeros -- what the robustness protocol (SPEC §5) feeds
-for a missing modality (for normalised RGB the mean colour); both conventions give the same logits.
+every stage), so an absent modality is replaced by zeros -- what the robustness protocol
+(docs/design.md §6) feeds for a missing modality (for normalised RGB the mean colour); both
+conventions give the same logits.
 ``encode`` returns, per stage, the rectified map each present branch carries on (``P×B×C×h×w``).
 """
 

@@ -1,4 +1,4 @@
-"""The model config: everything that defines a network (SPEC §1; the peers' own fields, SPEC §8).
+"""The model config: everything that defines a network (docs/design.md §1; the peers' own fields, §8).
 
 It lives with the models (every architecture is built from it) and is imported by the experiment
 config (:mod:`equiseg.config`), never the other way round. The typed-config machinery (YAML
@@ -20,13 +20,13 @@ __all__ = ["ModelConfig"]
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Everything that defines an EQUISeg network (SPEC §1). Variants fill the MiT fields.
+    """Everything that defines an EQUISeg network (docs/design.md §1). Variants fill the MiT fields.
 
     The CMTB and SGM switches are the ablations of the paper's Tab. 2 and Tab. 3.
     """
 
     # --- which network: the architecture class (registry.register_architecture) and, for the peers,
-    # whether to reproduce the released code's behaviour exactly, defects included (SPEC §7/§8)
+    # whether to reproduce the released code's behaviour exactly, defects included (docs/design.md §8.7)
     arch: str = "equiseg"
     reference_compat: bool = False
 
@@ -39,7 +39,7 @@ class ModelConfig:
     # of every released checkpoint, with the same state dict keys.
     channels: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    # --- MiT encoder (SPEC §1.1); defaults are B0
+    # --- MiT encoder (docs/design.md §1.2); defaults are B0
     embed_dims: tuple[int, ...] = (32, 64, 160, 256)
     depths: tuple[int, ...] = (2, 2, 2, 2)
     num_heads: tuple[int, ...] = (1, 2, 5, 8)
@@ -54,21 +54,21 @@ class ModelConfig:
     ln_eps: float = 1e-6
     share_encoder: bool = True
 
-    # --- Cross-modal Transformer Block (SPEC §1.3, paper Tab. 2)
+    # --- Cross-modal Transformer Block (docs/design.md §1.5, paper Tab. 2)
     hub: typing.Literal["selfquery", "mean"] = "selfquery"
     cross_attention: bool = True
     residual: bool = True
     ppx_layer_scale: float = 1e-2
     # PPX blocks per stage and their MLP ratios: the paper does not say; one block per stage and
-    # CMNeXt's ratios (8, 8, 4, 4) by default (SPEC §1.3). CMNeXt itself stacks depths[s] blocks.
+    # CMNeXt's ratios (8, 8, 4, 4) by default (docs/design.md §1.5). CMNeXt itself stacks depths[s] blocks.
     ppx_depths: tuple[int, ...] = (1, 1, 1, 1)
     ppx_mlp_ratios: tuple[float, ...] = (8.0, 8.0, 4.0, 4.0)
 
-    # --- head (SPEC §1.4)
+    # --- head (docs/design.md §1.6)
     decoder_dim: int = 256
     head_dropout: float = 0.1
 
-    # --- losses (SPEC §1.5, §2, paper Tab. 3)
+    # --- losses (docs/design.md §2, §3.2, paper Tab. 3)
     loss: typing.Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = 0.7  # keep pixels whose probability of the true class is below this
     sgm: bool = True
@@ -76,7 +76,7 @@ class ModelConfig:
     pairing: typing.Literal["random", "cosine"] = "random"
     lambda_sgm: float = 60.0
     # Which stage feature f_n^i the SGM prototypes are taken from (the paper admits three readings):
-    # "post_ln", the stage output after its LayerNorm (SPEC §1.5's reading and the default: the feature
+    # "post_ln", the stage output after its LayerNorm (the default, docs/design.md §2.3: the feature
     # the next stage and the head see); "pre_ln", the CMTB output f' + f_c before it; "pre_cmtb", f'
     # before the CMTB (then L_s does not reach the CMTB). docs/reproduction.md reports each.
     sgm_features: typing.Literal["post_ln", "pre_ln", "pre_cmtb"] = "post_ln"
@@ -87,7 +87,8 @@ class ModelConfig:
     # at the same λ. docs/reproduction.md compares them.
     sgm_convention: typing.Literal["spec", "reference"] = "spec"
 
-    # --- peers (SPEC §8): each architecture's own fields, one block per architecture, below this line
+    # --- peers (docs/design.md §8): each architecture's own fields, one block per architecture, below
+    # this line
 
     # --- StitchFusion (arch "stitchfusion"; LiBingyu01/StitchFusion; equiseg/models/stitchfusion.py)
     # which adapter carries modality i into j: one per unordered pair ("every_one", the release's
@@ -105,7 +106,7 @@ class ModelConfig:
     # modalities the selection keeps per sample: the k most robust + the k most fragile (papers: Top-1
     # and Last-1, k = 1); all present ones when 2k >= their number
     magic_num_selected: int = _field(1, ge=1)
-    # "stage": each stage ranks its modalities by its own similarity (SPEC §8); "shared": one ranking per
+    # "stage": each stage ranks its modalities by its own similarity (§8.6); "shared": one ranking per
     # sample from the mean similarity over the four stages, used at every stage
     magic_rank_scope: typing.Literal["stage", "shared"] = "stage"
     # MAGIC++'s multi-scale selection (MASM) also measures the similarity on g×g average-pooled grids

@@ -1,8 +1,8 @@
-"""The EQUISeg network (paper §2.3, Fig. 1(a); SPEC §1): equal multi-branch MiT encoding with a
+"""The EQUISeg network (paper §2.3, Fig. 1(a); docs/design.md §1): equal multi-branch MiT encoding with a
 Cross-modal Transformer Block after every stage, a SegFormer head on the modality-mean features, and
 the training-only Self-Guided Module loss.
 
-Encoding every modality equally (SPEC §1.2): with ``share_encoder=True`` (default) all present
+Encoding every modality equally (docs/design.md §1.4): with ``share_encoder=True`` (default) all present
 modalities run through the *same* MiT layers as one batch of ``P·B`` images -- no Python loop over
 modalities on the hot path; with ``share_encoder=False`` each modality has its own MiT (N× the
 parameters) and the stages are run per modality, the CMTB still batched.
@@ -12,10 +12,10 @@ encoded; the hub takes its max over present auxiliaries, a modality with no pres
 ``f_n = f'_n``, and the head averages over the present modalities. The benchmark protocol's
 zero-filled tensors are ordinary inputs and work unchanged.
 
-For the modality-contribution analysis (SPEC §9), ``encode(inputs, return_intermediates=True)`` also
-returns, from the same forward pass, each stage's tokens before the CMTB (``f'``), the CMTB output
-before the stage LayerNorm and the CMTB's own term ``f_c``; the default ``encode`` path keeps none of
-them and computes nothing extra.
+For the modality-contribution analysis (docs/design.md §7), ``encode(inputs, return_intermediates=True)`` also
+returns, from the same forward pass, each stage's tokens before the CMTB (``f'``), the CMTB output before the
+stage LayerNorm and the CMTB's own term ``f_c``; the default ``encode`` path keeps none of them and computes
+nothing extra.
 """
 
 from __future__ import annotations

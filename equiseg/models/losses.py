@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy (paper Eq. 7) and CMNeXt's OHEM cross-entropy (SPEC §2).
+"""Segmentation losses: cross-entropy (paper Eq. 7) and CMNeXt's OHEM cross-entropy (docs/design.md §3.2).
 
 Both average over the valid (non-ignored) pixels only and return 0, not NaN, for a batch with no
 valid pixel. Neither synchronises with the device (no ``.item()``), so they are safe on the hot path.

@@ -1,6 +1,6 @@
 """MAGIC (Zheng et al., ECCV 2024, arXiv 2407.11344) and MAGIC++ (Zheng et al., arXiv 2412.16876), the
-modality-agnostic peers of the paper's Tab. 1 (SPEC §8), built from their papers: neither has public
-code (zhengxuJosh/AnySeg holds MAGIC++'s model only as compiled bytecode, ``MixT_magicplus.cpython-38.pyc``),
+modality-agnostic peers of the paper's Tab. 1 (docs/design.md §8.6), built from their papers: neither has
+public code (zhengxuJosh/AnySeg holds MAGIC++'s model only as compiled bytecode, ``MixT_magicplus.cpython-38.pyc``),
 so there is no release to load -- no ``reference_state_dict``, no parity fixtures -- and
 ``reference_compat`` changes nothing here. Sources at hand: both abstracts, a paper note on MAGIC's
 method (its MAM / ASM description and the equations of ``L_M``, ``L_S``, ``L_C`` and the total loss) and
@@ -46,7 +46,7 @@ Choices the papers leave open (or that the sources at hand did not state), made 
 * **Number selected**: ``magic_num_selected`` = 1 robust + 1 fragile (the papers' Top-1 / Last-1); all
   present modalities when ``2k >= P``.
 * **Ranking**: per sample (a batch mixes conditions); cosine over the whole ``C·h·w`` map of a stage;
-  every stage ranks on its own (SPEC §8). MAGIC++'s abstract ("ranks ... at hierarchical feature
+  every stage ranks on its own (docs/design.md §8.6). MAGIC++'s abstract ("ranks ... at hierarchical feature
   spaces", "at every feature granularity") can also be read as MAGIC ranking only once per sample:
   ``magic_rank_scope: shared`` gives that reading (one ranking from the mean similarity over the stages,
   used at all four). **MASM's multi-scale**: per stage, the mean of that cosine and those of ``g×g``

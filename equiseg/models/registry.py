@@ -1,10 +1,10 @@
 """Model registry: ``create_model("equiseg_b0", num_classes=25, modalities=[...], pretrained=...)``.
 
-Two levels, like timm: an *architecture* is a :class:`~equiseg.models.base.SegModel` subclass registered
-under a name (``@register_architecture("equiseg")``), and a *model* (variant) is a registered function
-that fills in the MiT configuration (SPEC §1.1) and the architecture's name (``arch``); everything else
-comes from :class:`~equiseg.config.ModelConfig` defaults and the caller's overrides. A model config
-carries ``arch``, so a checkpoint's stored config rebuilds the right class.
+Two levels, like timm: an *architecture* is a :class:`~equiseg.models.base.SegModel` subclass registered under
+a name (``@register_architecture("equiseg")``), and a *model* (variant) is a registered function that fills in
+the MiT configuration (docs/design.md §1.2) and the architecture's name (``arch``); everything else comes from
+:class:`~equiseg.config.ModelConfig` defaults and the caller's overrides. A model config carries ``arch``, so
+a checkpoint's stored config rebuilds the right class.
 """
 
 from __future__ import annotations

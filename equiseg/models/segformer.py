@@ -1,11 +1,11 @@
-"""SegFormer (Xie et al., NeurIPS 2021) as the lower bound every table needs (SPEC §8, issue 9).
+"""SegFormer (Xie et al., NeurIPS 2021) as the lower bound every table needs (docs/design.md §8.2).
 
-One modality: the plain SegFormer -- the MiT of SPEC §1.1 and the all-MLP head of §1.4. N modalities:
-the simplest equal-treatment baseline -- one shared MiT encodes every modality (batched as ``N·B``),
-the head reads the mean of the per-modality stage features, and nothing else is exchanged between the
-modalities. It is EQUISeg without its two contributions (no Cross-modal Transformer Block, no SGM
-loss), so it is built as exactly that: the same encoding, mean fusion and head code, with
-``cross_modal = False``. The ``sgm``/``lambda_sgm``/CMTB fields of the config are ignored.
+One modality: the plain SegFormer -- the MiT of docs/design.md §1.2 and the all-MLP head of §1.6. N
+modalities: the simplest equal-treatment baseline -- one shared MiT encodes every modality (batched as
+``N·B``), the head reads the mean of the per-modality stage features, and nothing else is exchanged between
+the modalities. It is EQUISeg without its two contributions (no Cross-modal Transformer Block, no SGM loss),
+so it is built as exactly that: the same encoding, mean fusion and head code, with ``cross_modal = False``.
+The ``sgm``/``lambda_sgm``/CMTB fields of the config are ignored.
 
 Absent modalities (``None``) are left out of the mean: the head sees the mean of the present ones, and
 ``encode`` returns the present modalities' features. ``share_encoder: false`` gives every modality its

@@ -1,4 +1,5 @@
-"""StitchFusion (Li et al., ACM MM 2025, arXiv 2408.01343; LiBingyu01/StitchFusion) in equiseg (SPEC §8).
+"""StitchFusion (Li et al., ACM MM 2025, arXiv 2408.01343; LiBingyu01/StitchFusion) in equiseg
+(docs/design.md §8.5).
 
 One MiT, shared by all M modalities and run on them as one batch of ``M·B`` images (as EQUISeg does).
 Inside the MiT blocks of the adapted stages, after the attention and again after the MLP, the

@@ -1,4 +1,4 @@
-"""Loading pretrained weights (SPEC §1.1): the original SegFormer ImageNet files ``mit_b*.pth``, the
+"""Loading pretrained weights (docs/design.md §1.3): the original SegFormer ImageNet files ``mit_b*.pth``, the
 Hugging Face ``nvidia/mit-b*`` safetensors (legacy key names, as the files hold them, and the
 transformers-5 in-memory names), and full EQUISeg state dicts. No network access: paths only.
 

@@ -1,4 +1,4 @@
-"""Report writers and their figures (issue 12): matplotlib charts (:mod:`.figures`) and the
+"""Report writers and their figures: matplotlib charts (:mod:`.figures`) and the
 self-contained ``report.html`` written beside each ``report.md`` (:mod:`.html`).
 
 The samples behind Fig. 2 are picked and predicted by :mod:`.predictions`. The modules load on first use

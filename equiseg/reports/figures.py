@@ -1,4 +1,4 @@
-"""Every chart of the reports, drawn with matplotlib (issue 12 item 1).
+"""Every chart of the reports, drawn with matplotlib.
 
 - :func:`training_curves`: loss terms (log scale), learning rate and val mIoU against the iteration.
 - :func:`missing_modality_chart`, :func:`noise_chart`: robustness per set of present modalities and per

@@ -1,4 +1,4 @@
-"""``report.html``: one self-contained HTML file per report (issue 12 item 2).
+"""``report.html``: one self-contained HTML file per report.
 
 A :class:`Report` is a list of blocks -- headings, paragraphs, lists, tables, figures -- rendered with
 plain f-strings and :func:`html.escape` (no template engine). Figures are embedded as base64 ``data:``

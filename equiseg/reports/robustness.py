@@ -1,4 +1,4 @@
-"""Reports of a robustness-benchmark result (SPEC §5; paper Tab. 1; issue 5 item 4, issue 12).
+"""Reports of a robustness-benchmark result (docs/design.md §6; paper Tab. 1).
 
 - :func:`to_markdown` lays the summary out like Tab. 1 and adds per-combination and per-level tables;
   :func:`write_report` writes ``robustness.json`` and ``robustness.md``; :func:`table1_markdown` is
@@ -84,7 +84,7 @@ def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str
     out = [
         "# Robustness benchmark",
         "",
-        f"Protocol of Liao et al. (CVPR-W 2025) as pinned by SPEC §5, on {result['num_samples']} samples"
+        f"Protocol of Liao et al. (CVPR-W 2025) as in docs/design.md §6, on {result['num_samples']} samples"
         f"{split}, seed {result['seed']}. Modalities: {', '.join(names)}"
         + (f" ({names[ev]} gets salt-and-pepper noise only)." if ev is not None else "."),
         f"mIoU in %, convention **{conv}** ({conv_text}).",

@@ -1,4 +1,5 @@
-"""Robustness benchmark under sensor failures (SPEC §5; Liao et al., CVPR-W 2025, arXiv 2503.18445).
+"""Robustness benchmark under sensor failures (docs/design.md §6; Liao et al., CVPR-W 2025,
+arXiv 2503.18445).
 
 Entire-missing (EMM), random-missing (RMM) and noisy (NM) modalities on the normalised inputs, evaluated
 in one pass over the split, summarised as in the paper's Tab. 1 with its robustness score::

@@ -1,4 +1,4 @@
-"""Single-pass evaluation of the robustness benchmark (SPEC §5; Liao et al., CVPR-W 2025).
+"""Single-pass evaluation of the robustness benchmark (docs/design.md §6; Liao et al., CVPR-W 2025).
 
 Every sample is loaded once; all corruption *variants* (clean, the EMM combinations, the RMM
 combinations at every rate, the NM levels, optionally the model-aware EMM) are built from it and
@@ -155,7 +155,7 @@ def run_benchmark(
     eval_cfg: Any = None,
     split: str | None = None,
 ) -> dict[str, Any]:
-    """Run the robustness benchmark (EMM, RMM, NM; SPEC §5) on a split in one pass.
+    """Run the robustness benchmark (EMM, RMM, NM; docs/design.md §6) on a split in one pass.
 
     The model is called under :func:`torch.inference_mode`. An ``nn.Module`` is used in the mode the
     caller set: pass an eval-mode model (``model.eval()``); a warning is issued if it is training. The
@@ -192,12 +192,12 @@ def run_benchmark(
             (all but the model-aware ones have every modality present, so they can share a batch); the
             variants are split into ``ceil(V / variant_batch_size)`` calls of near-equal size. 1
             (default) calls the model per variant, the same computation as a batch-1 loop. Larger values
-            are faster (on CPU ~1.2× at 4-8 for small images; more on a GPU) but kernels may round
-            differently at another batch size: logits can change in the last bits, which on rare
-            near-tied pixels flips an arg-max. Measured on CPU (``benchmarks/robustness_speed.py``,
-            EQUISeg-B0, 128 px): calls of 4 or more rows give every row bit for bit the logits of a
-            batch-4 loop over the samples, calls of 1-3 rows differ; 4 reproduces the batch shape of
-            such a loop exactly.
+            are faster (modestly on a CPU for small images, see the README's Performance section; more
+            on a GPU) but kernels may round differently at another batch size: logits can change in
+            the last bits, which on rare near-tied pixels flips an arg-max. Measured on CPU
+            (``benchmarks/robustness_speed.py``, EQUISeg-B0, 128 px): calls of 4 or more rows give
+            every row bit for bit the logits of a batch-4 loop over the samples, calls of 1-3 rows
+            differ; 4 reproduces the batch shape of such a loop exactly.
         model_name: Label of the Markdown table row.
         reuse_identical: Evaluate variants whose inputs are bit-identical by construction once: RMM
             at rate 0 reads the clean pass, RMM at rate 1 the EMM pass of the same missing set (every

@@ -1,4 +1,4 @@
-"""Sensor-failure corruptions of the robustness benchmark (SPEC §5; Liao et al., CVPR-W 2025,
+"""Sensor-failure corruptions of the robustness benchmark (docs/design.md §6.1; Liao et al., CVPR-W 2025,
 arXiv 2503.18445).
 
 Every corruption acts on the *normalised* input tensors, exactly as the model receives them:

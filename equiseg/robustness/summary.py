@@ -1,4 +1,4 @@
-"""Robustness-benchmark arithmetic (SPEC §5; paper Tab. 1): the summary of a result and the score.
+"""Robustness-benchmark arithmetic (docs/design.md §6.2; paper Tab. 1): the summary of a result and the score.
 
 - EMM/RMM averages: ``Avg`` is the plain mean of the mIoUs of all ``2^N - 1`` passes; ``EMM(p)`` is
   the expectation under independent failures with probability ``p``, renormalised over the evaluated

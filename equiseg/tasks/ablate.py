@@ -1,4 +1,4 @@
-"""Ablation runner (paper Tab. 2 and Tab. 3; issue 5 item 3): train every row of an ablation table
+"""Ablation runner (paper Tab. 2 and Tab. 3): train every row of an ablation table
 with the same seed and schedule, evaluate it, and write one combined table laid out like the paper's.
 
 Rows. Every row starts from the user's config, sets the switches of the paper's full model
@@ -59,9 +59,9 @@ FULL_MODEL: dict[str, Any] = {
 }
 
 # --quick: a short schedule and a val subset, for the demo setting on a CPU (see `run_ablation`).
-# Batch 4 x 80 iterations rather than 8 x 40: measured on the quick demo data (full model, λ = 60),
-# val mIoU 12.4 % vs 5.7 % for 21.6 s vs 18.6 s of training on 2 CPU cores -- twice the updates for the
-# same images learn more from scratch, and the study (18 rows x 3 seeds x 2 inits) fits in an hour.
+# Batch 4 x 80 iterations rather than 8 x 40: on the quick demo data (full model, λ = 60) twice the
+# updates for the same images learn far more from scratch at nearly the same training time, and the
+# study (18 rows x 3 seeds x 2 inits) fits in an hour (docs/results/benchmarks/code_notes.md).
 QUICK_ITERS = 80
 QUICK_BATCH = 4
 QUICK_MAX_SAMPLES = 16
@@ -247,7 +247,7 @@ TABLES: dict[str, tuple[str, tuple[AblationRow, ...]]] = {
         ),
     ),
     # Not a table of the paper: the three readings of "stage feature" the SGM's prototypes can be
-    # taken from (ModelConfig.sgm_features; issue 10 asks for each to be reported).
+    # taken from (ModelConfig.sgm_features); each is reported, since the paper does not say which it means.
     "sgm_features": (
         "SGM prototypes from which feature (not in the paper)",
         (
@@ -396,7 +396,7 @@ def run_ablation(
         quick: A short schedule (:data:`QUICK_OVERRIDES`: ``QUICK_ITERS`` iterations, one validation
             at the end) and the first :data:`QUICK_MAX_SAMPLES` val samples for the evaluation. On the
             demo setting (``configs/demo.yaml``, 96 px data of ``equiseg demo --quick``) a row takes
-            about 30 s on 2 CPU cores. The same as ``schedule="quick"``.
+            well under a minute on 2 CPU cores. The same as ``schedule="quick"``.
         schedule: A named schedule of :data:`SCHEDULES` (``"quick"``, ``"standard"``); None: the
             config's own.
         rows: Only these row ids (table order kept); default all.
@@ -646,7 +646,7 @@ def ablation_markdown(result: Mapping[str, Any]) -> str:
         f"{result['split']} split, batch 1, "
         f"{describe_inference(result.get('inference'))}{_precisions(rows)}. mIoU and EMM(Avg) in "
         f"%, **{result['convention']}** metric convention; EMM(Avg) = mean mIoU over the "
-        f"{2 ** len(mods) - 1} sets of present modalities with the missing ones zeroed (SPEC §5); "
+        f"{2 ** len(mods) - 1} sets of present modalities with the missing ones zeroed (docs/design.md §6); "
         "similarities = cosine similarity of each modality's last-stage feature with the fused feature, "
         f"in %. Deltas against the first row ({first}).",
         "",

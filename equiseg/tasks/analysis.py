@@ -1,11 +1,12 @@
-"""Modality-contribution analysis (paper Tab. 3, SPEC §1.6, §9): how close is each modality's feature to
-the fused feature, under every named definition side by side, with each modality's feature norm.
+"""Modality-contribution analysis (paper Tab. 3, docs/design.md §7): how close is each modality's
+feature to the fused feature, under every named definition side by side, with each modality's feature
+norm.
 
 Why several definitions. The paper's Tab. 3 reports "the cosine similarity between each modality
-feature and the fused feature" without saying which feature. SPEC §9 shows its numbers cannot come from
-equal-norm features (post-LayerNorm features against the mean of all four would force event's and
-LiDAR's pairwise cosines to sum to about -0.8); they fit un-normalised features whose weak modalities
-have much smaller norms. So every reading is measured in the same pass and reported beside the others,
+feature and the fused feature" without saying which feature. Its numbers cannot come from equal-norm
+features (post-LayerNorm features against the mean of all four would force event's and LiDAR's
+pairwise cosines to sum to about -0.8; docs/design.md §7); they fit un-normalised features whose weak
+modalities have much smaller norms. So every reading is measured in the same pass and reported beside the others,
 named ``"<feature>/<fused>/<reduction>"``:
 
 - feature, per stage ``s`` and present modality ``m`` (``C×h×w`` maps, see
@@ -15,7 +16,7 @@ named ``"<feature>/<fused>/<reduction>"``:
   ``pre_cmtb`` -- ``f'``, the tokens after the stage's MiT blocks, before the CMTB (without a CMTB,
   N = 1, it equals ``pre_ln``).
 - fused: ``mean`` -- the mean over all present modalities of the same feature (for ``post_ln`` exactly
-  the head's input, SPEC §1.4); ``others`` -- the mean over the other present modalities
+  the head's input, docs/design.md §1.6); ``others`` -- the mean over the other present modalities
   (leave-one-out; a modality is not compared with a mean that contains itself; needs two modalities).
 - reduction: ``sample`` -- flatten the modality's and the fused map to ``C·h·w`` vectors, take their
   cosine per sample, average over the samples of the split (one number per feature map, so pixels where
@@ -95,10 +96,10 @@ HEADLINE = "post_ln/mean/sample"
 HEADLINE_PIXEL = "post_ln/mean/pixel"
 HEADLINE_WHY = (
     "The paper's Tab. 3 compares 'each modality feature' with 'the fused feature'; in EQUISeg the fused "
-    "feature is what the head decodes, the modality mean of the stage outputs (SPEC §1.4, §1.6), so the "
-    "headline compares each modality's stage output (post-LN, what encode returns) with that mean, one "
-    "cosine per feature map averaged over the samples. SPEC §9 shows that the paper's numbers cannot "
-    "come from equal-norm post-LN features, so the pre-LN stream f' + f_c, f' before the CMTB, the "
+    "feature is what the head decodes, the modality mean of the stage outputs (docs/design.md §1.6), so "
+    "the headline compares each modality's stage output (post-LN, what encode returns) with that mean, "
+    "one cosine per feature map averaged over the samples. The paper's numbers cannot come from "
+    "equal-norm post-LN features (docs/design.md §7), so the pre-LN stream f' + f_c, f' before the CMTB, the "
     "leave-one-out fused feature and the feature norms are reported beside it."
 )
 NORM_DEFINITION = (
@@ -525,7 +526,7 @@ def analysis_markdown(result: Mapping[str, Any], title: str = "Modality-contribu
         f"{result['norm_definition'][0].upper()}{result['norm_definition'][1:]}."
         + (
             " Post-LN features have about equal norms by construction; the paper's numbers need "
-            "un-normalised weak modalities with much smaller norms (SPEC §9)."
+            "un-normalised weak modalities with much smaller norms (docs/design.md §7)."
             if result["intermediates"]
             else ""
         ),

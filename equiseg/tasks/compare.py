@@ -2,7 +2,7 @@
 
 For every model and seed: train it under the same data and schedule (or take a given checkpoint), then
 on the val split run the clean evaluation, the full robustness benchmark (EMM, RMM at r = 0.25/0.5/0.75,
-NM low/mid/high; SPEC §5, batch 1, seeded) and the modality-contribution analysis (where the
+NM low/mid/high; docs/design.md §6, batch 1, seeded) and the modality-contribution analysis (where the
 architecture has per-modality features), and measure its cost (parameters, GFLOPs of one forward at
 the evaluation size, inference img/s on this machine). One table in the paper's layout -- mIoU, EMM
 Avg, EMM p=0.1, RMM Avg, RMM p=0.1, NM low, NM mid, Mean, #Params, GFLOPs, img/s -- as mean ± std over
@@ -509,7 +509,8 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
         + f". Seeds {seeds}: mean ± sample std over seeds (a given checkpoint: one run, no spread). "
         f"{_scored_on(result)}, batch 1, **{result['convention']}** metric convention, in %. "
         "EMM = missing modalities zeroed, RMM = random elements dropped (r = 0.5), NM = salt-and-pepper + "
-        "Gaussian noise (SPEC §5); Mean = the paper's robustness score (mean of the 7 columns before it). "
+        "Gaussian noise (docs/design.md §6); Mean = the paper's robustness score (mean of the 7 columns "
+        "before it). "
         f"GFLOPs: one forward at the evaluation size; img/s: inference on {result['machine']['cpu']} "
         f"({result['machine']['threads']} threads).",
         "",

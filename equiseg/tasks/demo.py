@@ -25,7 +25,7 @@ from equiseg.engine.builders import build_dataset, build_val_dataset
 from equiseg.engine.evaluate import evaluate, metrics_markdown, write_metrics
 from equiseg.engine.train import train
 
-# Issue 10 item 6: the demo's recipe is the one the reproduction study supports (docs/reproduction.md).
+# The demo's recipe is the one the reproduction study supports (docs/reproduction.md).
 STUDY_NOTE = (
     "The recipe (from scratch, λ_SGM = 1, lr 1.5e-3) is what the reproduction study supports for a short "
     "from-scratch run: over 3 seeds, λ = 1 gave +4.6 points of clean mIoU over the paper's λ = 60 at an EMM "
@@ -118,7 +118,8 @@ def run_demo(
     write_metrics(metrics, out / "eval", title="EQUISeg-B0 on synthetic DeLiVER, val split")
     times["eval"] = time.perf_counter() - t0
 
-    # robustness benchmark (SPEC §5; RMM at the headline rate r = 0.5 only) and modality contributions
+    # robustness benchmark (docs/design.md §6; RMM at the headline rate r = 0.5 only) and modality
+    # contributions
     from torch.utils.data import Subset
 
     from equiseg.engine.precision import resolve_precision, with_precision

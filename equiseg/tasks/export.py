@@ -1,4 +1,4 @@
-"""Shipping a trained model (issue 5 item 6): a ``model.safetensors`` + ``config.json`` pair that
+"""Shipping a trained model: a ``model.safetensors`` + ``config.json`` pair that
 rebuilds the PyTorch model anywhere, and an ONNX graph verified against PyTorch.
 
 Folder layout (``equiseg export --format ... --out DIR``)::
@@ -24,14 +24,14 @@ Loading the safetensors export: :func:`from_pretrained` (``equiseg.from_pretrain
 with the same configuration (:func:`~equiseg.models.weights.load_pretrained` recognises a full-model
 state dict and loads it strictly).
 
-ONNX (SPEC §7: the TorchScript exporter, ``dynamo=False``, opset 17): one input per modality, named
-after it, each ``B×C×H×W`` float32 normalised with ``meta.norm_stats`` (``C`` the modality's channels:
+ONNX (the TorchScript exporter, ``dynamo=False``, opset 17; docs/design.md §10): one input per modality,
+named after it, each ``B×C×H×W`` float32 normalised with ``meta.norm_stats`` (``C`` the modality's channels:
 3 unless ``model_config.channels`` says otherwise; listed as ``onnx.input_channels`` in
 ``config.json``); one output ``logits``
 ``B×K×H×W`` at the input size. Batch, height and width are dynamic axes (any ``H, W >= 32``; all
 inputs share them). The graph takes **all N inputs**: ONNX has no ``None``, so an absent modality
-must be fed as zeros -- the robustness benchmark's protocol (SPEC §5), which is *not* the same as the
-PyTorch model's model-aware ``None`` (that skips the branch and the hub's max over it). The model's
+must be fed as zeros -- the robustness benchmark's protocol (docs/design.md §6), which is *not* the same as
+the PyTorch model's model-aware ``None`` (that skips the branch and the hub's max over it). The model's
 Python-level checks (shapes, the minimum size) are not part of the graph. ``config.json`` and the
 ONNX file's metadata (``equiseg_config``) carry the classes, palette and normalisation.
 

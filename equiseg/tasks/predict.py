@@ -1,4 +1,4 @@
-"""Inference on new data (issue 5 item 5): segment a data set folder or a set of per-modality files with
+"""Inference on new data: segment a data set folder or a set of per-modality files with
 a trained model, and write colour, overlay and class-index PNGs.
 
 A training checkpoint carries everything needed (``model_config`` and ``meta``: class names, palette,

@@ -1,5 +1,5 @@
 """``equiseg pretrain``: an ImageNet stand-in -- a MiT encoder pretrained on the built-in scenes, written
-in the original ``mit_b*.pth`` layout that ``model.pretrained`` accepts (issue 10 item 3).
+in the original ``mit_b*.pth`` layout that ``model.pretrained`` accepts.
 
 The paper starts from ImageNet MiT weights with lr 6e-5 and λ = 60; none can be downloaded here. To
 mimic that recipe on what we can run, this trains an encoder on the synthetic scenes first, then any

@@ -1,5 +1,5 @@
-"""``equiseg robustness``: the robustness benchmark (SPEC §5) of a trained checkpoint on a split of the
-config's data set, with its report (tables, charts, ``report.md`` and the self-contained ``report.html``).
+"""``equiseg robustness``: the robustness benchmark (docs/design.md §6) of a trained checkpoint on a split
+of the config's data set, with its report (tables, charts, ``report.md`` and the self-contained ``report.html``).
 
 The benchmark itself is :func:`equiseg.robustness.run_benchmark`; this module only loads the
 checkpoint and the val-transformed split (batch 1, as the protocol requires) and writes the outputs.

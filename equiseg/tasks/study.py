@@ -1,4 +1,4 @@
-"""``equiseg study``: the paper's claims under seeds (issue 10 item 4) -- every row of Tab. 2 and Tab. 3
+"""``equiseg study``: the paper's claims under seeds -- every row of Tab. 2 and Tab. 3
 and the Tab. 1 peers, each over several seeds, from scratch and/or from a pretrained init; mean ± std
 and, per row, the paired difference to the full model with a 95 % interval over seeds.
 
@@ -68,7 +68,8 @@ TAB1_MODELS = (
     "magic_b0",
     "magicpp_b0",
 )
-# The paper's recipe from ImageNet weights (SPEC §2): lr 6e-5 and λ = 60 (Tab. 2/3 rows force λ = 60 anyway).
+# The paper's recipe from ImageNet weights (docs/design.md §3): lr 6e-5 and λ = 60 (Tab. 2/3 rows force
+# λ = 60 anyway).
 PRETRAINED_RECIPE = ("train.lr=6e-5", "model.lambda_sgm=60")
 METRICS = {
     "tab1": ("clean", "emm_avg", "mean"),

@@ -1,8 +1,8 @@
-"""Procedural multimodal street scenes in the DeLiVER and MUSES formats (SPEC §6).
+"""Procedural multimodal street scenes in the DeLiVER and MUSES formats (docs/design.md §9).
 
 The real data sets cannot be downloaded here, so :func:`generate` writes look-alikes with the exact
-folder layouts, file names and encodings of DeLiVER (SPEC §3.1) and of the MUSES SDK's outputs
-(SPEC §3.2), for the loaders, training, evaluation and robustness benchmarks to run end to end. Like
+folder layouts, file names and encodings of DeLiVER (docs/design.md §4.1) and of the MUSES SDK's
+outputs (§4.2), for the loaders, training, evaluation and robustness benchmarks to run end to end. Like
 the real data, the modalities are of *unequal quality* — the problem EQUISeg addresses: RGB and depth
 are dense and informative, events and LiDAR sparse and weak.
 

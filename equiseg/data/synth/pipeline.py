@@ -1,4 +1,5 @@
-"""Rendering one synthetic sample and writing data sets in the DeLiVER and MUSES layouts (SPEC §3, §6)."""
+"""Rendering one synthetic sample and writing data sets in the DeLiVER and MUSES layouts
+(docs/design.md §4, §9)."""
 
 from __future__ import annotations
 
@@ -215,7 +216,7 @@ def _write_npz(path: Path, array: np.ndarray) -> None:
 
 
 def write_deliver(root: Path, split: str, case: Case, seq: str, frame: str, s: Sample) -> list[Path]:
-    """Write one sample in the DeLiVER layout (SPEC §3.1); returns the written paths."""
+    """Write one sample in the DeLiVER layout (docs/design.md §4.1); returns the written paths."""
     H, W = s.label.shape
     sub = Path(case.folder) / split / seq
     sem = np.zeros((H, W, 3), np.uint8)
@@ -240,7 +241,7 @@ def write_deliver(root: Path, split: str, case: Case, seq: str, frame: str, s: S
 
 
 def write_muses(root: Path, split: str, case: Case, stem: str, s: Sample, encoding: str) -> list[Path]:
-    """Write one sample in the MUSES layout (SPEC §3.2); returns the written paths."""
+    """Write one sample in the MUSES layout (docs/design.md §4.2); returns the written paths."""
     H, W = s.label.shape
     sub = Path(split) / case.folder / case.tod
     paths = [

@@ -1,4 +1,4 @@
-"""Appearance of the synthetic scenes: materials, lighting, weather and the RGB camera (SPEC §6).
+"""Appearance of the synthetic scenes: materials, lighting, weather and the RGB camera (docs/design.md §9).
 
 Radiance is linear; the camera applies an exposure gain, photon (shot) and read noise, clips to
 [0, 1] and encodes with a 1/2.2 gamma to 8 bits. A :class:`Look` holds everything a weather and time

@@ -1,4 +1,5 @@
-"""Street-scene geometry of the synthetic generator: the scene description and its ray casting (SPEC §6).
+"""Street-scene geometry of the synthetic generator: the scene description and its ray casting
+(docs/design.md §9).
 
 World frame: X to the right, Y up, Z forward along the road, in metres. The road is the plane
 ``Y = 0``; everything that is not road (sidewalks, verges, the ground under buildings) is raised by a
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# --- classes: DeLiVER indices (SPEC §3.1) and Cityscapes train ids (MUSES, SPEC §3.2) -------------
+# --- classes: DeLiVER indices and Cityscapes train ids (MUSES); docs/design.md §4.1, §4.2 -----------
 BUILDING, FENCE, PEDESTRIAN, POLE, ROADLINE, ROAD, SIDEWALK, VEGETATION = 0, 1, 3, 4, 5, 6, 7, 8
 CARS, WALL, TRAFFICSIGN, SKY, TRAFFICLIGHT, TERRAIN, TWOWHEELER, BUS = 9, 10, 11, 12, 17, 21, 22, 23
 

@@ -1,4 +1,4 @@
-"""The non-RGB sensors of the synthetic scenes and their file encodings (SPEC §3, §6).
+"""The non-RGB sensors of the synthetic scenes and their file encodings (docs/design.md §4, §9).
 
 - depth: exact planar depth (camera z) from the ray cast, logarithmically encoded to 8 bits;
 - event camera: polarity events from the log-brightness change of a short ego-motion (the previous

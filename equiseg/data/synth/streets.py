@@ -1,4 +1,4 @@
-"""Random streets for the synthetic generator: road layout, markings and every object (SPEC §6).
+"""Random streets for the synthetic generator: road layout, markings and every object (docs/design.md §9).
 
 :func:`sample_scene` draws a right-hand-traffic street — 1–2 lanes each way (or one-way), optional
 parking strips, grass verges, sidewalks, a side street with crosswalks and signals — lined with

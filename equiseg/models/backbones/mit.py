@@ -1,4 +1,4 @@
-"""Mix Transformer (MiT) encoder of SegFormer (Xie et al., NeurIPS 2021), SPEC §1.1.
+"""Mix Transformer (MiT) encoder of SegFormer (Xie et al., NeurIPS 2021), docs/design.md §1.2.
 
 Four stages; stage ``s`` = overlapping patch embedding (7×7/4 then 3×3/2) -> ``depths[s]`` blocks of
 spatial-reduction self-attention + Mix-FFN -> LayerNorm. Attribute names (``patch_embed1``,
@@ -28,7 +28,7 @@ from equiseg.utils import DEFAULT_CHANNELS
 
 from .stem import stem_weight_from_rgb
 
-# The six MiT sizes (SPEC §1.1); heads 1, 2, 5, 8 and sr ratios 8, 4, 2, 1 for all.
+# The six MiT sizes (docs/design.md §1.2); heads 1, 2, 5, 8 and sr ratios 8, 4, 2, 1 for all.
 MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
     "b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2)),

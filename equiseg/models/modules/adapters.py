@@ -1,4 +1,4 @@
-"""StitchFusion's cross-modal adapters ("MultiAdapter", Li et al., arXiv 2408.01343; SPEC §8).
+"""StitchFusion's cross-modal adapters ("MultiAdapter", Li et al., arXiv 2408.01343; docs/design.md §8.5).
 
 One adapter is a bottleneck ``Linear(C -> r) -> Linear(r -> r) -> GELU -> Dropout(0.1) -> Linear(r -> C)``
 (r = 8 in the release). Inside every adapted MiT block, after the attention and again after the MLP,
@@ -28,7 +28,7 @@ Two orders of evaluation (see :meth:`PairAdapters.forward` and :meth:`PairAdapte
 corrected one, where every adapter reads the features from *before* the update (the features the
 block's attention/MLP read), and the release's, whose list alias (``outputs_orig_beforeAtt =
 outputs``) makes modality i's adapters read its features *after* the adapters of modalities 0..i-1
-have already been added to them -- the result depends on the modality order (SPEC §7).
+have already been added to them -- the result depends on the modality order (docs/design.md §8.7).
 
 Initialisation: the release's ``Bi_direct_adapter`` zero-fills its layers, but the full model then
 applies SegFormer's ``_init_weights`` to every ``nn.Linear``, so the adapters it actually trains from

@@ -1,4 +1,4 @@
-"""Cross-modal Transformer Block (CMTB), paper §2.1 / Fig. 1(b), SPEC §1.3.
+"""Cross-modal Transformer Block (CMTB), paper §2.1 / Fig. 1(b), docs/design.md §1.5.
 
 After a stage's MiT blocks have produced ``f'_n`` for every present modality ``n``, each modality takes
 the others as auxiliaries:
@@ -16,7 +16,7 @@ Maps are kept channels-last throughout (token tensors viewed as ``B×C×H×W`` w
 CPU the depth-wise and 1×1 convolutions and the poolings run several times faster that way.
 
 All primaries run as one batch of ``P·B`` (P present modalities). Only the score nets are per
-modality (as the SPEC prescribes); PPX and the cross-attention are shared by all primaries of a stage,
+modality (as in CMNeXt's hub); PPX and the cross-attention are shared by all primaries of a stage,
 which keeps the block batched and makes it independent of modality order. Ablation switches (paper
 Tab. 2): ``hub="mean"`` (leave-one-out mean instead of the hub), ``cross_attention=False``
 (``f_n = f'_n + f_aux``), ``residual=False`` (``f_n = f_c``).

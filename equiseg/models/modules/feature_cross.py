@@ -1,4 +1,5 @@
-"""StitchFusion's per-stage fusion of the modality features for the head (``FeatureCross``, SPEC §8).
+"""StitchFusion's per-stage fusion of the modality features for the head (``FeatureCross``,
+docs/design.md §8.5).
 
 For the M modality maps ``x_1 … x_M`` (``B×C×h×w``) of a stage:
 

@@ -1,4 +1,5 @@
-"""CMX's Feature Rectify Module (FRM) and Feature Fusion Module (FFM), shared by CMX and CMNeXt (SPEC §8).
+"""CMX's Feature Rectify Module (FRM) and Feature Fusion Module (FFM), shared by CMX and CMNeXt
+(docs/design.md §8.3, §8.4).
 
 Both public releases define them in one file with identical content (huaaaliu/RGBX_Semantic_Segmentation
 ``models/net_utils.py`` and jamycheung/DELIVER ``semseg/models/modules/ffm.py``, byte for byte), so one

@@ -1,4 +1,5 @@
-"""SegFormer all-MLP decode head (SPEC §1.4), applied to the modality-fused (mean) stage features."""
+"""SegFormer all-MLP decode head (docs/design.md §1.6), applied to the modality-fused (mean) stage
+features."""
 
 from __future__ import annotations
 

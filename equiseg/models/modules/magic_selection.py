@@ -11,8 +11,8 @@ set ``f_rf`` = the top-k and the bottom-k (papers: Top-1 and Last-1), the rest `
 * :class:`MASM` (MAGIC++, "multi-scale": similarity "at hierarchical feature spaces") averages that
   cosine with the cosines of ``g×g`` average-pooled versions of both maps (``g`` in ``grids``, default
   1, 2, 4: from the global descriptor up), so a modality that agrees with the aggregate in layout but
-  not in detail, or the reverse, is ranked by both. Both rank every stage (SPEC §8; ``scope="shared"``
-  ranks once per sample from the mean over the stages instead).
+  not in detail, or the reverse, is ranked by both. Both rank every stage (docs/design.md §8.6;
+  ``scope="shared"`` ranks once per sample from the mean over the stages instead).
 
 The ranking is one ``sort`` over the modality axis for all samples (no Python loop over samples) and runs
 without gradient: the selection is discrete.

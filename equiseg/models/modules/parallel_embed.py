@@ -1,4 +1,5 @@
-"""CMNeXt's parallel patch embedding (SPEC §8): one strided conv shared by all auxiliary modalities, then
+"""CMNeXt's parallel patch embedding (docs/design.md §8.3): one strided conv shared by all auxiliary
+modalities, then
 a channel LayerNorm of each modality's own (the release's ``PatchEmbedParallel``). An auxiliary with
 another channel count than the shared conv takes gets a conv of its own (``stems.<i>``, stage 1 only)."""
 

@@ -1,4 +1,4 @@
-"""Parallel Pooling Mixer (PPX) = CMNeXt's ``MSPABlock`` (SPEC §1.3 step 2), exactly.
+"""Parallel Pooling Mixer (PPX) = CMNeXt's ``MSPABlock`` (docs/design.md §1.5 step 2), exactly.
 
 On a map ``x`` (``B×C×H×W``), with BatchNorms ``BN1``, ``BN2`` and layer scales ``ls1``, ``ls2`` (init 1e-2):
 
