@@ -280,7 +280,10 @@ def test_every_definition_on_constructed_features() -> None:
     r = modality_contributions(IntermediateStub(), data, progress=False)
     assert r["intermediates"] is True and r["num_samples"] == 2 and r["modalities"] == ["a", "b", "c"]
     assert r["headline"]["definition"] == HEADLINE == "post_ln/mean/sample"
-    assert r["headline"]["pixel_definition"] == "post_ln/mean/pixel" and "docs/design.md §7" in r["headline"]["why"]
+    assert (
+        r["headline"]["pixel_definition"] == "post_ln/mean/pixel"
+        and "docs/design.md §7" in r["headline"]["why"]
+    )
     assert r["similarity"] == r["definitions"]["post_ln/mean/sample"]
     assert r["pixel_similarity"] == r["definitions"]["post_ln/mean/pixel"]
     assert list(r["features"]) == ["post_ln", "pre_ln", "pre_cmtb"] and set(r["fused"]) == {"mean", "others"}

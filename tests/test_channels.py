@@ -211,7 +211,7 @@ def test_bad_channel_values_from_the_cli_are_one_line_errors(tmp_path, capsys):
 
 # ------------------------------------------------------------------- the folder spec and the loaders
 
-SPEC = textwrap.dedent(
+DATASET_YAML = textwrap.dedent(
     """
     name: sensors
     classes: [road, car, sky]
@@ -237,7 +237,7 @@ SPEC = textwrap.dedent(
 def make_sensors(root: Path, splits: dict[str, int] | None = None, size: int = 64) -> Path:
     """A folder data set of RGB, 1-channel 8-bit depth PNGs and 20-channel float ``.npy`` arrays."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sensors.yaml").write_text(SPEC)
+    (root / "sensors.yaml").write_text(DATASET_YAML)
     rng = np.random.default_rng(0)
     for split, n in (splits or {"train": 4, "val": 2}).items():
         for i in range(n):

@@ -1,4 +1,4 @@
-"""DeLiVER loader (SPEC §3.1) on hand-made trees with known pixel values."""
+"""DeLiVER loader (docs/design.md §4.1) on hand-made trees with known pixel values."""
 
 from __future__ import annotations
 

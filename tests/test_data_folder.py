@@ -12,7 +12,7 @@ from fixtures_data import pattern, write_png8
 from equiseg.data import FolderDataset, NormStats
 from equiseg.data.io import write_png16
 
-SPEC = textwrap.dedent(
+DATASET_YAML = textwrap.dedent(
     """
     name: toy
     classes: [road, car, sky]
@@ -44,7 +44,7 @@ def toy(tmp_path):
     root = tmp_path / "toy"
     spec_path = root / "toy.yaml"
     root.mkdir()
-    spec_path.write_text(SPEC)
+    spec_path.write_text(DATASET_YAML)
     written = {}
     for i, (time, key) in enumerate([("day", "a"), ("night", "b"), ("day", "c")]):
         rgb = pattern(4, 5, 3, i)
@@ -89,7 +89,7 @@ def test_dict_spec_root_override_and_subset(toy):
     root, spec_path, _ = toy
     import yaml
 
-    spec = yaml.safe_load(SPEC)
+    spec = yaml.safe_load(DATASET_YAML)
     spec["split"] = "train"
     ds = FolderDataset(spec, root=root, modalities=["thermal"])
     inputs, label = ds[0]
@@ -124,7 +124,7 @@ def test_label_values_are_checked(toy):
 )
 def test_malformed_specs(toy, edit, error):
     root, spec_path, _ = toy
-    spec_path.write_text(edit(SPEC))
+    spec_path.write_text(edit(DATASET_YAML))
     with pytest.raises(ValueError, match=error):
         FolderDataset(spec_path, split="train")
 

@@ -1,4 +1,4 @@
-"""MUSES loader (SPEC §3.2): raw camera/labels and the SDK's projected modalities in every encoding."""
+"""MUSES loader (docs/design.md §4.2): raw camera/labels and the SDK's projected modalities in every encoding."""
 
 from __future__ import annotations
 

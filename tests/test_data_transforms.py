@@ -1,4 +1,4 @@
-"""Joint transforms (SPEC §2): shared geometry, nearest labels, padding, RGB-only photometry, seeding.
+"""Joint transforms (docs/design.md §3.3, §3.4): shared geometry, nearest labels, padding, RGB-only photometry, seeding.
 
 The outputs of the pre-OpenCV transforms for fixed generators are frozen in
 ``tests/fixtures/transform_outputs.npz`` (written by ``tests/fixtures/make_transform_outputs.py``).

@@ -1,4 +1,4 @@
-"""`equiseg demo` end to end at a tiny size: every artefact of the report is produced (issue 4/5)."""
+"""`equiseg demo` end to end at a tiny size: every artefact of the report is produced."""
 
 from __future__ import annotations
 

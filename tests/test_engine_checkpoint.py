@@ -1,4 +1,4 @@
-"""Atomic, weights_only-safe checkpoints and exact RNG restore (issue 4: exact resume)."""
+"""Atomic, weights_only-safe checkpoints and exact RNG restore (for an exact resume)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Distributed helpers: a real 2-process gloo job all-reduces SegMetrics (SPEC §4: matrix all-reduced)."""
+"""Distributed helpers: a real 2-process gloo job all-reduces SegMetrics (docs/design.md §5: matrix all-reduced)."""
 
 from __future__ import annotations
 

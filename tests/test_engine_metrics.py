@@ -1,4 +1,4 @@
-"""SegMetrics against a hand-computed confusion matrix, both mIoU conventions (SPEC §4)."""
+"""SegMetrics against a hand-computed confusion matrix, both mIoU conventions (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AdamW param groups and the warm-up + poly schedule (SPEC §2) against hand-computed values."""
+"""AdamW param groups and the warm-up + poly schedule (docs/design.md §3.1) against hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trainer end to end on tiny synthetic data: exact resume, NaN guard, DDP, CLI, configs (issue 4)."""
+"""Trainer end to end on tiny synthetic data: exact resume, NaN guard, DDP, CLI, configs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """EQUISeg model: shapes, equal batched encoding, cross-modal interaction, ablations, None inputs,
-bad input, registry and config (issue 2)."""
+bad input, registry and config."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_train_mode_logits_at_input_resolution():
 
 
 def test_encoder_parameter_counts():
-    # SPEC §1.1: encoder parameters B0 3.32M, B1 13.15M, B2 24.20M
+    # docs/design.md §1.2: encoder parameters B0 3.32M, B1 13.15M, B2 24.20M
     for name, expected in [("equiseg_b0", 3.32), ("equiseg_b1", 13.15), ("equiseg_b2", 24.20)]:
         m = equiseg.create_model(name, modalities=["rgb", "depth"])
         n = sum(p.numel() for p in m.backbone.parameters()) / 1e6
@@ -378,7 +378,7 @@ def test_head_shapes():
 
 
 def test_ppx_is_cmnext_mspa_block_exactly():
-    """PPX against a literal transcription of SPEC §1.3 with the same weights (train and eval BN)."""
+    """PPX against a literal transcription of docs/design.md §1.5 step 2 with the same weights (train and eval BN)."""
     import torch.nn.functional as F
 
     from equiseg.models.modules.ppx import PPX
@@ -396,7 +396,7 @@ def test_ppx_is_cmnext_mspa_block_exactly():
     x = torch.randn(2, 12, 13, 17)
 
     def literal(x: torch.Tensor, old: bool = False) -> torch.Tensor:
-        """SPEC §1.3; ``old``: the earlier deviation (gate on u = y + pools, MLP on the gated x)."""
+        """docs/design.md §1.5 step 2; ``old``: the earlier deviation (gate on u = y + pools, MLP on the gated x)."""
 
         def bn(m, t):
             return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
@@ -426,5 +426,5 @@ def test_ppx_is_cmnext_mspa_block_exactly():
     ppx.eval()
     with torch.no_grad():
         assert torch.allclose(ppx(x), literal(x), atol=1e-5, rtol=1e-5)
-        # the earlier reading (issue 10) is a different function of the same weights
+        # the earlier (wrong) reading is a different function of the same weights
         assert not torch.allclose(ppx(x), literal(x, old=True), atol=1e-2)

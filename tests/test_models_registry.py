@@ -1,4 +1,4 @@
-"""Every registered model (EQUISeg and the peers, all six sizes): one interface (issue 9).
+"""Every registered model (EQUISeg and the peers, all six sizes): one interface.
 
 Each name is built through the registry with a tiny MiT (the variant's own architecture and fields,
 only the encoder width/depth shrunk so the whole set runs in seconds) and checked for: logits at an odd

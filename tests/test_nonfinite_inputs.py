@@ -1,4 +1,4 @@
-"""NaN/Inf in a decoded modality file is an error naming the file (issue 8 item 7): in the data set loader
+"""NaN/Inf in a decoded modality file is an error naming the file: in the data set loader
 (so training, evaluation and the robustness benchmark), in ``predict`` (folder, explicit files, raw
 tensors) and through the CLI."""
 

@@ -1,4 +1,4 @@
-"""CMNeXt (SPEC §8): parity with the DELIVER release, the reshape defect, None inputs, weights."""
+"""CMNeXt (docs/design.md §8.3): parity with the DELIVER release, the reshape defect, None inputs, weights."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CMX (SPEC §8): parity with the RGBX release, two modalities, None inputs, weights."""
+"""CMX (docs/design.md §8.4): parity with the RGBX release, two modalities, None inputs, weights."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def from_fixture(fx, compat: bool):
 # --- parity with the release -------------------------------------------------------------------------
 @pytest.mark.parametrize("compat", [True, False])
 def test_release_parity(compat, tmp_path):
-    """No SPEC-named CMX defect changes outputs: both modes reproduce the release's logits."""
+    """No known CMX defect changes outputs: both modes reproduce the release's logits."""
     fx = load_fixture("cmx")
     assert fx.metadata["reference_repo"] == "huaaaliu/RGBX_Semantic_Segmentation"
     assert "decode_head.linear_fuse.0.bias" in fx.state_dict  # the head's fuse-conv bias, folded on load

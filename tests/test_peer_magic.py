@@ -1,4 +1,4 @@
-"""MAGIC and MAGIC++ (SPEC §8): the selection picks the modalities the papers define (per sample), the
+"""MAGIC and MAGIC++ (docs/design.md §8.6): the selection picks the modalities the papers define (per sample), the
 losses vanish where they must, MIM reduces to MAM where it should, and both architectures meet the
 common interface (odd sizes, ``None`` inputs, a gradient in every parameter, ``encode``, the registry)."""
 

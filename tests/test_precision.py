@@ -1,4 +1,4 @@
-"""bf16 where the CPU has it (issue 11 item 3): how ``auto`` resolves, bf16 evaluation / analysis /
+"""bf16 where the CPU has it: how ``auto`` resolves, bf16 evaluation / analysis /
 robustness / prediction against fp32 on tiny models, ``train.amp: bf16`` on the CPU, and the fp32 losses.
 
 Every test passes on CPUs without bf16 units as well (bf16 autocast runs there, emulated and slowly; the

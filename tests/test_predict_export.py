@@ -1,4 +1,4 @@
-"""Inference and export end to end on a tiny model (issue 5 items 5-6): ``equiseg predict`` on a
+"""Inference and export end to end on a tiny model: ``equiseg predict`` on a
 DeLiVER-layout folder and on explicit files with a modality absent; safetensors and ONNX exports,
 ``from_pretrained``, ``create_model(pretrained=...)`` and onnxruntime-vs-PyTorch at two sizes."""
 

@@ -1,4 +1,4 @@
-"""``equiseg pretrain`` (issue 10 item 3): an encoder pretrained on the built-in scenes, in the original
+"""``equiseg pretrain``: an encoder pretrained on the built-in scenes, in the original
 ``mit_b*.pth`` layout, loads as ImageNet weights do -- every encoder key, into every branch."""
 
 from __future__ import annotations

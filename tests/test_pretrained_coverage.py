@@ -1,4 +1,4 @@
-"""Pretrained weights that cover too little of the encoder fail (issue 8 item 8): the load report
+"""Pretrained weights that cover too little of the encoder fail: the load report
 (:meth:`LoadResult.summary`), the 90 % coverage check and ``model.pretrained_strict: false``."""
 
 from __future__ import annotations

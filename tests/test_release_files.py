@@ -1,4 +1,4 @@
-"""A public release's state dict wherever the CLI takes a checkpoint (issue 9): ``eval``, ``robustness``,
+"""A public release's state dict wherever the CLI takes a checkpoint: ``eval``, ``robustness``,
 ``analyze``, ``predict`` and ``export`` with the model named in the config, the detected format said.
 
 The release is the CMNeXt parity fixture's reference state dict (DELIVER's own key names), and the data

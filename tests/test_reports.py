@@ -1,4 +1,4 @@
-"""The report figures (matplotlib) and ``report.html`` (issue 12): every chart from hand-made inputs,
+"""The report figures (matplotlib) and ``report.html``: every chart from hand-made inputs,
 the confusion heatmap's normalisation, the HTML writer, and demo-/compare-/robustness-like reports
 rendered in headless Chromium (every image loaded, the headline numbers in the DOM)."""
 

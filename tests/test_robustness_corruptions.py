@@ -1,4 +1,4 @@
-"""Corruptions of the robustness benchmark (SPEC §5): RMM drop rates, NM densities and std, seeding."""
+"""Corruptions of the robustness benchmark (docs/design.md §6.1): RMM drop rates, NM densities and std, seeding."""
 
 from __future__ import annotations
 

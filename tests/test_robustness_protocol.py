@@ -1,4 +1,4 @@
-"""Protocol arithmetic of the robustness benchmark (SPEC §5) against a stub model with known outputs."""
+"""Protocol arithmetic of the robustness benchmark (docs/design.md §6) against a stub model with known outputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Runs you can trust (issue 8): the run-folder lock, refusing to replace a run, resume config checks,
+"""Runs you can trust: the run-folder lock, refusing to replace a run, resume config checks,
 leftovers of killed writes, disk full, checkpoint-built networks, exit codes and one-line errors.
 
 Every hostile case asserts the exit code (or exception), that the message names the file or key, and

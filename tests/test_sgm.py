@@ -1,4 +1,4 @@
-"""Self-Guided Module (SPEC §1.5, paper Eq. 3-4) against hand computations (issue 2)."""
+"""Self-Guided Module (docs/design.md §2, paper Eq. 3-4) against hand computations."""
 
 from __future__ import annotations
 

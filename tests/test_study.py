@@ -1,4 +1,4 @@
-"""``equiseg study`` end to end on a tiny data set (issue 10 item 4): 2 seeds, 2 rows per table, the
+"""``equiseg study`` end to end on a tiny data set: 2 seeds, 2 rows per table, the
 paired statistics, and a re-run that reuses every finished run."""
 
 from __future__ import annotations

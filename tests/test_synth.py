@@ -1,4 +1,4 @@
-"""The synthetic scene generator (SPEC §6): layouts, encodings, determinism, read-back through the loaders."""
+"""The synthetic scene generator (docs/design.md §9): layouts, encodings, determinism, read-back through the loaders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Synthetic scenes: modalities of unequal information; conditions and failures do what they say (SPEC §6)."""
+"""Synthetic scenes: modalities of unequal information; conditions and failures do what they say (docs/design.md §9)."""
 
 from __future__ import annotations
 

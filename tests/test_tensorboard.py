@@ -1,6 +1,6 @@
 """``train.tensorboard``: the event file read back holds every loss term, lr, img/s, the val metrics
 overall and per case and a prediction panel per validation; no folder without the flag; a clear
-start-up error without the package (issue 12)."""
+start-up error without the package."""
 
 from __future__ import annotations
 

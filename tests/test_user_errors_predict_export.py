@@ -1,4 +1,4 @@
-"""One-line user errors of ``equiseg predict`` / ``equiseg export`` (issue 8 item 12): an unsupported
+"""One-line user errors of ``equiseg predict`` / ``equiseg export``: an unsupported
 ``--opset``, ``--out`` naming a file, and checkpoint weights that do not fit their model config -- the
 shared :func:`~equiseg.models.weights.load_state_dict_strict` message, never torch's key dump."""
 

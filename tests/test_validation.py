@@ -178,7 +178,7 @@ def test_malformed_experiment_yaml_is_one_line(tmp_path):
 # The YAML spec of a folder data set
 # --------------------------------------------------------------------------------------------------
 
-SPEC = textwrap.dedent(
+DATASET_YAML = textwrap.dedent(
     """
     classes: [road, car]
     modalities:
@@ -203,7 +203,7 @@ def _spec_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_valid_spec_is_parsed_typed(tmp_path):
-    spec = DatasetSpec.load(_spec_file(tmp_path, SPEC.replace("bgr: false", "bgr: 'yes'")))
+    spec = DatasetSpec.load(_spec_file(tmp_path, DATASET_YAML.replace("bgr: false", "bgr: 'yes'")))
     assert spec.modalities["rgb"].bgr is True and spec.modalities["rgb"].rgb is True
     assert spec.modalities["lidar"].png_scale == 256.0 and spec.modalities["lidar"].kind == "array"
     assert spec.classes == ("road", "car") and spec.root == str(tmp_path)
@@ -253,22 +253,22 @@ def test_valid_spec_is_parsed_typed(tmp_path):
     ],
 )
 def test_bad_spec_values_name_file_and_key(tmp_path, edit, message):
-    path = _spec_file(tmp_path, SPEC.replace(*edit))
+    path = _spec_file(tmp_path, DATASET_YAML.replace(*edit))
     for load in (DatasetSpec.load, FolderDataset):
         with pytest.raises(ValueError) as err:
             load(path)
         msg = str(err.value)
         assert msg.startswith(f"{path}: ") and message in msg and "\n" not in msg, msg
     with pytest.raises(ValueError, match="^" + re.escape(message.split(":")[0])):
-        DatasetSpec.load(yaml.safe_load(SPEC.replace(*edit)))  # a mapping: no file to name
+        DatasetSpec.load(yaml.safe_load(DATASET_YAML.replace(*edit)))  # a mapping: no file to name
 
 
 def test_exact_messages_of_the_issue(tmp_path):
-    path = _spec_file(tmp_path, SPEC.replace("bgr: false", "bgr: flase"))
+    path = _spec_file(tmp_path, DATASET_YAML.replace("bgr: false", "bgr: flase"))
     with pytest.raises(ValueError) as err:
         FolderDataset(path)
     assert str(err.value) == f"{path}: modalities.rgb.bgr: expected true/false, got 'flase'"
-    path = _spec_file(tmp_path, SPEC.replace("png_scale: 256", "png_scale: abc"))
+    path = _spec_file(tmp_path, DATASET_YAML.replace("png_scale: 256", "png_scale: abc"))
     with pytest.raises(ValueError) as err:
         DatasetSpec.load(path)
     assert str(err.value) == f"{path}: modalities.lidar.png_scale: expected a number, got 'abc'"

@@ -1,5 +1,5 @@
-"""Pretrained weight formats (SPEC §1.1): HF safetensors <-> original mit_b*.pth parity with
-transformers' own SegFormer encoder, strict loading and clear errors (issue 2)."""
+"""Pretrained weight formats (docs/design.md §1.3): HF safetensors <-> original mit_b*.pth parity with
+transformers' own SegFormer encoder, strict loading and clear errors."""
 
 from __future__ import annotations
 
