@@ -1,4 +1,4 @@
-"""Our models against the public reference implementations, in one run (issue 11): forward and
+"""Our models against the public reference implementations, in one run: forward and
 training-step time, peak RSS, FLOPs and achieved throughput against the fp32 matmul rate of the same
 process, for EQUISeg and every peer (ours), and the public CMNeXt and StitchFusion code (from checkouts
 the user points at), each cell in a fresh process.
@@ -32,8 +32,9 @@ default (``system``); each public cell runs once per ``--public-allocators`` (de
 as the public code runs on its own, and under the same allocator as ours. Every target is reported
 against both.
 
-The "targets" section checks issue 11's goals, which are defined for EQUISeg-B0 on rgb, depth, event and
-lidar at 512², batch 2, fp32; in a run with another setting they are printed as indicative only.
+The "targets" section checks the speed goals of docs/design.md §11, which are defined for EQUISeg-B0 on
+rgb, depth, event and lidar at 512², batch 2, fp32; in a run with another setting they are printed as
+indicative only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model speed benchmark (issues 2, 9): parameters, forward and training-step time, peak memory, FLOPs and
+"""Model speed benchmark: parameters, forward and training-step time, peak memory, FLOPs and
 achieved throughput of EQUISeg and every peer, plus the speed-up of EQUISeg's batched shared-weight
 encoder over a Python loop over modalities.
 
@@ -9,13 +9,13 @@ encoder over a Python loop over modalities.
 
 Our models run one after another in this process; with ``--cmnext-root`` / ``--stitchfusion-root`` the
 public code of that architecture runs beside ours, each in a fresh process (``_cells.py``, shared with
-``compare_references.py``, which runs every cell in a fresh process and checks issue 11's targets).
-Ratios are measured within one process, so they hold even on a noisy machine: the fp32 matmul rate
+``compare_references.py``, which runs every cell in a fresh process and checks the speed goals of
+docs/design.md §11). Ratios are measured within one process, so they hold even on a noisy machine: the fp32 matmul rate
 (2048² matrices, best of 5) is measured first and every achieved GFLOP/s is reported against it (a public
 row: against the rate measured in its own process). FLOPs are those of
 one forward pass from ``torch.utils.flop_counter`` (plus the CPU flash-attention kernel, which it does
 not know); a training step is counted as 3× the forward, since torch 2.13's counter mis-counts grouped
-convolution backward (SPEC §7). "loop ×" is the time of the same network with a per-modality Python
+convolution backward (docs/design.md §10). "loop ×" is the time of the same network with a per-modality Python
 loop over the encoder (``share_encoder=False`` with identical weights in every branch) divided by the
 batched time, for forward and for forward + backward. A public row is rated against our
 implementation's FLOP count for the same model, so that the two rates compare.

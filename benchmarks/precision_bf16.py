@@ -1,5 +1,5 @@
-"""bf16 against fp32 evaluation in one run (issue 11 item 3): mIoU of each, their difference, wall time
-of each and the speed-up, on the CPU at hand (SPEC §7: never carry a figure over from another machine).
+"""bf16 against fp32 evaluation in one run: mIoU of each, their difference, wall time of each and the
+speed-up, on the CPU at hand (never carry a figure over from another machine: docs/design.md §10).
 
     # the demo model (after `equiseg demo`): its checkpoint, config and data
     python benchmarks/precision_bf16.py --checkpoint demo_out/run/best.pt --data-root demo_out/data
@@ -44,7 +44,7 @@ from equiseg.engine.precision import (
 )
 
 DEMO_CONFIG = Path(equiseg.__file__).parent / "configs" / "demo.yaml"
-TOLERANCE = 0.2  # mIoU points: the issue's bound on |bf16 - fp32|
+TOLERANCE = 0.2  # mIoU points: the bound on |bf16 - fp32| (docs/design.md §11)
 
 
 class InMemory:

@@ -1,6 +1,6 @@
 """The public reference implementations, built from a checkout the user points at, for benchmarks that
-time them beside equiseg's models in the same run (issue 9: ours must not be slower than the public
-code for the same architecture). Nothing of theirs is in this repository: the checkout is imported as
+time them beside equiseg's models in the same run (ours must not be slower than the public code for
+the same architecture). Nothing of theirs is in this repository: the checkout is imported as
 it is, with the stand-ins of ``tests/fixtures/reference/_stubs.py`` for the few timm/mmcv/fvcore names
 their model files import, exactly as the parity-fixture scripts there do.
 

@@ -1,4 +1,4 @@
-"""Robustness-benchmark throughput (issue 11): :func:`equiseg.robustness.run_benchmark` (one pass over
+"""Robustness-benchmark throughput: :func:`equiseg.robustness.run_benchmark` (one pass over
 the split, every corruption variant per sample) against a loop in the reference protocol's structure
 (one pass over the split *per variant*, a fresh ``DataLoader`` that re-reads and re-transforms the data,
 batch 4), on the same model, split and corruption seeds, in the same process.

@@ -1,4 +1,4 @@
-"""Training-loop throughput (issue 4): images per second of data loading + training step, and the share of
+"""Training-loop throughput: images per second of data loading + training step, and the share of
 time the step waits for data, for the demo setting and for EQUISeg-B0/B2 at 512×512 on RGB-D-E-L.
 
     python benchmarks/train_throughput.py                    # demo, b0@512, b2@512

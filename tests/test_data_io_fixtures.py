@@ -4,7 +4,8 @@
 uint16 BGR PNGs of the MUSES encoding, and every colour type at 8 and 16 bits from Pillow, the old
 encoder, a reference encoder using every row filter and ``cv2.imwrite``) and ``decoded_arrays.json``,
 the sha256/shape/dtype of the arrays the old code returned for them (written by
-``tests/fixtures/images/make_fixtures.py`` with ``benchmarks/_legacy_io.py``).
+``tests/fixtures/images/make_fixtures.py`` with the old decoder, ``benchmarks/_legacy_io.py`` in git
+history).
 """
 
 from __future__ import annotations
