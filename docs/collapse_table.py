@@ -1,7 +1,7 @@
 """The modality-collapse table of docs/reproduction.md, from the run folders of an ``equiseg study``.
 
 For every SGM row (Tab. 3 and the sgm_features readings) and init: the last-stage cosine similarity of
-each modality's feature with the fused one under three SPEC §9 definitions (fused = mean of all
+each modality's feature with the fused one under three definitions of docs/design.md §7 (fused = mean of all
 modalities, one cosine per flattened feature map, averaged over the val samples), as the mean over
 seeds of the *lowest* modality (100 = every branch is a copy of the fused feature), the CMTB's
 |f_c| / |f'| at the last stage (mean over modalities and seeds), the lowest post-LN similarity at

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 4 measurements (issue 11), one at a time (2 cores). Run from the repository root.
+# Session 4 speed measurements, one at a time (2 cores). Run from the repository root.
 # Results land in $RUNS (default /work/runs/s4final); the committed copies are in docs/results/benchmarks/.
 # Public checkouts: git -C <mirror of jamycheung/DELIVER> archive HEAD | tar -x -C /tmp/ref_deliver (and
 # LiBingyu01/StitchFusion into /tmp/ref_stitch).
