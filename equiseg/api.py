@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from equiseg.config import ExperimentConfig, ModelConfig, from_dict, load_experiment
+from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.engine.checkpoint import load_checkpoint
 from equiseg.engine.evaluate import evaluate as _evaluate
 from equiseg.engine.evaluate import write_metrics
 from equiseg.engine.train import TrainResult
 from equiseg.engine.train import train as _train
-from equiseg.models import EQUISeg, build_model
-from equiseg.models.weights import load_state_dict_strict
+from equiseg.models import EQUISeg
+from equiseg.models.registry import model_from_checkpoint  # re-exported: lives with the weights loading
 
 ConfigLike = ExperimentConfig | str | Path | dict[str, Any]
 
@@ -43,23 +43,6 @@ def train(
         stop_after=stop_after,
         overwrite=overwrite,
     )
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> EQUISeg:
-    """The network a loaded checkpoint dict holds, built from its stored model config, weights loaded
-    strictly, ``meta`` attached. ``source`` names the file in errors."""
-    if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
-        raise ValueError(f"{source}: expected 'model' (a state dict) and 'model_config' (a mapping)")
-    try:
-        cfg = from_dict(ModelConfig, ckpt["model_config"])
-    except ValueError as e:
-        raise ValueError(f"{source}: model_config: {e}") from None
-    model = build_model(cfg)
-    load_state_dict_strict(
-        model, ckpt["model"], source, "weights do not match the model config stored with them"
-    )
-    model.meta = dict(ckpt.get("meta") or {})
-    return model
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> EQUISeg:

@@ -263,7 +263,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(trained, tmp_pa
         def __exit__(self, *a):
             self.f.close()
 
-    monkeypatch.setattr(ck.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
     state = load_checkpoint(work / "last.pt")
     with pytest.raises(ck.DiskFullError) as info:
         ck.save_checkpoint(target, state)

@@ -165,7 +165,7 @@ def load_eval_setup(
         FileNotFoundError: The checkpoint or the data set is missing.
         CheckpointError: The checkpoint is corrupt or unsafe.
     """
-    from equiseg.api import model_from_checkpoint
+    from equiseg.models.registry import model_from_checkpoint
 
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")

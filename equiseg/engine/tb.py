@@ -9,7 +9,7 @@ Tags (the step is the training iteration):
   val split, from the per-case numbers validation computes anyway), at every validation;
 * ``val/predictions`` -- a prediction panel of up to :data:`PANEL_SAMPLES` fixed val samples (one per
   case where the split has cases): each modality as stored, ground truth, prediction and errors, in the
-  data set's palette. It is the panel of :func:`equiseg.reports.panels.prediction_panel`.
+  data set's palette. It is the panel of :func:`equiseg.data.panels.prediction_panel`.
 
 The ``tensorboard`` package is optional: :func:`require_tensorboard` turns its absence into one
 start-up error instead of a run that silently logs nothing.
@@ -126,10 +126,10 @@ def panel_image(
 
     Predictions use the validation's inference mode (whole / slide windows) without test-time
     augmentation, in fp32: a few forwards, not a second validation. The model's train/eval mode is
-    restored afterwards. Rendering is :func:`equiseg.reports.panels.prediction_panel`'s (it writes a PNG, read
+    restored afterwards. Rendering is :func:`equiseg.data.panels.prediction_panel`'s (it writes a PNG, read
     back here), so the panel looks like those of ``eval --panels`` and the demo.
     """
-    from equiseg.reports.panels import prediction_panel
+    from equiseg.data.panels import prediction_panel
 
     was_training = model.training
     model.eval()

@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from equiseg.checkpoint_io import CheckpointError, load_checkpoint
+
 from .backbones import MixVisionTransformer
 
 MIN_COVERAGE = 0.9  # strict loading refuses a file matching fewer of the encoder's (or model's) keys
@@ -241,8 +243,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
-
     try:  # weights_only loading with the checkpoint reader's one-line reasons (corrupt / unsafe / not torch)
         obj = load_checkpoint(path, map_location="cpu")
     except CheckpointError as e:

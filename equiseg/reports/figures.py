@@ -654,7 +654,7 @@ def prediction_grid(
         errors: Add an error-map column (red: wrong, grey: right, black: unlabelled).
         tile: Tile width in inches.
     """
-    from equiseg.reports.panels import _np, colorize, error_map, modality_preview
+    from equiseg.data.panels import _np, colorize, error_map, modality_preview
 
     if not rows:
         raise ValueError("prediction_grid: no rows")

@@ -701,9 +701,9 @@ def load_checkpoint_model(
     """
     import sys
 
-    from equiseg.api import model_from_checkpoint
     from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
     from equiseg.models.reference import is_reference_state_dict
+    from equiseg.models.registry import model_from_checkpoint
 
     if Path(checkpoint).is_dir():
         return from_pretrained(checkpoint, device)

@@ -67,11 +67,11 @@ from equiseg.data.deliver import deliver_spec
 from equiseg.data.folder import DatasetSpec, ModalitySpec
 from equiseg.data.io import IMAGE_EXTENSIONS, check_finite, read_image, to_channels, to_chw_tensor
 from equiseg.data.muses import muses_spec
+from equiseg.data.panels import colorize, modality_preview
 from equiseg.engine.inference import infer_logits
 from equiseg.engine.metrics import class_ids
 from equiseg.engine.precision import resolve_precision, with_precision
 from equiseg.models import EQUISeg
-from equiseg.reports.panels import colorize, modality_preview
 from equiseg.utils import bounded_repr, check_writable_dir, write_atomic
 
 __all__ = [
