@@ -12,4 +12,4 @@ for n in 900 1800 3600 7200; do
 done
 python docs/learning_curve.py "900 iterations=/work/runs/curve/ref_l60_900_s1" \
     "1800 iterations=/work/runs/curve/ref_l60_1800_s1" "3600 iterations=/work/runs/curve/ref_l60_3600_s1" \
-    --out docs/results/learning_curve/demo_reference_l60
+    "7200 iterations=/work/runs/curve/ref_l60_7200_s1" --out docs/results/learning_curve/demo_reference_l60
