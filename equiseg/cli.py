@@ -243,8 +243,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from equiseg.engine.device import resolve_device
     from equiseg.engine.precision import describe_precision, resolve_precision
-    from equiseg.engine.train import resolve_device
     from equiseg.tasks.predict import parse_input_args, predict_to_dir
 
     device = resolve_device(args.device)

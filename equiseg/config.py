@@ -58,7 +58,7 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _device_form(value: Any) -> str | None:
-    """``train.device`` check: what :func:`equiseg.engine.train.resolve_device` accepts."""
+    """``train.device`` check: what :func:`equiseg.engine.device.resolve_device` accepts."""
     if isinstance(value, str) and _DEVICE.fullmatch(value):
         return None
     return "one of auto | cpu | cuda | cuda:N | mps (N = 0, 1, ...)"

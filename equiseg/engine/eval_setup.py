@@ -27,7 +27,7 @@ from equiseg.utils import DEFAULT_CHANNELS
 
 from .builders import build_val_dataset, dataset_meta
 from .checkpoint import load_checkpoint
-from .train import resolve_device
+from .device import resolve_device
 
 
 @dataclass

@@ -428,8 +428,9 @@ def run_ablation(
     """
     from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
+    from equiseg.engine.device import resolve_device
     from equiseg.engine.rundir import holds_run
-    from equiseg.engine.train import resolve_device, train
+    from equiseg.engine.train import train
 
     from .records import (
         check_run_folder,

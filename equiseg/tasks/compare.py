@@ -255,9 +255,10 @@ def run_compare(
     from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
     from equiseg.engine.checkpoint import load_checkpoint
+    from equiseg.engine.device import resolve_device
     from equiseg.engine.eval_setup import load_eval_setup
     from equiseg.engine.rundir import holds_run
-    from equiseg.engine.train import resolve_device, train
+    from equiseg.engine.train import train
     from equiseg.models import list_models
     from equiseg.models.reference import is_reference_state_dict
 

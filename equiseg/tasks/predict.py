@@ -137,7 +137,7 @@ def load_for_inference(
     Raises:
         ValueError: an unreadable checkpoint, or meta without normalisation statistics for a modality.
     """
-    from equiseg.engine.train import resolve_device
+    from equiseg.engine.device import resolve_device
     from equiseg.tasks.export import load_checkpoint_model
 
     dev = resolve_device(device) if device is not None else None
