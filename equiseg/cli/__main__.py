@@ -1,0 +1,7 @@
+"""``python -m equiseg.cli``: the ``equiseg`` command."""
+
+import sys
+
+from equiseg.cli import main
+
+sys.exit(main())
