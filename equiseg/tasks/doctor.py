@@ -24,29 +24,78 @@ SKIPPED (with the reason):
 
 Nothing here changes global state for long: the checks run under a forked RNG, a process group is
 always destroyed again, and the compiled graphs are dropped.
+
+The report's facts are gathered in :mod:`equiseg.tasks.doctor_report`, the checks themselves are in
+:mod:`equiseg.tasks.doctor_checks`; this module puts them together.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import datetime
-import importlib.metadata
-import importlib.util
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from equiseg.tasks.doctor_checks import (
+    BATCH,
+    CHECK_DESCRIPTION,
+    CHECK_MODEL,
+    LOSS_RTOL,
+    MODALITIES,
+    NUM_CLASSES,
+    SAME_RTOL,
+    SIZE,
+    CheckResult,
+    Status,
+    _check_autocast,
+    _check_channels_last,
+    _check_compile,
+    _check_fp32,
+    _check_process_group,
+    _check_sdpa,
+    _one_line,
+    _peak_cpu,
+    _peak_cuda,
+    _Skip,
+    _tiny_model,
+    check_cuda_device,
+    format_check,
+    format_checks,
+)
+from equiseg.tasks.doctor_report import (
+    ARM_FLAGS,
+    CORE_PACKAGES,
+    ENV_KEYS,
+    OPTIONAL_PACKAGES,
+    X86_FLAGS,
+    _cpu_flags,
+    _cuda_versions,
+    _git_commit,
+    _gpus,
+    _package_version,
+    format_report,
+)
 
 __all__ = [
     "CHECK_DESCRIPTION",
     "CheckResult",
     "OPTIONAL_PACKAGES",
+    # the checks' settings and the report's lists (defined in doctor_checks / doctor_report)
+    "ARM_FLAGS",
+    "BATCH",
+    "CHECK_MODEL",
+    "CORE_PACKAGES",
+    "ENV_KEYS",
+    "LOSS_RTOL",
+    "MODALITIES",
+    "NUM_CLASSES",
+    "SAME_RTOL",
+    "SIZE",
+    "Status",
+    "X86_FLAGS",
     "check_cuda_device",
     "environment_report",
     "format_check",
@@ -54,163 +103,6 @@ __all__ = [
     "format_report",
     "run_checks",
 ]
-
-Status = Literal["PASS", "FAIL", "SKIPPED"]
-
-# import name -> distribution names that provide it (the first installed one gives the version)
-CORE_PACKAGES: dict[str, tuple[str, ...]] = {
-    "numpy": ("numpy",),
-    "PIL": ("pillow", "Pillow"),
-    "yaml": ("pyyaml", "PyYAML"),
-    "safetensors": ("safetensors",),
-    "tqdm": ("tqdm",),
-}
-OPTIONAL_PACKAGES: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
-    "tensorboard": ("tensorboard",),
-    "transformers": ("transformers",),
-    "matplotlib": ("matplotlib",),
-    "cv2": (
-        "opencv-python-headless",
-        "opencv-python",
-        "opencv-contrib-python-headless",
-        "opencv-contrib-python",
-    ),
-    "triton": ("triton", "pytorch-triton"),  # torch.compile's GPU code generator
-}
-"""What the optional features need: ONNX export and its check, TensorBoard logging, the weight-format
-parity tests, the report figures, the image codec, and ``torch.compile`` on a GPU."""
-
-X86_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-ARM_FLAGS = ("asimd", "sve", "bf16")
-_TORCH_FLAG_CHECKS = {  # where /proc/cpuinfo does not exist: torch's own capability queries
-    "avx2": "_is_avx2_supported",
-    "avx512f": "_is_avx512_supported",
-    "avx512_bf16": "_is_avx512_bf16_supported",
-    "amx_tile": "_is_amx_tile_supported",
-}
-ENV_KEYS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "EQUISEG_CPU_ALLOCATOR",
-    "EQUISEG_AUTO_PRECISION",
-    "PYTORCH_CUDA_ALLOC_CONF",
-    "CUDA_VISIBLE_DEVICES",
-)
-
-
-# ------------------------------------------------------------------------------------------ report
-
-
-def _git_commit(package_dir: Path) -> dict[str, Any] | None:
-    """The commit of the checkout the package runs from (None for an installed wheel or without git)."""
-    repo = package_dir.parent
-    if not (repo / ".git").exists():
-        return None
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if head.returncode != 0:
-            return None
-        status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        dirty = status.returncode == 0 and bool(status.stdout.strip())
-        return {"commit": head.stdout.strip(), "modified": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _package_version(module: str, dists: tuple[str, ...]) -> str | None:
-    """The installed version of ``module`` (None: absent); found without importing it."""
-    try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    for dist in dists:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "present (version unknown)"
-
-
-def _cpu_flags() -> dict[str, bool]:
-    """The CPU flags that decide equiseg's speed paths (AVX2/AVX-512 kernels, bf16 and AMX units)."""
-    from equiseg.engine.precision import _cpuinfo
-
-    machine = platform.machine().lower()
-    wanted = ARM_FLAGS if machine in ("aarch64", "arm64") else X86_FLAGS
-    for line in _cpuinfo().splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            have = set(value.split())
-            return {f: f in have for f in wanted}
-    import torch
-
-    found = {}
-    for flag, check in _TORCH_FLAG_CHECKS.items():
-        fn = getattr(torch.cpu, check, None)
-        try:
-            if fn is not None:
-                found[flag] = bool(fn())
-        except Exception:  # a capability query must never stop the report
-            pass
-    return found
-
-
-def _gpus() -> list[dict[str, Any]]:
-    import torch
-
-    out = []
-    for i in range(torch.cuda.device_count()):
-        p = torch.cuda.get_device_properties(i)
-        out.append(
-            {
-                "index": i,
-                "name": p.name,
-                "memory_gib": round(p.total_memory / 2**30, 1),
-                "capability": f"{p.major}.{p.minor}",
-                "multiprocessors": p.multi_processor_count,
-            }
-        )
-    return out
-
-
-def _cuda_versions() -> dict[str, Any]:
-    import torch
-
-    versions: dict[str, Any] = {"cuda": torch.version.cuda, "hip": getattr(torch.version, "hip", None)}
-    try:
-        versions["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    except Exception:
-        versions["cudnn"] = None
-    versions["nccl"] = None
-    try:
-        import torch.distributed as dist
-
-        if torch.version.cuda and dist.is_available() and dist.is_nccl_available():
-            v = torch.cuda.nccl.version()
-            versions["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    except Exception:
-        pass
-    versions["driver"] = None
-    try:
-        if torch.cuda.is_available():
-            v = int(torch._C._cuda_getDriverVersion())  # e.g. 12040 for 12.4
-            versions["driver"] = f"{v // 1000}.{v % 1000 // 10}"
-    except Exception:
-        pass
-    return versions
 
 
 def environment_report() -> dict[str, Any]:
@@ -276,420 +168,6 @@ def environment_report() -> dict[str, Any]:
         "env": {k: os.environ.get(k) for k in ENV_KEYS},
         "packages": {m: _package_version(m, d) for m, d in {**CORE_PACKAGES, **OPTIONAL_PACKAGES}.items()},
     }
-
-
-_PACKAGE_LABELS = {"PIL": "pillow", "yaml": "pyyaml", "cv2": "opencv (cv2)"}
-
-
-def _wrap(label: str, items: list[str], width: int = 110) -> list[str]:
-    """``label`` then the comma-separated ``items``, continued on indented lines at ``width``."""
-    lines, line = [], f"{label:<12} "
-    for i, item in enumerate(items):
-        piece = item + ("," if i < len(items) - 1 else "")
-        if len(line) + len(piece) + 1 > width and line.strip() != label:
-            lines.append(line.rstrip())
-            line = " " * 13
-        line += piece + " "
-    lines.append(line.rstrip())
-    return lines
-
-
-def _env(report: dict[str, Any], key: str) -> str:
-    value = report["env"].get(key)
-    return f"{key}={value}" if value is not None else f"{key} unset"
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report of :func:`environment_report` as one screen of text (no trailing newline)."""
-    eq, tv = report["equiseg"], report["torch"]
-    commit = ""
-    if eq.get("commit"):
-        commit = f", git {eq['commit']}" + (" (with uncommitted changes)" if eq.get("modified") else "")
-    lines = [
-        f"{'equiseg':<12} {eq['version']}{commit}, {eq['path']}",
-        f"{'python':<12} {report['python']['version']} ({report['python']['implementation']}), "
-        f"{report['python']['executable']}",
-        f"{'platform':<12} {report['platform']}",
-        f"{'torch':<12} {tv['version']}; CUDA {tv['cuda'] or 'none (a CPU build)'}, cuDNN {tv['cudnn'] or '–'}, "
-        f"NCCL {tv['nccl'] or '–'}"
-        + (f", driver {tv['driver']}" if tv.get("driver") else "")
-        + (f", HIP {tv['hip']}" if tv.get("hip") else ""),
-    ]
-    if report["gpus"]:
-        for g in report["gpus"]:
-            lines.append(
-                f"{'GPU ' + str(g['index']):<12} {g['name']}, {g['memory_gib']:g} GiB, compute capability "
-                f"{g['capability']}, {g['multiprocessors']} SMs"
-            )
-    else:
-        why = (
-            "this torch build has no CUDA"
-            if not tv["cuda"]
-            else f"torch has CUDA {tv['cuda']} but sees no device (driver? {_env(report, 'CUDA_VISIBLE_DEVICES')})"
-        )
-        lines.append(f"{'GPUs':<12} none: {why}")
-    cpu = report["cpu"]
-    lines.append(
-        f"{'CPU':<12} {cpu['model']} ({cpu['machine']}), {cpu['logical_cpus']} logical CPUs, "
-        f"{cpu['usable_cpus']} usable by this process; torch kernels: {cpu['capability'] or '?'}"
-    )
-    if cpu["flags"]:
-        lines += _wrap("CPU flags", [f"{f} {'yes' if v else 'no'}" for f, v in cpu["flags"].items()])
-    units = report["bf16"]["cpu_units"]
-    cuda_bf16 = report["bf16"]["cuda"]
-    lines.append(
-        f"{'bf16':<12} CPU "
-        + (f"native ({', '.join(units)})" if units else "emulated (no avx512_bf16 / amx_bf16: slow)")
-        + "; CUDA "
-        + ("–" if cuda_bf16 is None else "yes" if cuda_bf16 else "no (fp16 only)")
-        + f"; {_env(report, 'EQUISEG_AUTO_PRECISION')}"
-    )
-    th = report["threads"]
-    lines.append(
-        f"{'threads':<12} torch {th['intra_op']} intra-op, {th['inter_op']} inter-op; "
-        f"{_env(report, 'OMP_NUM_THREADS')}, {_env(report, 'MKL_NUM_THREADS')}"
-    )
-    lines.append(
-        f"{'allocator':<12} CPU {report['allocator']['cpu']} ({_env(report, 'EQUISEG_CPU_ALLOCATOR')}; "
-        f"default retain with glibc); {_env(report, 'PYTORCH_CUDA_ALLOC_CONF')}"
-    )
-    pkgs = [
-        f"{_PACKAGE_LABELS.get(m, m)} {v if v is not None else 'absent'}"
-        for m, v in report["packages"].items()
-    ]
-    lines += _wrap("packages", pkgs)
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------ checks
-
-
-@dataclasses.dataclass
-class CheckResult:
-    """One accelerator path's verdict.
-
-    Attributes:
-        name: A stable id, ``cpu.fp32_train_step``, ``cuda.nccl`` ...
-        device: ``CPU`` or ``CUDA``.
-        label: What was checked, for people.
-        status: ``PASS``, ``FAIL`` or ``SKIPPED``.
-        detail: What was measured (PASS), the error (FAIL) or why it did not run (SKIPPED).
-        seconds: How long it took (None when skipped).
-    """
-
-    name: str
-    device: str
-    label: str
-    status: Status
-    detail: str
-    seconds: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class _Skip(Exception):
-    """Raised inside a check: it does not apply here (the message says why)."""
-
-
-NUM_CLASSES = 5
-MODALITIES = ("rgb", "depth")
-SIZE = 64
-BATCH = 2
-CHECK_MODEL = dict(
-    embed_dims=(32, 64, 160, 256),
-    depths=(1, 1, 1, 1),
-    decoder_dim=64,
-    drop_path_rate=0.0,
-    head_dropout=0.0,
-    lambda_sgm=1.0,
-)
-"""The tiny EQUISeg of the checks: MiT-B0's widths (attention head dimension 32, as every MiT variant),
-one block per stage, no dropout (so the losses of two paths compare: only their arithmetic differs)."""
-CHECK_DESCRIPTION = (
-    f"a tiny EQUISeg (MiT-B0 widths, one block per stage, {len(MODALITIES)} modalities, batch {BATCH}, "
-    f"{SIZE}×{SIZE})"
-)
-LOSS_RTOL = {"fp16": 0.05, "bf16": 0.05}  # autocast's loss against fp32's at the same weights and data
-# channels-last and compiled against the eager fp32 result, relative: other kernels round differently,
-# and on a GPU cuDNN's fp32 convolutions run in TF32 by default (10-bit mantissa), so they may differ more
-SAME_RTOL = {"cpu": 1e-3, "cuda": 2e-2}
-
-
-def _tiny_model():
-    import torch
-
-    from equiseg.models import create_model
-
-    with torch.random.fork_rng(devices=[]):  # the caller's RNG stream does not move
-        torch.manual_seed(0)
-        return create_model("equiseg_b0", num_classes=NUM_CLASSES, modalities=MODALITIES, **CHECK_MODEL)
-
-
-def _batch(device) -> tuple[list, Any]:
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(BATCH, 3, SIZE, SIZE, generator=g).to(device) for _ in MODALITIES]
-    labels = torch.randint(0, NUM_CLASSES, (BATCH, SIZE, SIZE), generator=g)
-    labels[:, :4] = 255  # a band of ignored pixels, as real labels have
-    return inputs, labels.to(device)
-
-
-def _pairing():
-    """The SGM's pairing generator, seeded alike for every check, so their losses compare."""
-    import torch
-
-    return torch.Generator().manual_seed(0)
-
-
-def _finite_grads(model) -> bool:
-    import torch
-
-    return all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
-def _train_step(model, device, *, dtype=None, scaler=None, channels_last=False, steps=1) -> dict[str, Any]:
-    """``steps`` optimiser steps of ``model`` on the fixed batch; returns the first loss, whether the
-    gradients were finite and whether the weights moved."""
-    import torch
-
-    inputs, labels = _batch(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    before = [p.detach().clone() for p in model.parameters()]
-    first, finite = None, True
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(inputs, labels, generator=_pairing()).loss
-        if first is None:
-            first = float(loss.detach().float())
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            finite = finite and _finite_grads(model)
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            finite = finite and _finite_grads(model)
-            opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    moved = any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
-    return {"loss": first, "finite": finite, "moved": moved}
-
-
-def _expect(cond: bool, message: str) -> None:
-    if not cond:
-        raise AssertionError(message)
-
-
-def _check_fp32(model, device) -> tuple[str, float]:
-    import math
-
-    r = _train_step(copy.deepcopy(model), device)
-    _expect(math.isfinite(r["loss"]), f"loss is {r['loss']}")
-    _expect(r["finite"], "non-finite gradients")
-    _expect(r["moved"], "the optimiser step left every weight unchanged")
-    return f"loss {r['loss']:.4f}, finite gradients, weights updated", r["loss"]
-
-
-def _check_autocast(model, device, precision: str, reference: float | None) -> str:
-    import math
-
-    import torch
-
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    r = _train_step(copy.deepcopy(model), device, dtype=dtype, scaler=scaler, steps=2 if scaler else 1)
-    _expect(math.isfinite(r["loss"]), f"loss is {r['loss']}")
-    if scaler is None:
-        _expect(r["finite"], "non-finite gradients")
-    _expect(r["moved"], "no optimiser step was taken (the grad scaler skipped every step)")
-    text = f"loss {r['loss']:.4f}"
-    if reference is not None:
-        rel = abs(r["loss"] - reference) / max(abs(reference), 1e-6)
-        _expect(
-            rel <= LOSS_RTOL[precision], f"loss {r['loss']:.4f} vs fp32 {reference:.4f} ({rel:.1%} apart)"
-        )
-        text += f" (fp32 {reference:.4f}, {rel:.2%} apart)"
-    if scaler is not None:
-        text += f", GradScaler scale now {scaler.get_scale():g}"
-    return text + ", weights updated"
-
-
-def _check_channels_last(model, device) -> str:
-    import torch
-
-    inputs, _ = _batch(device)
-    net = copy.deepcopy(model).eval()
-    with torch.inference_mode():
-        ref = net(inputs).float()
-        net = net.to(memory_format=torch.channels_last)
-        out = net([x.contiguous(memory_format=torch.channels_last) for x in inputs]).float()
-    diff = float((out - ref).abs().max())
-    scale = float(ref.abs().max())
-    tol = SAME_RTOL[device.type] * max(scale, 1.0)
-    _expect(diff <= tol, f"logits differ from the contiguous forward by {diff:.2e} (tolerance {tol:.1e})")
-    r = _train_step(copy.deepcopy(model), device, channels_last=True)
-    _expect(r["finite"] and r["moved"], "the channels-last training step gave non-finite or no updates")
-    return f"logits match the contiguous forward (max |Δ| {diff:.1e}); a training step ran"
-
-
-def _check_sdpa(device) -> str:
-    """The backend torch picks for stage 1's attention of a MiT (head dim 32, spatial reduction 8),
-    and its output against the math backend."""
-    import torch
-    import torch.nn.functional as F
-
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    g = torch.Generator().manual_seed(0)
-    tokens = (SIZE // 4) ** 2
-    q = torch.randn(BATCH * len(MODALITIES), 1, tokens, 32, generator=g).to(device, dtype)
-    kv = torch.randn(2, BATCH * len(MODALITIES), 1, max(tokens // 64, 1), 32, generator=g).to(device, dtype)
-    chosen = "not exposed by this torch"
-    choice = getattr(torch, "_fused_sdp_choice", None)
-    if choice is not None:
-        try:
-            from torch.nn.attention import SDPBackend
-
-            chosen = SDPBackend(int(choice(q, kv[0], kv[1]))).name.lower()
-        except Exception as e:  # the query is private: report, do not fail on it
-            chosen = f"unknown ({type(e).__name__})"
-    out = F.scaled_dot_product_attention(q, kv[0], kv[1])
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel(SDPBackend.MATH):
-            ref = F.scaled_dot_product_attention(q.float(), kv[0].float(), kv[1].float())
-    except ImportError:
-        ref = torch.softmax(q.float() @ kv[0].float().transpose(-2, -1) / 32**0.5, -1) @ kv[1].float()
-    diff = float((out.float() - ref).abs().max())
-    tol = 1e-2 if dtype == torch.float16 else 1e-4
-    _expect(diff <= tol, f"{chosen} backend differs from the math backend by {diff:.2e}")
-    shape = "×".join(map(str, q.shape))
-    return f"{chosen} for {str(dtype).removeprefix('torch.')} q {shape} (max |Δ| vs math {diff:.1e})"
-
-
-def _check_compile(model, device, reference: float, backend: str = "inductor") -> str:
-    """One training step through ``torch.compile`` (``backend``: inductor, what users get; the tests
-    use a cheaper one), its loss against the eager fp32 step's."""
-    import torch
-
-    try:
-        import torch._dynamo as dynamo
-    except ImportError:
-        dynamo = None
-    if device.type == "cuda" and _package_version("triton", OPTIONAL_PACKAGES["triton"]) is None:
-        raise AssertionError("triton is not installed: torch.compile cannot generate GPU kernels")
-    net = copy.deepcopy(model)
-    compiled = torch.compile(net, backend=backend)
-    inputs, labels = _batch(device)
-    net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=1e-2)
-    start = time.perf_counter()
-    try:
-        loss = compiled(inputs, labels, generator=_pairing()).loss
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    finally:
-        if dynamo is not None:
-            dynamo.reset()  # drop the compiled graphs
-    took = time.perf_counter() - start
-    value = float(loss.detach())
-    rel = abs(value - reference) / max(abs(reference), 1e-6)
-    _expect(rel <= SAME_RTOL[device.type], f"compiled loss {value:.5f} vs eager {reference:.5f}")
-    _expect(_finite_grads(net), "non-finite gradients")
-    return f"one training step compiled and run in {took:.1f} s, loss matches eager ({rel:.1e} apart)"
-
-
-def _check_process_group(backend: str, device) -> str:
-    """A one-process group joined through a file store (no network port), one all-reduce, destroyed."""
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        raise _Skip("this torch build has no torch.distributed")
-    if backend == "nccl" and not dist.is_nccl_available():
-        raise AssertionError("this torch build has no NCCL: multi-GPU training (DDP) cannot run")
-    if backend == "gloo" and not dist.is_gloo_available():
-        raise AssertionError("this torch build has no gloo: CPU DDP cannot run")
-    if dist.is_initialized():
-        raise _Skip("a process group already runs in this process")
-    with tempfile.TemporaryDirectory(prefix="equiseg_doctor_") as tmp:
-        store = dist.FileStore(os.path.join(tmp, "store"), 1)
-        kwargs: dict[str, Any] = {"timeout": datetime.timedelta(seconds=60)}
-        if backend == "nccl":
-            kwargs["device_id"] = device
-        dist.init_process_group(backend, store=store, rank=0, world_size=1, **kwargs)
-        try:
-            t = torch.full((4,), 2.0, device=device)
-            dist.all_reduce(t)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            _expect(bool((t == 2.0).all()), f"all_reduce over one process changed the tensor to {t.tolist()}")
-        finally:
-            dist.destroy_process_group()
-    version = ""
-    if backend == "nccl":
-        v = torch.cuda.nccl.version()
-        version = " " + (".".join(map(str, v)) if isinstance(v, tuple) else str(v))
-    return f"{backend}{version}: a one-process group joined, all_reduce ran, destroyed"
-
-
-def _peak_cpu() -> str:
-    import resource
-
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if sys.platform == "darwin":
-        kib //= 1024  # bytes there
-    return f"peak resident memory of this process {kib / 1024:.0f} MiB"
-
-
-def _peak_cuda(device) -> str:
-    import torch
-
-    total = torch.cuda.get_device_properties(device).total_memory
-    alloc, reserved = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
-    return (
-        f"peak {alloc / 2**20:.0f} MiB allocated, {reserved / 2**20:.0f} MiB reserved by these checks "
-        f"(of {total / 2**30:.1f} GiB on {torch.cuda.get_device_name(device)})"
-    )
-
-
-def check_cuda_device(device: str, where: str = "cuda_device") -> str:
-    """``device`` if it names a GPU (``cuda`` or ``cuda:N``) this process can see -- or any GPU where
-    none is visible (the CUDA rows are then SKIPPED).
-
-    Raises:
-        ValueError: one line naming ``where``: not ``cuda[:N]``, or ``N`` beyond the visible GPUs.
-    """
-    import re
-
-    import torch
-
-    m = re.fullmatch(r"cuda(?::(\d+))?", str(device).strip())
-    if m is None:
-        raise ValueError(f"{where}: expected cuda or cuda:N, got {device!r}")
-    if m.group(1) is not None and torch.cuda.is_available() and int(m.group(1)) >= torch.cuda.device_count():
-        raise ValueError(
-            f"{where}: {device} asked for, but only {torch.cuda.device_count()} GPU(s) are visible"
-        )
-    return str(device).strip()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if not isinstance(exc, AssertionError):
-        text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= 300 else text[:300] + " ..."
 
 
 def run_checks(
@@ -868,17 +346,3 @@ def _run_checks(
     for (name, label), fn in zip(cuda_rows, checks, strict=True):
         run(name, "CUDA", label, fn)
     return results
-
-
-def format_checks(results: list[CheckResult]) -> str:
-    """The check rows as text, then a one-line summary (no trailing newline)."""
-    lines = [format_check(r) for r in results]
-    counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "SKIPPED")}
-    lines.append(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIPPED']} skipped")
-    return "\n".join(lines)
-
-
-def format_check(r: CheckResult) -> str:
-    """``PASS     CPU   fp32 training step           0.41 s  loss 1.79 ...``"""
-    took = f"{r.seconds:6.2f} s" if r.seconds is not None else " " * 8
-    return f"{r.status:<8} {r.device:<5} {r.label:<27} {took}  {r.detail}"
