@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from equiseg.data.deliver import deliver_spec
-from equiseg.data.folder import DatasetSpec, _Pattern
+from equiseg.data.folder_spec import DatasetSpec, _Pattern
 from equiseg.data.muses import muses_spec
 from equiseg.utils import bounded_repr, check_names
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from equiseg.data.folder import DatasetSpec, FolderDataset, _Pattern, _Sample
+from equiseg.data.folder import FolderDataset, _Sample
+from equiseg.data.folder_spec import DatasetSpec, _Pattern
 from equiseg.data.io import read_image
 from equiseg.data.verify_report import Problem
 
