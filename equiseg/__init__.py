@@ -9,7 +9,7 @@ from equiseg.models import EQUISeg, create_model, list_models, load_mit_weights
 
 def __getattr__(name: str):
     # the engine (and its data dependencies) loads on first use: `import equiseg` stays light
-    if name in ("train", "evaluate", "load_model"):
+    if name in ("train", "evaluate", "load", "load_model"):
         from equiseg import api
 
         return getattr(api, name)
@@ -35,6 +35,7 @@ __all__ = [
     "evaluate",
     "from_pretrained",
     "list_models",
+    "load",
     "load_experiment",
     "load_mit_weights",
     "load_model",

@@ -1,5 +1,9 @@
 """Python API mirroring the command line: ``equiseg.train(config)``, ``equiseg.evaluate(config, ckpt)``,
-``equiseg.load_model(ckpt)`` -- so notebooks and scripts need no subprocess.
+``equiseg.load(source)`` / ``equiseg.load_model(ckpt)`` -- so notebooks and scripts need no subprocess.
+
+Every model is loaded by one loader (:func:`equiseg.models.load_model`; with an experiment config,
+:func:`equiseg.engine.eval_setup.load_with_config`): :func:`load` returns its typed result,
+:func:`load_model` just the network.
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ from typing import Any
 import torch
 
 from equiseg.config import ExperimentConfig, load_experiment
-from equiseg.engine.checkpoint import load_checkpoint
+from equiseg.engine.eval_setup import load_with_config
 from equiseg.engine.evaluate import evaluate as _evaluate
 from equiseg.engine.evaluate import write_metrics
 from equiseg.engine.train import TrainResult
 from equiseg.engine.train import train as _train
-from equiseg.models import EQUISeg
-from equiseg.models.registry import model_from_checkpoint  # re-exported: lives with the weights loading
+from equiseg.models import EQUISeg, LoadedModel
+from equiseg.models.loading import model_from_checkpoint  # noqa: F401  (re-exported: public name)
 
 ConfigLike = ExperimentConfig | str | Path | dict[str, Any]
 
@@ -45,11 +49,28 @@ def train(
     )
 
 
+def load(
+    source: str | Path,
+    config: ConfigLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> LoadedModel:
+    """Load a saved model: a training checkpoint, an ``equiseg export`` folder, or a peer's released
+    state dict with ``config`` naming its model and data set (e.g. ``configs/peers/cmnext_b2_deliver.yaml``).
+
+    The file is read once and its format detected from its content. Returns a
+    :class:`~equiseg.models.LoadedModel`: ``.model`` (eval mode, on ``device``: ``auto``, ``cpu``,
+    ``cuda`` ...; default the CPU), ``.classes``, ``.modalities``, ``.norm_stats``, ``.meta``,
+    ``.model_config``, ``.format`` (``checkpoint``, ``export``, ``release``, ``state_dict``) and, for a
+    checkpoint, ``.train_config`` and ``.iteration``. See :func:`equiseg.engine.eval_setup.load_with_config`.
+    """
+    return load_with_config(source, config, device=device)
+
+
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> EQUISeg:
-    """An eval-mode EQUISeg from a training checkpoint (it carries its model config and class meta,
-    available afterwards as ``model.meta``)."""
-    ckpt = load_checkpoint(checkpoint, required_keys=("model", "model_config"))
-    return model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
+    """An eval-mode network from a training checkpoint (or an export folder): :func:`load`'s ``.model``;
+    the stored class meta is ``model.meta``."""
+    return load(checkpoint, device=device).model
 
 
 def evaluate(

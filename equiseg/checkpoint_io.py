@@ -16,6 +16,9 @@ refused with :class:`UnsafeCheckpointError`; a truncated or corrupt one raises
 :class:`CorruptCheckpointError`. Both name the file. Before unpickling, the zip archive's CRC-32s are
 checked, which catches flipped bytes inside tensor data that ``torch.load`` itself does not notice.
 
+Safetensors files (the weights of an ``equiseg export`` folder, Hugging Face weights, released state
+dicts saved that way) are read by :func:`load_safetensors`, with the same kind of one-line errors.
+
 Checkpoints must therefore hold plain types only: tensors, numbers, strings, bytes, ``None``, lists,
 tuples and dicts (``torch.dtype``/``torch.device``/``torch.Size`` are allowed too).
 :func:`save_checkpoint` checks this before writing and names the offending entry.
@@ -45,6 +48,7 @@ __all__ = [
     "DiskFullError",
     "UnsafeCheckpointError",
     "load_checkpoint",
+    "load_safetensors",
     "save_checkpoint",
 ]
 
@@ -273,3 +277,23 @@ def load_checkpoint(
             f"checkpoint {path} lacks key(s) {missing}; it has {sorted(map(str, obj))}"
         )
     return obj
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, on the CPU (the format holds tensors only: no code runs).
+
+    Raises:
+        FileNotFoundError: No such file.
+        CorruptCheckpointError: Empty, truncated or not a safetensors file (the library's own error
+            types, told in one line naming the file).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types (SafetensorError, OSError ...)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({first})") from exc

@@ -1,15 +1,22 @@
-"""A trained checkpoint and a split of the config's data set, ready for the studies that run on them
-(``equiseg analyze``, ``equiseg robustness``, the ablation runner).
+"""A trained model and a split of the config's data set, ready for the studies that run on them
+(``equiseg analyze``, ``equiseg robustness``, the ablation runner), and the experiment-config level of
+the one model loader.
 
-The network is rebuilt from the model config stored *in the checkpoint* (so an ablation checkpoint,
-e.g. ``hub: mean``, loads under the base config); the experiment config supplies the data set, the
-device and the metric convention. Model keys the config sets must agree with the checkpoint, and the
+Models are loaded by :func:`equiseg.models.load_model` (a training checkpoint, an export folder, a peer's
+release; the file read once). What this module adds is what needs the experiment config, which the
+models do not know: :func:`load_with_config` turns a config naming a release's model and data set into
+the model config and the class/normalisation meta (from the data set's definition, no files read), and
+:func:`load_eval_setup` adds the data split and the checks that the config asks for the network the
+checkpoint holds. The network is the one stored *in the checkpoint* (so an ablation checkpoint, e.g.
+``hub: mean``, loads under the base config); the experiment config supplies the data set, the device
+and the metric convention. Model keys the config sets must agree with the checkpoint, and the
 modalities are matched by name (:func:`match_checkpoint`). ``equiseg eval`` uses the same path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,13 +28,25 @@ from torch.utils.data import Subset
 
 from equiseg.config import ExperimentConfig, load_experiment, to_dict
 from equiseg.data.splits import check_split
-from equiseg.models import EQUISeg, build_model, load_reference_checkpoint
-from equiseg.models.reference import is_reference_state_dict
+from equiseg.models import EQUISeg, LoadedModel, ModelFile, load_model, read_model_file
+from equiseg.models.config import ModelConfig
+from equiseg.models.loading import TRAINING_ONLY_MODEL_KEYS
 from equiseg.utils import DEFAULT_CHANNELS
 
-from .builders import build_val_dataset, dataset_meta
-from .checkpoint import load_checkpoint
+from .builders import build_val_dataset, config_meta
 from .device import resolve_device
+
+__all__ = [
+    "EvalSetup",
+    "TRAINING_ONLY_MODEL_KEYS",
+    "load_eval_setup",
+    "load_with_config",
+    "match_checkpoint",
+    "subset",
+]
+
+ConfigLike = ExperimentConfig | ModelConfig | str | os.PathLike | dict[str, Any]
+Source = str | os.PathLike | ModelFile
 
 
 @dataclass
@@ -41,6 +60,7 @@ class EvalSetup:
         split: The split's name.
         device: Where to run.
         name: A label for tables (the model variant's name).
+        loaded: What the loader returned (format, path, meta, the checkpoint's training config ...).
     """
 
     cfg: ExperimentConfig
@@ -49,6 +69,7 @@ class EvalSetup:
     split: str
     device: torch.device
     name: str
+    loaded: LoadedModel | None = None
 
 
 def subset(dataset: Any, max_samples: int | None) -> Any:
@@ -63,32 +84,11 @@ def subset(dataset: Any, max_samples: int | None) -> Any:
     return Subset(dataset, range(max_samples))
 
 
-# ModelConfig fields that shape only the training losses or stochastic training layers, not the
-# network evaluated in eval mode: a config may differ from the checkpoint in them (e.g. an ablation
-# checkpoint with lambda_sgm 60 scored under the demo config's lambda_sgm 1) without changing a number.
-TRAINING_ONLY_MODEL_KEYS = frozenset(
-    {
-        "loss",
-        "ohem_thresh",
-        "sgm",
-        "prototype",
-        "pairing",
-        "lambda_sgm",
-        "sgm_features",
-        "sgm_convention",
-        "drop_rate",
-        "attn_drop_rate",
-        "drop_path_rate",
-        "head_dropout",
-    }
-)
 _NOT_ARCHITECTURE = {"name", "pretrained", "pretrained_strict"}
 
 
-def match_checkpoint(
-    cfg: ExperimentConfig, ckpt: dict[str, Any], model: EQUISeg, source: str
-) -> ExperimentConfig:
-    """Check that ``cfg`` asks for the network ``ckpt`` holds, and order its modalities like the checkpoint.
+def match_checkpoint(cfg: ExperimentConfig, loaded: LoadedModel) -> ExperimentConfig:
+    """Check that ``cfg`` asks for the network ``loaded`` holds, and order its modalities like it.
 
     The network is always the checkpoint's (rebuilt from its stored model config); the experiment config
     supplies data, device and metric settings. Every model key the config *sets* must agree with the
@@ -103,7 +103,8 @@ def match_checkpoint(
             (named with both values), a modality the checkpoint needs that ``data.modalities`` lacks, or
             a ``data.channels`` entry other than the checkpoint's count.
     """
-    saved_name = (ckpt.get("config") or {}).get("model", {}).get("name")
+    model, source = loaded.model, loaded.path
+    saved_name = loaded.variant
     asked = cfg.model.get("name")
     if saved_name is not None and asked != saved_name:
         raise ValueError(f"{source}: checkpoint is {saved_name}, config asks for {asked}")
@@ -147,9 +148,56 @@ def match_checkpoint(
     return cfg
 
 
+def _resolve(file: ModelFile, config: ExperimentConfig, device: torch.device | None) -> LoadedModel:
+    """The model of a source that needs its config (a release, a bare state dict) from an experiment
+    config: ``model`` names the network, ``data`` the classes and normalisation (the data set's
+    definition, no files read); a source that stores its own config is loaded as stored."""
+    if not file.needs_config:
+        return load_model(file, device=device)
+    meta = config_meta(config.data)
+    model_cfg = config.model_config(len(meta["classes"]))
+    return load_model(file, config=model_cfg, meta=meta, device=device, name=config.model["name"])
+
+
+def load_with_config(
+    source: Source, config: ConfigLike | None = None, *, device: str | torch.device | None = None
+) -> LoadedModel:
+    """:func:`equiseg.models.load_model` with an experiment config for the sources that need one
+    (``equiseg.load``; ``--config`` of ``equiseg predict`` / ``equiseg export``).
+
+    Args:
+        source: a training checkpoint, an ``equiseg export`` folder, a peer's released state dict or a
+            bare full-model state dict (a path), or a :class:`~equiseg.models.ModelFile` already read.
+        config: for a release or a bare state dict, what names the model: an experiment config (an
+            :class:`~equiseg.config.ExperimentConfig`, a YAML path or a dict: ``model`` the network,
+            ``data`` the classes and normalisation, e.g. ``configs/peers/cmnext_b2_deliver.yaml``) or a
+            :class:`~equiseg.models.config.ModelConfig`. An experiment config is not read for a
+            checkpoint or an export, which carry both; a ``ModelConfig`` must agree with theirs.
+        device: ``auto``, ``cpu``, ``cuda`` ... (checked against this machine); None: the CPU.
+
+    Returns:
+        :class:`~equiseg.models.LoadedModel`; a note saying what a release was mapped into is printed
+        to stderr.
+
+    Raises:
+        As :func:`equiseg.models.load_model`, and a config that is not valid.
+    """
+    dev = resolve_device(device) if device is not None else None
+    file = source if isinstance(source, ModelFile) else read_model_file(source)
+    if config is None or isinstance(config, ModelConfig):
+        loaded = load_model(file, config=config, device=dev)
+    elif not file.needs_config:
+        return load_model(file, device=dev)
+    else:
+        loaded = _resolve(file, load_experiment(config), dev)
+    if file.needs_config:
+        print(f"note: {loaded.describe()}", file=sys.stderr)
+    return loaded
+
+
 def load_eval_setup(
     config: ExperimentConfig | str | Path | dict[str, Any],
-    checkpoint: str | Path,
+    checkpoint: Source,
     overrides: Iterable[str] = (),
     *,
     split: str | None = None,
@@ -158,6 +206,10 @@ def load_eval_setup(
 ) -> EvalSetup:
     """Load ``checkpoint``'s network and the ``split`` (optionally one ``case``) of the config's data set.
 
+    ``checkpoint`` is anything :func:`equiseg.models.load_model` takes (a training checkpoint, an export
+    folder, a release whose model ``config`` names), or a :class:`~equiseg.models.ModelFile` already
+    read; the file is read once.
+
     Raises:
         ValueError: the config asks for another network than the checkpoint's (see
             :func:`match_checkpoint`), the class counts differ, or ``split`` (else ``data.val_split``)
@@ -165,8 +217,6 @@ def load_eval_setup(
         FileNotFoundError: The checkpoint or the data set is missing.
         CheckpointError: The checkpoint is corrupt or unsafe.
     """
-    from equiseg.models.registry import model_from_checkpoint
-
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     cfg = load_experiment(config, overrides)
@@ -176,32 +226,16 @@ def load_eval_setup(
     else:
         split = check_split(cfg.data, cfg.data.val_split, "data.val_split")
     device = resolve_device(cfg.train.device)
-    ckpt = load_checkpoint(checkpoint)
-    if "model" in ckpt and "model_config" in ckpt:  # written by equiseg
-        model = model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
-        cfg = match_checkpoint(cfg, ckpt, model, str(checkpoint))
-        ds = build_val_dataset(cfg.data, split, case=case)
-        saved = (ckpt.get("config") or {}).get("model", {}).get("name", model.cfg.arch)
-        print(
-            f"note: {checkpoint}: equiseg checkpoint of {saved} (iteration {ckpt.get('iter', '?')})",
-            file=sys.stderr,
-        )
-    elif is_reference_state_dict(ckpt.get("state_dict", ckpt)):  # a public release: the config names it
-        ds = build_val_dataset(cfg.data, split, case=case)
-        model = build_model(cfg.model_config(ds.num_classes))
-        info = load_reference_checkpoint(model, checkpoint)
-        model.meta = dataset_meta(ds)
-        model = model.to(device).eval()
-        print(f"note: {info.summary()} into {cfg.model['name']}", file=sys.stderr)
-    else:
+    file = checkpoint if isinstance(checkpoint, ModelFile) else read_model_file(checkpoint)
+    loaded = _resolve(file, cfg, device)
+    if not file.needs_config:
+        cfg = match_checkpoint(cfg, loaded)
+    ds = build_val_dataset(cfg.data, split, case=case)
+    print(f"note: {loaded.describe()}", file=sys.stderr)
+    if loaded.num_classes != ds.num_classes:
         raise ValueError(
-            f"{checkpoint}: neither an equiseg checkpoint ('model' + 'model_config') nor a released full-model "
-            f"state dict ('backbone.*', 'decode_head.*'); it has keys {sorted(map(str, ckpt))[:5]}"
-        )
-    if model.cfg.num_classes != ds.num_classes:
-        raise ValueError(
-            f"{checkpoint}: the model predicts {model.cfg.num_classes} classes, the {cfg.data.dataset} data "
+            f"{file.path}: the model predicts {loaded.num_classes} classes, the {cfg.data.dataset} data "
             f"set has {ds.num_classes}"
         )
-    name = str((ckpt.get("config") or {}).get("model", {}).get("name") or cfg.model.get("name", "model"))
-    return EvalSetup(cfg, model, subset(ds, max_samples), split, device, name)
+    name = loaded.variant or cfg.model.get("name") or loaded.name
+    return EvalSetup(cfg, loaded.model, subset(ds, max_samples), split, device, str(name), loaded)

@@ -1,16 +1,17 @@
 """Models, laid out like timm: ``backbones/`` (MiT), ``modules/`` (hub, PPX, CMTB, heads ...: each
 once), one file per architecture (``equiseg.py`` ...), the common interface (``base.py``), the registry,
-and weight loading."""
+weight loading, and the one loader of saved models (:func:`load_model`, ``loading.py``)."""
 
 from .backbones import MixVisionTransformer
 from .base import LossOutput, SegModel
 from .cmnext import CMNeXt
 from .cmx import CMX
 from .equiseg import EQUISeg
+from .loading import LoadedModel, ModelFile, load_model, model_from_checkpoint, read_model_file
 from .losses import cross_entropy, ohem_cross_entropy
 from .magic import MAGIC, MAGICPlusPlus
 from .modules import CMTB, PPX, SegFormerHead, SelfQueryHub
-from .reference import ReferenceLoad, detect_release, load_reference_checkpoint
+from .reference import ReferenceLoad, detect_release, load_reference_checkpoint, load_reference_state_dict
 from .registry import (
     build_model,
     create_model,
@@ -28,6 +29,7 @@ from .weights import (
     LoadResult,
     convert_hf_to_original,
     describe_state_dict_mismatch,
+    load_mit_state_dict,
     load_mit_weights,
     load_pretrained,
     load_state_dict_strict,
@@ -45,8 +47,10 @@ __all__ = [
     "MIN_COVERAGE",
     "EQUISeg",
     "LoadResult",
+    "LoadedModel",
     "LossOutput",
     "MixVisionTransformer",
+    "ModelFile",
     "PPX",
     "ReferenceLoad",
     "SegFormerHead",
@@ -61,12 +65,17 @@ __all__ = [
     "detect_release",
     "list_architectures",
     "list_models",
+    "load_mit_state_dict",
     "load_mit_weights",
+    "load_model",
     "load_pretrained",
     "load_reference_checkpoint",
+    "load_reference_state_dict",
     "load_state_dict_strict",
     "model_config",
+    "model_from_checkpoint",
     "ohem_cross_entropy",
+    "read_model_file",
     "read_state_dict",
     "register_architecture",
     "register_model",

@@ -1,14 +1,17 @@
 """Released checkpoints of the public methods (CMNeXt, CMX, StitchFusion) in equiseg's models.
 
-A release is a full-model ``state_dict`` in the public code's names (``backbone.*``, ``decode_head.*``).
-:func:`load_reference_checkpoint` maps every key to the equivalent equiseg model's name *strictly*: a key
-no rule maps, a model key nothing fills, or a shape that differs is an error naming the first few --
-never the public benchmark scripts' ``strict=False``. Each architecture that has a public release
-implements ``reference_state_dict(sd) -> sd`` (usually with :func:`map_state_dict` and a rule table).
+A release is a full-model ``state_dict`` in the public code's names (``backbone.*``, ``decode_head.*``;
+docs/design.md §8.1). The loader (:func:`equiseg.models.loading.load_model`) recognises one and builds
+the model its config names; :func:`load_reference_state_dict` maps every key to the equivalent equiseg
+model's name *strictly*: a key no rule maps, a model key nothing fills, or a shape that differs is an
+error naming the first few -- never the public benchmark scripts' ``strict=False``. Each architecture
+that has a public release implements ``reference_state_dict(sd) -> sd`` (usually with
+:func:`map_state_dict` and a rule table).
 
 The released weights were trained with the public code's defects (CMNeXt's auxiliary reshape,
 StitchFusion's list alias), so they score as published only in a model built with
-``reference_compat=True``; :func:`load_reference_checkpoint` warns when it is not.
+``reference_compat=True``; :func:`load_reference_state_dict` warns when it is not.
+:func:`load_reference_checkpoint` is the same for a file into a model the caller built.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .weights import load_state_dict_strict, read_state_dict
+from .weights import load_state_dict_strict
 
 __all__ = [
     "ReferenceLoad",
     "detect_release",
     "is_reference_state_dict",
     "load_reference_checkpoint",
+    "load_reference_state_dict",
     "map_state_dict",
 ]
 
@@ -114,28 +118,57 @@ def map_state_dict(
 
 
 def load_reference_checkpoint(model: nn.Module, path: str | Path) -> ReferenceLoad:
-    """Load a public release's full-model state dict into the equivalent equiseg ``model``, strictly.
+    """Load a public release's file into the equivalent equiseg ``model`` (built by the caller), strictly.
 
     Args:
         model: a peer built with the release's configuration (e.g. ``create_model("cmnext_b2",
             num_classes=25, modalities=[...], reference_compat=True)``).
-        path: the released ``.pth`` (read with ``weights_only=True``; a ``state_dict``/``model``
-            wrapper is unwrapped; ``module.`` prefixes are dropped).
+        path: the released ``.pth`` or ``.safetensors``, read once by the loader's reader
+            (:func:`equiseg.models.loading.read_model_file`: ``weights_only``; a ``state_dict``/``model``
+            wrapper is unwrapped).
 
     Raises:
         ValueError: the architecture has no public release, the file is not one, or a key is unmapped,
             missing or mis-shaped (the first few named).
+        FileNotFoundError, CheckpointError: no such file; an unreadable or unsafe one.
     """
-    arch = getattr(getattr(model, "cfg", None), "arch", type(model).__name__)
-    mapper = getattr(model, "reference_state_dict", None)
-    if not callable(mapper):
-        raise ValueError(f"{path}: architecture '{arch}' has no public release to load")
-    sd = read_state_dict(path)
-    if not is_reference_state_dict(sd):
+    from .loading import read_model_file
+
+    _mapper(model, path)  # before the file is read
+    file = read_model_file(path)
+    if file.format != "release":
         raise ValueError(
             f"{path}: not a released full-model state dict (expected 'backbone.*' and 'decode_head.*' keys, "
-            f"got e.g. {', '.join(list(sd)[:3])})"
+            f"got e.g. {', '.join(map(str, list(file.state_dict)[:3]))})"
         )
+    return load_reference_state_dict(model, file.state_dict, path)
+
+
+def _mapper(
+    model: nn.Module, path: str | Path
+) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    mapper = getattr(model, "reference_state_dict", None)
+    if not callable(mapper):
+        raise ValueError(f"{path}: architecture '{_arch(model)}' has no public release to load")
+    return mapper
+
+
+def _arch(model: nn.Module) -> str:
+    return getattr(getattr(model, "cfg", None), "arch", type(model).__name__)
+
+
+def load_reference_state_dict(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Path
+) -> ReferenceLoad:
+    """Map a release's state dict (already read from ``path``, named in messages) into ``model`` and load
+    it strictly; warns when ``model`` is not built with ``reference_compat=True`` (docs/design.md §8.7).
+
+    Raises:
+        ValueError: as :func:`load_reference_checkpoint`; the release of another method than the model
+            (``X is a cmnext release, but the model (from the config) is stitchfusion``).
+    """
+    arch = _arch(model)
+    mapper = _mapper(model, path)
     detected = detect_release(sd)
     if detected is not None and detected != arch:
         raise ValueError(f"{path} is a {detected} release, but the model (from the config) is {arch}")

@@ -19,7 +19,6 @@ from equiseg.utils import bounded_repr
 
 from .base import SegModel
 from .config import ModelConfig
-from .weights import load_state_dict_strict
 
 _MODELS: dict[str, Callable[[], dict[str, Any]]] = {}
 _ARCHS: dict[str, type[SegModel]] = {}
@@ -180,20 +179,3 @@ def create_model(
     return build_model(
         model_config(name, num_classes, modalities, **overrides), pretrained, pretrained_strict
     )
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> SegModel:
-    """The network a loaded checkpoint dict holds, built from its stored model config, weights loaded
-    strictly, ``meta`` attached. ``source`` names the file in errors."""
-    if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
-        raise ValueError(f"{source}: expected 'model' (a state dict) and 'model_config' (a mapping)")
-    try:
-        cfg = from_dict(ModelConfig, ckpt["model_config"])
-    except ValueError as e:
-        raise ValueError(f"{source}: model_config: {e}") from None
-    model = build_model(cfg)
-    load_state_dict_strict(
-        model, ckpt["model"], source, "weights do not match the model config stored with them"
-    )
-    model.meta = dict(ckpt.get("meta") or {})
-    return model

@@ -12,8 +12,10 @@ one-line report the trainer prints, and a file matching under :data:`MIN_COVERAG
 is refused unless ``strict=False`` (``model.pretrained_strict: false``) -- a file with 1 of 176 keys
 would otherwise train from a random encoder without a word.
 
-Full-model state dicts (checkpoints, exports) go through :func:`load_state_dict_strict`, which every
-caller loading a checkpoint's weights uses so that a mismatch is one line with counts and a few names
+Every file is read once, by the loader's reader (:func:`equiseg.models.loading.read_model_file`),
+which also tells a full-model state dict (a checkpoint, an export, a bare state dict) from MiT weights.
+Full-model state dicts go through :func:`load_state_dict_strict`, which every caller loading a
+checkpoint's weights uses so that a mismatch is one line with counts and a few names
 (:func:`describe_state_dict_mismatch`), never torch's multi-kilobyte listing of every key.
 """
 
@@ -22,14 +24,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from equiseg.checkpoint_io import CheckpointError, load_checkpoint
+from equiseg.checkpoint_io import CheckpointError
 
 from .backbones import MixVisionTransformer
+
+if TYPE_CHECKING:
+    from .loading import ModelFile
 
 MIN_COVERAGE = 0.9  # strict loading refuses a file matching fewer of the encoder's (or model's) keys
 _SHOWN = 3  # names shown per list in one-line reports
@@ -231,28 +236,38 @@ def convert_hf_to_original(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch
     return out, dropped
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read tensors from ``.safetensors`` or a torch file (``weights_only=True``: no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def is_mit_state_dict(sd: Mapping[str, object]) -> bool:
+    """Whether ``sd`` holds MiT encoder weights: the original ``patch_embed1.*`` keys (maybe under
+    ``module.``/``backbone.``) or Hugging Face's (:func:`convert_hf_to_original`)."""
+    return _is_hf(sd) or any(re.sub(r"^(module\.|backbone\.)", "", k).startswith("patch_embed1.") for k in sd)
 
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    try:  # weights_only loading with the checkpoint reader's one-line reasons (corrupt / unsafe / not torch)
-        obj = load_checkpoint(path, map_location="cpu")
-    except CheckpointError as e:
+
+def _read_weights(path: str | Path) -> ModelFile:
+    """The file read once by the loader's reader, with the weights-file wording of its errors."""
+    from .loading import read_model_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return read_model_file(path)
+    except CheckpointError as e:  # corrupt / unsafe / not a torch file: one line naming the file
+        if path.suffix == ".safetensors":
+            raise ValueError(str(e)) from None
         raise ValueError(f"{path}: not a readable PyTorch weights file ({e})") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(obj).__name__}")
-    return obj
+
+
+def _tensors(file: ModelFile) -> dict[str, torch.Tensor]:
+    sd = file.state_dict
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{file.weights}: expected a dict of tensors (a state dict), got other values too")
+    return sd
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from ``.safetensors`` or a torch file (``weights_only=True``: no code runs); a
+    training checkpoint gives its ``model``, a ``state_dict``/``model`` wrapper is unwrapped."""
+    return _tensors(_read_weights(path))
 
 
 def _check_shapes(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -283,7 +298,14 @@ def load_mit_weights(model: nn.Module, path: str | Path, strict: bool = True) ->
             ``strict``, too low a coverage (the summary and how to load it anyway). Nothing is loaded
             when it raises.
     """
-    sd = read_state_dict(path)
+    return load_mit_state_dict(model, read_state_dict(path), path, strict)
+
+
+def load_mit_state_dict(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Path, strict: bool = True
+) -> LoadResult:
+    """:func:`load_mit_weights` of tensors already read from ``path`` (named in messages)."""
+    sd = dict(sd)
     if _is_hf(sd):
         sd, ignored = convert_hf_to_original(sd)
     else:
@@ -326,12 +348,13 @@ def load_mit_weights(model: nn.Module, path: str | Path, strict: bool = True) ->
 
 
 def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> LoadResult:
-    """Load a full EQUISeg state dict strictly, or MiT weights into every branch (dispatch on keys).
+    """Load a full model's weights strictly, or MiT weights into every branch (the file decides).
 
     Args:
         model: the model.
-        path: a full-model state dict (checkpoint weights, ``model.safetensors`` of an export) or MiT
-            weights (see :func:`load_mit_weights`).
+        path: a whole model's weights (a training checkpoint, an ``equiseg export`` folder or its
+            ``model.safetensors``, a bare full-model state dict) or MiT weights (see
+            :func:`load_mit_weights`); read once (:func:`equiseg.models.loading.read_model_file`).
         strict: for MiT weights, the coverage check of :func:`load_mit_weights`; a full state dict
             must always match exactly.
 
@@ -342,9 +365,11 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
         ValueError: a mismatch, in one line (:func:`load_state_dict_strict`), or as
             :func:`load_mit_weights`.
     """
-    sd = read_state_dict(path)
-    if any(k.startswith(("head.linear_pred", "fusions.")) for k in sd):
-        load_state_dict_strict(model, sd, path, "checkpoint is for another EQUISeg architecture")
+    file = _read_weights(path)
+    if file.format in ("checkpoint", "export", "state_dict"):
+        load_state_dict_strict(
+            model, _tensors(file), file.weights, "checkpoint is for another EQUISeg architecture"
+        )
         total = len(model.state_dict())
-        return LoadResult([], [], [], total, total, str(path), "full")
-    return load_mit_weights(model, path, strict=strict)
+        return LoadResult([], [], [], total, total, str(file.weights), "full")
+    return load_mit_state_dict(model, _tensors(file), path, strict=strict)

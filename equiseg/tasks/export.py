@@ -19,10 +19,12 @@ A new set is written into a hidden sibling folder and renamed into place when co
 file is written whole (a temporary file renamed over the name), so a failure -- a full disk above
 all -- leaves the old folder as it was, no partial file, and an error naming the file.
 
-Loading the safetensors export: :func:`from_pretrained` (``equiseg.from_pretrained(DIR)``), or
+Loading the safetensors export: the one model loader reads the folder (``equiseg.load(DIR)``,
+:func:`equiseg.models.load_model`; :func:`from_pretrained` is its ``.model``), or
 ``equiseg.create_model(name, num_classes, modalities, pretrained="DIR/model.safetensors", **config)``
 with the same configuration (:func:`~equiseg.models.weights.load_pretrained` recognises a full-model
-state dict and loads it strictly).
+state dict and loads it strictly). The folder's file names and ``config.json`` reader live with the
+loader (:mod:`equiseg.models.loading`).
 
 ONNX (the TorchScript exporter, ``dynamo=False``, opset 17; docs/design.md §10): one input per modality,
 named after it, each ``B×C×H×W`` float32 normalised with ``meta.norm_stats`` (``C`` the modality's channels:
@@ -58,8 +60,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiseg.config import ModelConfig, from_dict
-from equiseg.models import EQUISeg, build_model
+from equiseg.checkpoint_io import CheckpointError
+from equiseg.engine.eval_setup import load_with_config
+from equiseg.models import EQUISeg
+from equiseg.models.loading import CONFIG_NAME, WEIGHTS_NAME, read_export_config
+from equiseg.models.loading import EXPORT_FORMAT_VERSION as FORMAT_VERSION
 from equiseg.utils import WriteError, bounded_repr, check_writable_dir, to_jsonable, write_atomic
 
 __all__ = [
@@ -80,9 +85,6 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "safetensors")
-FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # the attention's scaled_dot_product_attention has no ONNX form before opset 14
@@ -190,23 +192,6 @@ def _write_config(out_dir: Path, config: dict[str, Any], extra: Mapping[str, Any
     return path
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected an `equiseg export` folder)")
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != "equiseg" or "model_config" not in config:
-        raise ValueError(f"{path}: not an equiseg export config (no 'format: equiseg' / 'model_config')")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version {config['format_version']} is newer than this equiseg "
-            f"understands ({FORMAT_VERSION}); upgrade equiseg"
-        )
-    return config
-
-
 # ------------------------------------------------------------------------------------ safetensors
 
 
@@ -239,34 +224,15 @@ def _write_safetensors(model: EQUISeg, folder: Path) -> Path:
 
 
 def from_pretrained(path: PathLike, device: str | torch.device = "cpu") -> EQUISeg:
-    """Rebuild an eval-mode model from an export folder (``config.json`` + ``model.safetensors``).
-
-    Args:
-        path: the folder (or its ``config.json``).
-        device: where to put the model.
-
-    Returns:
-        The model, with the stored class/normalisation meta as ``model.meta``.
+    """An eval-mode model from an export folder (``config.json`` + ``model.safetensors``; the folder or
+    either file): the one loader's ``.model`` (``equiseg.load(path).model``), with the stored
+    class/normalisation meta as ``model.meta``.
 
     Raises:
         FileNotFoundError: no ``config.json`` or no ``model.safetensors`` (e.g. an ONNX-only export).
         ValueError: a malformed config, or weights of another architecture.
     """
-    path = Path(path)
-    folder = path.parent if path.is_file() else path
-    config = _read_config(folder / CONFIG_NAME)
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"{weights} does not exist; export the PyTorch weights with `equiseg export --format safetensors`"
-        )
-    try:
-        cfg = from_dict(ModelConfig, config["model_config"])
-    except ValueError as e:
-        raise ValueError(f"{folder / CONFIG_NAME}: model_config: {e}") from None
-    model = build_model(cfg, pretrained=weights)
-    model.meta = dict(config.get("meta") or {})
-    return model.to(device).eval()
+    return load_with_config(path, device=device).model
 
 
 # ------------------------------------------------------------------------------------------ ONNX
@@ -574,7 +540,7 @@ def _refuse_early(out: Path, format: str, overwrite: bool) -> dict[str, Any] | N
     if target in names:
         raise _refusal(out, f"already holds {target}")
     try:
-        config = _read_config(out / CONFIG_NAME)
+        config = read_export_config(out / CONFIG_NAME)
     except (OSError, ValueError):
         config = None
     others = [n for n in names if n not in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME)]
@@ -685,52 +651,17 @@ def _at_final_path(e: OSError, staging: Path, out: Path) -> OSError:
 def load_checkpoint_model(
     checkpoint: PathLike, device: str | torch.device = "cpu", config: Any = None
 ) -> EQUISeg:
-    """A training checkpoint, an export folder (:func:`from_pretrained`) or -- with ``config`` naming the
-    model and data set -- a public release's state dict, as an eval-mode model with its ``meta``.
-
-    Args:
-        config: an experiment config (path, dict or object) for a released file: ``model`` names the
-            architecture (e.g. ``configs/peers/cmnext_b2_deliver.yaml``), ``data`` the classes and
-            normalisation (read from the data set's definition, no files needed). Ignored for equiseg
-            checkpoints, which carry both.
+    """A training checkpoint, an export folder or -- with ``config`` naming the model and data set -- a
+    public release's state dict, as an eval-mode model with its ``meta``: the one loader's ``.model``
+    (:func:`equiseg.engine.eval_setup.load_with_config`), a corrupt or unsafe file told as a
+    ``ValueError``.
 
     Raises:
         FileNotFoundError: no such file or folder.
         ValueError: an unreadable / unsafe file, a malformed ``model_config``, weights that do not
             fit it, or a release without ``config`` -- one line each.
     """
-    import sys
-
-    from equiseg.engine.checkpoint import CheckpointError, load_checkpoint
-    from equiseg.models.reference import is_reference_state_dict
-    from equiseg.models.registry import model_from_checkpoint
-
-    if Path(checkpoint).is_dir():
-        return from_pretrained(checkpoint, device)
     try:
-        ckpt = load_checkpoint(checkpoint)
+        return load_with_config(checkpoint, config, device=device).model
     except CheckpointError as e:  # corrupt / unsafe files: a user error with a one-line message
         raise ValueError(str(e)) from None
-    if "model" in ckpt and "model_config" in ckpt:
-        return model_from_checkpoint(ckpt, str(checkpoint)).to(device).eval()
-    if not is_reference_state_dict(ckpt.get("state_dict", ckpt)):
-        raise ValueError(
-            f"{checkpoint}: neither an equiseg checkpoint ('model' + 'model_config') nor a released full-model "
-            f"state dict ('backbone.*', 'decode_head.*'); it has keys {sorted(map(str, ckpt))[:5]}"
-        )
-    if config is None:
-        raise ValueError(
-            f"{checkpoint} is a released state dict: pass --config naming its model and data set "
-            "(e.g. configs/peers/cmnext_b2_deliver.yaml)"
-        )
-    from equiseg.config import load_experiment
-    from equiseg.engine.builders import config_meta
-    from equiseg.models import load_reference_checkpoint
-
-    cfg = load_experiment(config)
-    meta = config_meta(cfg.data)
-    model = build_model(cfg.model_config(len(meta["classes"])))
-    info = load_reference_checkpoint(model, checkpoint)
-    print(f"note: {info.summary()} into {cfg.model['name']}", file=sys.stderr)
-    model.meta = meta
-    return model.to(device).eval()

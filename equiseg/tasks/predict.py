@@ -127,22 +127,25 @@ def load_for_inference(
     """An eval-mode model on ``device`` and its class/normalisation meta.
 
     Args:
-        model_or_checkpoint: an :class:`~equiseg.models.EQUISeg` (its ``meta`` attribute, set by
-            :func:`equiseg.load_model` / :func:`equiseg.from_pretrained`, is used unless ``meta`` is
-            given), the path of a training checkpoint, or an ``equiseg export`` folder.
+        model_or_checkpoint: an :class:`~equiseg.models.EQUISeg` (its ``meta`` attribute, set by the
+            loader -- ``equiseg.load(...).model``, :func:`equiseg.load_model` -- is used unless ``meta``
+            is given), or the path of a training checkpoint or an ``equiseg export`` folder (loaded by
+            the one loader, :func:`equiseg.engine.eval_setup.load_with_config`).
         meta: overrides the model's meta (``classes``, ``palette``, ``norm_stats`` ...).
         device: ``auto``, ``cpu``, ``cuda`` ...; ``None``: the CPU for a checkpoint, where it is for a
             model.
 
     Raises:
-        ValueError: an unreadable checkpoint, or meta without normalisation statistics for a modality.
+        ValueError: meta without normalisation statistics for a modality, or a file the loader refuses
+            (not a model, weights that do not fit their config ...).
+        CheckpointError: a corrupt or unsafe checkpoint file.
     """
     from equiseg.engine.device import resolve_device
-    from equiseg.tasks.export import load_checkpoint_model
+    from equiseg.engine.eval_setup import load_with_config
 
     dev = resolve_device(device) if device is not None else None
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
-        model = load_checkpoint_model(model_or_checkpoint, dev or "cpu")
+        model = load_with_config(model_or_checkpoint, device=dev).model
     else:
         model = (model_or_checkpoint if dev is None else model_or_checkpoint.to(dev)).eval()
     meta = dict(meta if meta is not None else getattr(model, "meta", None) or {})
