@@ -40,8 +40,6 @@ the only way it scores as published) is scored once and reported without spread.
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -49,83 +47,55 @@ from typing import Any
 
 import torch
 
+from equiseg.analysis import modality_contributions
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.engine.eval_setup import subset
-from equiseg.engine.inference import describe_inference, inference_record
+from equiseg.engine.inference import inference_record
+from equiseg.reports.analysis import write_analysis
+from equiseg.reports.compare import (
+    compare_chart,
+    compare_figures,
+    compare_markdown,
+    noise_levels,
+    write_compare_reports,
+)
+from equiseg.studies.peers import (
+    ARCH_FIELD_PREFIXES,
+    COLUMNS,
+    COSTS,
+    QUICK_ITERS,
+    QUICK_MAX_SAMPLES,
+    QUICK_OVERRIDES,
+    QUICK_SCHEDULE,
+    SHARED_MODEL_KEYS,
+    model_run_config,
+)
+from equiseg.studies.schedules import resolve_schedule
+from equiseg.studies.stats import mean_std
 from equiseg.utils import check_names, to_jsonable, write_json_atomic
 
-from .ablate import Schedule, resolve_schedule, short_schedule
+# The per-model run config and the Tab. 1 columns live in equiseg.studies.peers, the writers in
+# equiseg.reports.compare; their names stay importable from here.
+__all__ = [
+    "ARCH_FIELD_PREFIXES",
+    "COLUMNS",
+    "COSTS",
+    "FIG2_ROWS",
+    "QUICK_ITERS",
+    "QUICK_MAX_SAMPLES",
+    "QUICK_OVERRIDES",
+    "SHARED_MODEL_KEYS",
+    "compare_chart",
+    "compare_figures",
+    "compare_markdown",
+    "model_run_config",
+    "noise_levels",
+    "run_compare",
+    "score_model",
+    "write_compare_reports",
+]
 
-# Keys of the config's model section that apply to every compared model (the rest is EQUISeg's own).
-SHARED_MODEL_KEYS = frozenset(
-    {
-        "embed_dims",
-        "depths",
-        "num_heads",
-        "sr_ratios",
-        "mlp_ratio",
-        "qkv_bias",
-        "drop_rate",
-        "attn_drop_rate",
-        "drop_path_rate",
-        "ln_eps",
-        "decoder_dim",
-        "head_dropout",
-        "pretrained",
-        "pretrained_strict",
-    }
-)
-# A peer's own fields in the config's model section (e.g. `--set model.stitch_fusion=sum`) apply to it.
-ARCH_FIELD_PREFIXES = {"stitchfusion": "stitch_", "magic": "magic_", "magicpp": "magic_"}
-# --quick: the demo setting on a CPU (one short schedule per model, a val subset)
-QUICK_ITERS = 60
-QUICK_MAX_SAMPLES = 12
-QUICK_OVERRIDES: tuple[str, ...] = short_schedule(QUICK_ITERS)
 FIG2_ROWS = 4  # rows (cases) of the predictions figure
-# The Tab. 1 columns: (key in the robustness summary, header)
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("clean", "mIoU"),
-    ("emm_avg", "EMM Avg"),
-    ("emm_p0.1", "EMM p=0.1"),
-    ("rmm_avg[0.5]", "RMM Avg"),
-    ("rmm_p0.1[0.5]", "RMM p=0.1"),
-    ("nm_low", "NM low"),
-    ("nm_mid", "NM mid"),
-    ("mean", "Mean"),
-)
-COSTS: tuple[tuple[str, str], ...] = (
-    ("params_m", "#Params (M)"),
-    ("gflops", "GFLOPs"),
-    ("img_per_s", "img/s"),
-)
-
-
-def model_run_config(base: ExperimentConfig, name: str, seed: int | None, work_dir: Path) -> ExperimentConfig:
-    """``base`` for model ``name`` and ``seed`` (see the module docstring for which model keys carry over)."""
-    from equiseg.models import model_config
-
-    arch = model_config(name).arch  # validates the name
-    data = base.to_dict()
-    own = {k: v for k, v in data["model"].items() if k != "name"}
-    prefix = ARCH_FIELD_PREFIXES.get(arch)
-    keep = (
-        own
-        if arch == "equiseg"
-        else {k: v for k, v in own.items() if k in SHARED_MODEL_KEYS or (prefix and k.startswith(prefix))}
-    )
-    data["model"] = {"name": name, **keep}
-    if arch == "cmx":
-        if len(data["data"]["modalities"]) < 2:
-            raise ValueError(
-                f"{name}: CMX needs two modalities, data.modalities has {data['data']['modalities']}"
-            )
-        data["data"]["modalities"] = list(data["data"]["modalities"][:2])
-        kept = data["data"]["modalities"]
-        data["data"]["channels"] = {m: c for m, c in data["data"]["channels"].items() if m in kept}
-    if seed is not None:
-        data["train"]["seed"] = int(seed)
-    data["work_dir"] = str(work_dir)
-    return load_experiment(data)
 
 
 def score_model(
@@ -145,8 +115,6 @@ def score_model(
     from equiseg.engine.precision import resolve_precision, with_precision
     from equiseg.engine.profile import count_params, forward_flops, images_per_second
     from equiseg.robustness import run_benchmark
-
-    from .analysis import modality_contributions, write_analysis
 
     base = getattr(val, "dataset", val)
     mods = list(cfg.data.modalities)
@@ -198,13 +166,6 @@ def score_model(
     }
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
-
-
 def run_compare(
     config: ExperimentConfig | str | Path | dict[str, Any],
     models: Sequence[str],
@@ -235,7 +196,7 @@ def run_compare(
         quick: :data:`QUICK_OVERRIDES` and the first :data:`QUICK_MAX_SAMPLES` val samples (the same as
             ``schedule="quick"``).
         schedule: A named schedule (``"quick"``: compare's own; ``"standard"``:
-            :data:`equiseg.tasks.ablate.SCHEDULES`); None: the config's own.
+            :data:`equiseg.studies.schedules.SCHEDULES`); None: the config's own.
         max_samples: Evaluate on the first N val samples (default all; quick: 12).
         records: Save each trained run's record (:mod:`.records`, no checkpoints) to
             ``records/<model>/seed<k>/``.
@@ -290,7 +251,7 @@ def run_compare(
     released = {name: is_reference_state_dict(load_checkpoint(path)) for name, path in checkpoints.items()}
 
     user_overrides = list(overrides)
-    sched = resolve_schedule(schedule, quick, Schedule("quick", QUICK_OVERRIDES, QUICK_MAX_SAMPLES))
+    sched = resolve_schedule(schedule, quick, QUICK_SCHEDULE)
     base = load_experiment(config, [*(sched.overrides if sched else ()), *user_overrides])
     if sched is not None and max_samples is None:
         max_samples = sched.max_samples
@@ -413,11 +374,11 @@ def run_compare(
         mean = {}
         std = {}
         for k in summary_keys:
-            mean[k], std[k] = _mean_std([r["summary"].get(k) for r in runs])
+            mean[k], std[k] = mean_std([r["summary"].get(k) for r in runs])
         for k, _ in COSTS:
-            mean[k], std[k] = _mean_std([r["cost"][k] for r in runs])
+            mean[k], std[k] = mean_std([r["cost"][k] for r in runs])
         combos = list(runs[0]["emm"])
-        emm_mean = {c: _mean_std([r["emm"].get(c) for r in runs])[0] for c in combos}
+        emm_mean = {c: mean_std([r["emm"].get(c) for r in runs])[0] for c in combos}
         results[name] = {
             "runs": [{k: v for k, v in r.items() if k != "config"} for r in runs],
             "mean": mean,
@@ -447,8 +408,7 @@ def run_compare(
     if picks and fig2:
         from equiseg.reports.figures import prediction_grid
         from equiseg.reports.predictions import prediction_rows
-
-        from .analysis import display_name
+        from equiseg.reports.tables import display_name
 
         raw = getattr(fig2_val, "dataset", fig2_val)  # .load(i): the modalities as stored
         files["predictions"] = prediction_grid(
@@ -466,16 +426,6 @@ def run_compare(
     return result
 
 
-def write_compare_reports(result: Mapping[str, Any], out: Path) -> Path:
-    """``compare.md`` and the self-contained ``report.html`` (the same content, figures embedded);
-    returns the path of ``report.html``."""
-    from equiseg.reports.html import write_html
-
-    text = compare_markdown(result)
-    (out / "compare.md").write_text(text)
-    return write_html(text, out / "report.html")
-
-
 def _machine() -> dict[str, Any]:
     import platform
 
@@ -488,200 +438,3 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
-
-
-def _cell(mean: float | None, std: float | None, digits: int = 2) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def compare_markdown(result: Mapping[str, Any]) -> str:
-    """The comparison in the paper's Tab. 1 layout, then the per-combination EMM table."""
-    from .ablate import config_line
-
-    models = result["models"]
-    headers = [h for _, h in COLUMNS] + [h for _, h in COSTS]
-    seeds = ", ".join(map(str, result["seeds"]))
-    lines = [
-        "# EQUISeg and its peers (paper Tab. 1 layout)",
-        "",
-        config_line(result)
-        + f". Seeds {seeds}: mean ± sample std over seeds (a given checkpoint: one run, no spread). "
-        f"{_scored_on(result)}, batch 1, **{result['convention']}** metric convention, in %. "
-        "EMM = missing modalities zeroed, RMM = random elements dropped (r = 0.5), NM = salt-and-pepper + "
-        "Gaussian noise (docs/design.md §6); Mean = the paper's robustness score (mean of the 7 columns "
-        "before it). "
-        f"GFLOPs: one forward at the evaluation size; img/s: inference on {result['machine']['cpu']} "
-        f"({result['machine']['threads']} threads).",
-        "",
-        "| Method | " + " | ".join(headers) + " |",
-        "|---|" + "---:|" * len(headers),
-    ]
-    for name, r in models.items():
-        cells = [_cell(r["mean"][k], r["std"][k]) for k, _ in COLUMNS]
-        cells += [_cell(r["mean"][k], r["std"][k], 1 if k != "params_m" else 2) for k, _ in COSTS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += _figure_line(result, "chart", "Tab. 1 columns per model, mean ± std over seeds")
-    combos = list(next(iter(models.values()))["emm"])
-    lines += [
-        "",
-        "## EMM per set of present modalities (mIoU %, mean over seeds)",
-        "",
-        "| Present | " + " | ".join(models) + " |",
-        "|---|" + "---:|" * len(models),
-    ]
-    for c in combos:
-        lines.append(f"| {c} | " + " | ".join(_cell(models[m]["emm"].get(c), None) for m in models) + " |")
-    lines += _figure_line(result, "missing", "EMM mIoU per set of present modalities, one bar per model")
-    noise = noise_levels(result)
-    lines += [
-        "",
-        "## Noisy modalities (mIoU %, mean over seeds)",
-        "",
-        "| Method | clean | " + " | ".join(f"NM {lvl}" for lvl in noise["levels"]) + " |",
-        "|---|" + "---:|" * (len(noise["levels"]) + 1),
-    ]
-    for name, vals in noise["models"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(v, None) for v in vals) + " |")
-    lines += _figure_line(result, "noise", "mIoU against the noise level, one line per model")
-    if result.get("files", {}).get("similarity"):
-        lines += ["", "## Modality contributions (paper Tab. 3, last stage)", ""]
-        lines += _figure_line(result, "similarity", "cosine similarity with the fused feature, per model")
-    if result.get("files", {}).get("predictions"):
-        lines += [
-            "",
-            "## Predictions (paper Fig. 2)",
-            "",
-            "One val sample per case: the modalities as stored, the ground truth and each model's "
-            "prediction (its first seed; CMX sees only the first two modalities).",
-        ]
-        lines += _figure_line(
-            result, "predictions", "one row per case: modalities, ground truth, predictions"
-        )
-    lines += [
-        "",
-        "## Runs",
-        "",
-        "| Method | seed | iterations | train s | samples | precision | eval s | checkpoint |",
-        "|---|---:|---:|---:|---:|---|---:|---|",
-    ]
-    for name, r in models.items():
-        for run in r["runs"]:
-            lines.append(
-                f"| {name} | {run.get('seed', '–')} | {run.get('iterations', '–')} | "
-                f"{run.get('train_seconds', '–')} | {run.get('num_samples', '–')} | "
-                f"{run.get('precision', '–')} | {run['eval_seconds']} | `{run['checkpoint']}` |"
-            )
-    lines += ["", f"Total time: {result['seconds']:.0f} s."]
-    return "\n".join(lines) + "\n"
-
-
-def _scored_on(result: Mapping[str, Any]) -> str:
-    """``"12 samples of the val split, whole image, scale 1"``: what every number of the table was
-    scored on (the runs' own counts where an older ``compare.json`` has no top-level one)."""
-    n = result.get("num_samples")
-    if n is None:
-        counts = sorted(
-            {run.get("num_samples") for r in result["models"].values() for run in r["runs"]} - {None}
-        )
-        n = "/".join(map(str, counts)) or "?"
-    samples = "sample" if n == 1 else "samples"
-    return f"{n} {samples} of the {result['split']} split, {describe_inference(result.get('inference'))}"
-
-
-def _figure_line(result: Mapping[str, Any], key: str, caption: str) -> list[str]:
-    """``["", "![caption](file)"]`` for a figure of ``result["files"]`` (linked by its name: the
-    figures sit beside ``compare.md``), nothing when it was not written."""
-    path = result.get("files", {}).get(key)
-    return ["", f"![{caption}]({Path(path).name})"] if path else []
-
-
-def noise_levels(result: Mapping[str, Any]) -> dict[str, Any]:
-    """Clean and every NM level per model, mean over its runs: ``{"levels": [...], "models": {name:
-    [clean, NM low, ...]}}`` (the levels those runs measured, in protocol order)."""
-    from equiseg.robustness.corruptions import NM_LEVELS
-
-    models = result["models"]
-    seen = {k for r in models.values() for run in r["runs"] for k in run["summary"]}
-    levels = [lvl for lvl in NM_LEVELS if f"nm_{lvl}" in seen]
-    return {
-        "levels": levels,
-        "models": {
-            name: [
-                _mean_std([run["summary"].get(k) for run in r["runs"]])[0]
-                for k in ("clean", *(f"nm_{lvl}" for lvl in levels))
-            ]
-            for name, r in models.items()
-        },
-    }
-
-
-def compare_chart(result: Mapping[str, Any], path: Path) -> Path:
-    """The Tab. 1 columns as grouped bars, one bar per model, ± the std over seeds."""
-    from equiseg.reports.figures import bar_chart
-
-    models = result["models"]
-    return bar_chart(
-        [h for _, h in COLUMNS],
-        {name: [r["mean"][k] for k, _ in COLUMNS] for name, r in models.items()},
-        path,
-        errors={name: [r["std"][k] for k, _ in COLUMNS] for name, r in models.items()},
-        title=f"Clean and robust mIoU ({result['convention']} convention), mean ± std over seeds",
-        ylabel="mIoU (%)",
-    )
-
-
-def compare_figures(result: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    """The side-by-side robustness figures beside ``compare.md``: ``compare_missing.png`` (EMM per set
-    of present modalities), ``compare_noise.png`` (clean and NM levels) and, when a model has
-    per-modality features, ``compare_similarity.png`` (last-stage similarity per modality)."""
-    from equiseg.reports.figures import bar_chart, missing_modality_chart, noise_chart
-    from equiseg.reports.robustness import short_names
-    from equiseg.robustness.corruptions import NM_LEVELS
-
-    from .analysis import display_name
-
-    models = result["models"]
-    short = short_names(result["modalities"])
-    combos: list[str] = []
-    for r in sorted(models.values(), key=lambda r: -len(r["emm"])):  # CMX has fewer sets: the others first
-        combos += [c for c in r["emm"] if c not in combos]
-    files = {
-        "missing": missing_modality_chart(
-            ["+".join(short.get(m, m) for m in c.split("+")) for c in combos],
-            {name: [r["emm"].get(c) for c in combos] for name, r in models.items()},
-            out / "compare_missing.png",
-            abbreviations=short,
-            title="EMM: mIoU per set of present modalities (missing ones zeroed), mean over seeds",
-        )
-    }
-    noise = noise_levels(result)
-    if noise["levels"]:
-        labels = ["clean"] + [
-            f"NM {lvl}\nS&P {NM_LEVELS[lvl].salt_pepper:g}, σ {NM_LEVELS[lvl].gaussian_std:g}"
-            for lvl in noise["levels"]
-        ]
-        files["noise"] = noise_chart(
-            labels,
-            noise["models"],
-            out / "compare_noise.png",
-            title="mIoU under noisy modalities, mean over seeds",
-        )
-    sims = {}
-    for name, r in models.items():
-        per_run = [run["similarity"] for run in r["runs"] if run.get("similarity")]
-        if per_run:
-            sims[name] = {m: _mean_std([s.get(m) for s in per_run])[0] for m in per_run[0]}
-    if sims:
-        mods = list(dict.fromkeys(m for s in sims.values() for m in s))
-        files["similarity"] = bar_chart(
-            [display_name(m) for m in mods],
-            {name: [s.get(m) for m in mods] for name, s in sims.items()},
-            out / "compare_similarity.png",
-            title="Last-stage cosine similarity with the fused feature (paper Tab.\u00a03), mean over seeds",
-            ylabel="cosine similarity (%)",
-            ymax=100.0,
-            legend=True,
-        )
-    return files

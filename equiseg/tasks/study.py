@@ -20,11 +20,12 @@ the stand-in exists to mimic.
 full model (Tab. 1: ``equiseg_*``; Tab. 2/3: the table's first row, the paper's full model) is taken
 seed by seed, ``d_k = row_k − full_k`` (the same seed means the same initialisation and sample order
 for both), and reported as mean ± the half-width ``t_{0.975, n−1} · sd(d) / sqrt(n)`` of a 95 % Student-t
-interval; with one seed there is no interval.
+interval; with one seed there is no interval (:mod:`equiseg.studies.stats`; the paper's claims and
+their verdicts: :mod:`equiseg.studies.claims`; the tables: :mod:`equiseg.reports.study`).
 
 ``--quick`` uses the ablation runner's short schedule and val subset for every table (so Tab. 1 and
-Tab. 2/3 share one schedule); ``--schedule standard`` the converged one of the demo setting
-(:data:`equiseg.tasks.ablate.STANDARD_OVERRIDES`, every val sample).
+Tab. 2/3 share one schedule); ``--schedule standard`` the longer one of the demo setting
+(:data:`equiseg.studies.schedules.STANDARD_OVERRIDES`, every val sample).
 
 **Across sittings.** With ``--records DIR`` (e.g. ``docs/results/<study>``) every finished run also leaves
 its small record in ``DIR`` (:mod:`.records`: config, log, metrics, robustness and analysis JSON, no
@@ -35,22 +36,36 @@ commit the records as they land, and the same command in a later session continu
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from equiseg.config import ExperimentConfig, load_experiment
+from equiseg.reports.study import chart_name, study_chart, study_markdown, write_study_reports
+from equiseg.studies.ablation import TABLES
+from equiseg.studies.claims import (
+    CLAIMS,
+    LABELS,
+    METRICS,
+    PRETRAINED_RECIPE,
+    TAB1_MODELS,
+    evaluate_claims,
+)
+from equiseg.studies.claims import verdict as _verdict  # noqa: F401 (its former name)
+from equiseg.studies.schedules import resolve_schedule
+from equiseg.studies.stats import paired_difference, spread, t_quantile
 from equiseg.utils import check_names, to_jsonable
 
-from .ablate import TABLES, config_line, resolve_schedule
-
+# The claims, metrics and statistics live in equiseg.studies, the writers in equiseg.reports.study;
+# their names stay importable from here.
 __all__ = [
     "CLAIMS",
+    "LABELS",
+    "METRICS",
     "PRETRAINED_RECIPE",
     "TAB1_MODELS",
+    "check_study_lists",
     "evaluate_claims",
     "paired_difference",
     "render_study",
@@ -58,142 +73,6 @@ __all__ = [
     "study_markdown",
     "t_quantile",
 ]
-
-TAB1_MODELS = (
-    "equiseg_b0",
-    "segformer_b0",
-    "cmnext_b0",
-    "cmx_b0",
-    "stitchfusion_b0",
-    "magic_b0",
-    "magicpp_b0",
-)
-# The paper's recipe from ImageNet weights (docs/design.md §3): lr 6e-5 and λ = 60 (Tab. 2/3 rows force
-# λ = 60 anyway).
-PRETRAINED_RECIPE = ("train.lr=6e-5", "model.lambda_sgm=60")
-METRICS = {
-    "tab1": ("clean", "emm_avg", "mean"),
-    "tab2": ("mIoU", "emm_avg"),
-    "tab3": ("mIoU", "emm_avg"),
-    "sgm_convention": ("mIoU", "emm_avg"),
-    "sgm_features": ("mIoU", "emm_avg"),
-    "modality_dropout": ("mIoU", "emm_avg"),
-}
-LABELS = {"clean": "mIoU", "mIoU": "mIoU", "emm_avg": "EMM Avg", "mean": "Mean"}
-# two-sided 95 % Student-t quantiles t_{0.975, df}, df = 1 ... 30 (beyond: the normal 1.96)
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def t_quantile(df: int) -> float:
-    """``t_{0.975, df}`` (two-sided 95 %)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
-
-
-def paired_difference(row: Sequence[float], full: Sequence[float]) -> dict[str, Any]:
-    """Mean of ``row_k − full_k`` over seeds and its 95 % t-interval half-width (None for one seed)."""
-    if len(row) != len(full) or not row:
-        raise ValueError(f"paired values need the same seeds, got {len(row)} and {len(full)}")
-    d = [a - b for a, b in zip(row, full, strict=True)]
-    mean = statistics.fmean(d)
-    if len(d) == 1:
-        return {"mean": mean, "half_width": None, "low": None, "high": None, "n": 1}
-    hw = t_quantile(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    return {"mean": mean, "half_width": hw, "low": mean - hw, "high": mean + hw, "n": len(d)}
-
-
-# The paper's claims as directions of paired differences (row − full model, seed by seed): ``(table,
-# row, metric, sign, claim)``; sign "-" = the paper has the row below the full model, "+" above. Tab. 1's
-# full model is EQUISeg and its rows the peers, so "EQUISeg scores highest" is "every peer − EQUISeg < 0".
-CLAIMS: tuple[tuple[str, str, str, str, str], ...] = (
-    *(
-        ("tab1", peer, metric, "-", f"EQUISeg's {what} is above {peer}'s (Tab. 1)")
-        for metric, what in (("mean", "robustness score"), ("emm_avg", "EMM (Avg)"))
-        for peer in TAB1_MODELS[1:]
-    ),
-    (
-        "tab1",
-        "stitchfusion_b0",
-        "clean",
-        "+",
-        "StitchFusion's clean mIoU is (slightly) above EQUISeg's (Tab. 1)",
-    ),
-    *(
-        ("tab2", row, metric, "-", f"{what} lowers {label} (Tab. 2)")
-        for row, what in (
-            ("hub_mean", "the mean instead of the Self-Query Hub"),
-            ("no_cross_attention", "dropping cross-attention"),
-            ("no_add", "dropping the residual add"),
-        )
-        for metric, label in (("mIoU", "mIoU"), ("emm_avg", "EMM (Avg)"))
-    ),
-    ("tab3", "no_sgm", "emm_avg", "-", "without SGM, EMM (Avg) drops (Tab. 3)"),
-    (
-        "tab3",
-        "no_sgm",
-        "sim_event",
-        "-",
-        "without SGM, event's similarity to the fused feature drops (Tab. 3)",
-    ),
-    (
-        "tab3",
-        "no_sgm",
-        "sim_lidar",
-        "-",
-        "without SGM, LiDAR's similarity to the fused feature drops (Tab. 3)",
-    ),
-    ("tab3", "no_prototype", "emm_avg", "-", "without prototypes, EMM (Avg) drops (Tab. 3)"),
-    ("tab3", "no_prototype", "sim_event", "-", "without prototypes, event's similarity drops (Tab. 3)"),
-    ("tab3", "no_prototype", "sim_lidar", "-", "without prototypes, LiDAR's similarity drops (Tab. 3)"),
-    ("tab3", "cosine_pairing", "emm_avg", "-", "cosine instead of random pairing lowers EMM (Avg) (Tab. 3)"),
-    ("tab3", "lambda1", "emm_avg", "-", "λ = 1 gives a lower EMM (Avg) than λ = 60 (Tab. 3)"),
-    ("tab3", "lambda40", "emm_avg", "-", "λ = 40 gives a lower EMM (Avg) than λ = 60 (Tab. 3)"),
-    ("tab3", "lambda80", "emm_avg", "-", "λ = 80 gives a lower EMM (Avg) than λ = 60 (Tab. 3)"),
-    ("tab3", "lambda1", "sim_event", "-", "λ = 1 lowers event's similarity (under-regularised) (Tab. 3)"),
-    ("tab3", "lambda80", "sim_event", "+", "λ = 80 raises event's similarity (Tab. 3)"),
-    ("tab3", "lambda80", "sim_rgb", "-", "λ = 80 lowers RGB's similarity (Tab. 3)"),
-)
-
-
-def _verdict(diff: Mapping[str, Any], sign: str) -> str:
-    """``reproduced`` when the 95 % interval of the paired difference lies on the paper's side of 0,
-    ``reversed`` when it lies on the other side, ``not resolved`` when it contains 0."""
-    if diff.get("half_width") is None:
-        return "one seed: no interval"
-    low, high = diff["low"], diff["high"]
-    if (sign == "-" and high < 0) or (sign == "+" and low > 0):
-        return "reproduced"
-    if (sign == "-" and low > 0) or (sign == "+" and high < 0):
-        return "reversed"
-    return "not resolved"
-
-
-def evaluate_claims(sections: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each of :data:`CLAIMS` that the study's sections measured, per init: the paired difference
-    (mean, 95 % interval) and the verdict of :func:`_verdict`."""
-    out = []
-    for sec in sections:
-        for table, row, metric, sign, claim in CLAIMS:
-            stat = sec["rows"].get(row, {}).get(metric) if sec["table"] == table else None
-            if stat is None:
-                continue
-            d = stat["vs_full"]
-            out.append({"init": sec["init"], "table": table, "row": row, "metric": metric, "sign": sign,
-                        "claim": claim, "diff": d, "verdict": _verdict(d, sign)})  # fmt: skip
-    return out
-
-
-def _spread(values: Sequence[float]) -> dict[str, Any]:
-    return {
-        "values": list(values),
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else None,
-    }
 
 
 def _init_overrides(init: str, out: Path, base: ExperimentConfig, quick: bool, progress: bool) -> list[str]:
@@ -227,8 +106,7 @@ def check_study_lists(
     chosen ablation tables or models of Tab. 1) and the seeds; empty lists are refused. Returns them
     without repeats."""
     from equiseg.models import list_models
-
-    from .ablate import table_rows
+    from equiseg.studies.ablation import table_rows
 
     tables = check_names(tables, ("tab1", *TABLES), what="study table", where="--rows")
     models = check_names(models, list_models(), what="model", where="--models")
@@ -279,7 +157,7 @@ def run_study(
         models: Tab. 1's models; the first is the full model the others are paired with.
         quick: the short schedule and val subset of ``ablate --quick`` for every table (the same as
             ``schedule="quick"``).
-        schedule: ``"quick"`` or ``"standard"`` (:data:`equiseg.tasks.ablate.SCHEDULES`) for every
+        schedule: ``"quick"`` or ``"standard"`` (:data:`equiseg.studies.schedules.SCHEDULES`) for every
             table; None: the config's own schedule.
         records: A record tree (:mod:`.records`; e.g. ``docs/results/<study>``): every finished run
             leaves its small record there, at the same relative path as its folder under ``out_dir``,
@@ -290,7 +168,9 @@ def run_study(
         ValueError / FileNotFoundError: before the first run, for an empty list or an unknown table,
             model, row, init or a missing weights file (:func:`check_study_lists`).
     """
-    from .ablate import run_ablation, table_rows
+    from equiseg.studies.ablation import table_rows
+
+    from .ablate import run_ablation
     from .compare import run_compare
 
     t0 = time.perf_counter()
@@ -345,10 +225,10 @@ def run_study(
             section["num_samples"], section["split"], section["inference"] = scored
             for name, vals in rows.items():
                 section["rows"][name] = {
-                    k: {**_spread(v), "vs_full": paired_difference(v, rows[full][k])} for k, v in vals.items()
+                    k: {**spread(v), "vs_full": paired_difference(v, rows[full][k])} for k, v in vals.items()
                 }
             sections.append(section)
-            _chart(section, out / _chart_name(section))
+            study_chart(section, out / chart_name(section))
 
     result = {
         "config": str(config) if isinstance(config, (str, Path)) else None,
@@ -366,23 +246,9 @@ def run_study(
     }
     files = {"json": out / "study.json", "markdown": out / "study.md", "html": out / "report.html"}
     result["files"] = {k: str(v) for k, v in files.items()}
-    _write_reports(result, out)
+    write_study_reports(result, out)
     files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
-
-
-def _chart_name(section: Mapping[str, Any]) -> str:
-    """File name of a section's chart, beside ``study.md``: ``study_<init>_<table>.png``."""
-    return f"study_{section['init']}_{section['table']}.png"
-
-
-def _write_reports(result: Mapping[str, Any], out: Path) -> None:
-    """``study.md`` and the self-contained ``report.html`` (the same content, charts embedded)."""
-    from equiseg.reports.html import write_html
-
-    text = study_markdown(result)
-    (out / "study.md").write_text(text)
-    write_html(text, out / "report.html")
 
 
 def render_study(path: str | Path) -> dict[str, Any]:
@@ -393,99 +259,7 @@ def render_study(path: str | Path) -> dict[str, Any]:
     result = json.loads(path.read_text())
     result["claims"] = evaluate_claims(result["sections"])
     for section in result["sections"]:
-        _chart(section, path.parent / _chart_name(section))
-    _write_reports(result, path.parent)
+        study_chart(section, path.parent / chart_name(section))
+    write_study_reports(result, path.parent)
     path.write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     return result
-
-
-def _fmt(v: float | None, digits: int = 2) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _cell(stat: Mapping[str, Any], is_full: bool) -> str:
-    text = _fmt(stat["mean"]) + ("" if stat["std"] is None else f" ± {_fmt(stat['std'])}")
-    if is_full:
-        return text
-    d = stat["vs_full"]
-    ci = "" if d["half_width"] is None else f" ± {_fmt(d['half_width'])}"
-    return f"{text} (Δ {d['mean']:+.2f}{ci})"
-
-
-def _scored_line(section: Mapping[str, Any]) -> list[str]:
-    """``["Scored on 16 samples of the val split, whole image, scale 1.", ""]`` (nothing for a section
-    of an older ``study.json`` that did not record it)."""
-    from equiseg.engine.inference import describe_inference
-
-    n = section.get("num_samples")
-    if n is None:
-        return []
-    where = f"{n} sample{'' if n == 1 else 's'} of the {section.get('split', 'val')} split"
-    return [f"Scored on {where}, {describe_inference(section.get('inference'))}.", ""]
-
-
-def study_markdown(result: Mapping[str, Any]) -> str:
-    """Every section as a table: mean ± std over seeds, and Δ to the full model ± its 95 % interval."""
-    lines = [
-        "# The paper's claims under seeds",
-        "",
-        config_line(result)
-        + f". Seeds {', '.join(map(str, result['seeds']))}; per row the mean ± sample std over seeds, and "
-        "(Δ) the paired difference to the full model, seed by seed, ± the half-width of its 95 % Student-t "
-        "interval (an interval that excludes 0 is a difference the seeds support). Pretrained inits use "
-        f"`{' '.join(result['recipe_for_pretrained_inits'])}`. Values in %.",
-    ]
-    for sec in result["sections"]:
-        rows = sec["rows"]
-        keys = list(next(iter(rows.values())))
-        heads = [LABELS.get(k, k.replace("sim_", "sim. ")) for k in keys]
-        lines += [
-            "",
-            f"## {sec['table']}, init {sec['init']} (full model: `{sec['full']}`)",
-            "",
-            *_scored_line(sec),
-            "| Row | " + " | ".join(heads) + " |",
-            "|---|" + "---:|" * len(keys),
-        ]
-        for name, stats in rows.items():
-            lines.append(
-                f"| `{name}` | " + " | ".join(_cell(stats[k], name == sec["full"]) for k in keys) + " |"
-            )
-        lines += ["", f"![{sec['table']}, init {sec['init']}: mean ± std over seeds]({_chart_name(sec)})"]
-    claims = result.get("claims") or evaluate_claims(result["sections"])
-    if claims:
-        lines += [
-            "",
-            "## The paper's claims",
-            "",
-            "Each claim as the direction of a paired difference (row − full model); **reproduced**: its 95 % "
-            "interval lies on the paper's side of 0, **reversed**: on the other side, **not resolved**: it "
-            "contains 0.",
-            "",
-            "| Claim | Init | Δ (row − full) | 95 % interval | Verdict |",
-            "|---|---|---:|---|---|",
-        ]
-        for c in claims:
-            d = c["diff"]
-            ci = "–" if d["half_width"] is None else f"[{d['low']:+.2f}, {d['high']:+.2f}]"
-            lines.append(f"| {c['claim']} | {c['init']} | {d['mean']:+.2f} | {ci} | {c['verdict']} |")
-    lines += ["", f"Total time: {result['seconds']:.0f} s."]
-    return "\n".join(lines) + "\n"
-
-
-def _chart(section: Mapping[str, Any], path: Path) -> Path:
-    """Grouped bars of a section: per row the mean over seeds of each metric, ± the std over seeds."""
-    from equiseg.reports.figures import bar_chart
-
-    rows = section["rows"]
-    keys = [k for k in METRICS[section["table"]]]
-    n = max((len(rows[r][k]["values"]) for r in rows for k in keys), default=0)
-    return bar_chart(
-        list(rows),
-        {LABELS[k]: [rows[r][k]["mean"] for r in rows] for k in keys},
-        path,
-        errors={LABELS[k]: [rows[r][k]["std"] for r in rows] for k in keys},
-        title=f"{section['table']}, init {section['init']}: mean ± std over {n} seed{'s' if n != 1 else ''}",
-        ylabel="mIoU (%)",
-        xlabel="row (full model first)",
-    )
