@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equiseg.data.synth import scene as sc
-from equiseg.data.synth.render import Look
+from equiseg.data.synth.look import Look
 
 DEPTH_MAX_M = 1000.0
 LIDAR_MAX_RANGE_M = 100.0
