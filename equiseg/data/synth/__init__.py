@@ -103,8 +103,11 @@ day, then by night.
 
 Modules
 -------
-:mod:`~equiseg.data.synth.streets` samples a street, :mod:`~equiseg.data.synth.scene` ray casts it,
-:mod:`~equiseg.data.synth.render` shades it (materials, light, weather, the RGB camera),
+:mod:`~equiseg.data.synth.streets` samples a street (its road users in
+:mod:`~equiseg.data.synth.road_users`, shared helpers in :mod:`~equiseg.data.synth.placement`),
+:mod:`~equiseg.data.synth.scene` ray casts it, :mod:`~equiseg.data.synth.render` shades it (light, weather,
+the RGB camera; the look of a sample in :mod:`~equiseg.data.synth.look`, the surfaces in
+:mod:`~equiseg.data.synth.materials`),
 :mod:`~equiseg.data.synth.sensors` simulates depth, events, LiDAR and radar and their encodings,
 :mod:`~equiseg.data.synth.pipeline` renders samples and writes the layouts.
 
