@@ -10,13 +10,15 @@ Variants whose inputs are bit-identical by construction are evaluated once: "no 
 the clean pass for EMM, RMM and the model-aware EMM alike, and (with ``reuse_identical``) RMM at rate 0
 is the clean pass and RMM at rate 1 the EMM pass of the same missing set. With
 ``variant_batch_size > 1`` the variants of a sample are stacked into few forward calls.
+
+The variants themselves are :mod:`equiseg.robustness.variants`, the result's layout
+:mod:`equiseg.robustness.result` (both importable from here).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,107 +29,31 @@ from tqdm import tqdm
 
 from equiseg.engine.inference import EvalInference, inference_record
 from equiseg.engine.metrics import CONVENTIONS, Convention, SegMetrics, class_ids
-from equiseg.utils import check_names
 
-from .corruptions import (
-    NM_LEVELS,
-    apply_emm,
-    apply_nm,
-    apply_rmm,
-    find_event_index,
-    missing_sets,
-    variant_generator,
+from .corruptions import NM_LEVELS, find_event_index
+from .result import assemble_result
+from .variants import (
+    TESTS,
+    Inputs,
+    Model,
+    Variant,
+    _canonical,
+    _check_tests,
+    _chunks,
+    build_variants,
+    corrupt_inputs,
 )
-from .summary import build_summary, combination_stats, rate_key
 
-TESTS: tuple[str, ...] = ("emm", "rmm", "nm")
-Inputs = list[torch.Tensor | None]
-Model = Callable[[Inputs], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One corruption of a sample's inputs.
-
-    Attributes:
-        test: ``"clean"``, ``"emm"``, ``"rmm"``, ``"nm"`` or ``"emm_none"`` (EMM with ``None`` inputs).
-        missing: Indices of the missing modalities (EMM, RMM, model-aware EMM).
-        rate: RMM drop rate.
-        level: NM level name.
-    """
-
-    test: str
-    missing: tuple[int, ...] = ()
-    rate: float | None = None
-    level: str | None = None
-
-    @property
-    def key(self) -> str:
-        """Stable identifier, e.g. ``"rmm/r=0.5/missing=0,2"``; it seeds the variant's generator, so it
-        depends only on the variant itself (not on which other variants run, nor on their order)."""
-        if self.test == "clean":
-            return "clean"
-        if self.test == "nm":
-            return f"nm/{self.level}"
-        miss = ",".join(map(str, self.missing))
-        if self.test == "rmm":
-            return f"rmm/r={self.rate:g}/missing={miss}"
-        return f"{self.test}/missing={miss}"
-
-    @property
-    def model_aware(self) -> bool:
-        """Whether missing modalities are passed as ``None`` (so the variant cannot be batched)."""
-        return self.test == "emm_none"
-
-
-def build_variants(
-    num_modalities: int,
-    tests: Sequence[str] = TESTS,
-    rmm_rates: Sequence[float] = (0.25, 0.5, 0.75),
-    nm_levels: Sequence[str] = ("low", "mid", "high"),
-    model_aware_missing: bool = False,
-) -> list[Variant]:
-    """Every distinct variant to evaluate: clean first, then EMM, RMM (per rate), NM, model-aware EMM.
-
-    The "none missing" combination of EMM/RMM/model-aware EMM is the clean variant and is not repeated.
-    """
-    sets = missing_sets(num_modalities)[1:]  # [0] is () == clean
-    variants = [Variant("clean")]
-    if "emm" in tests:
-        variants += [Variant("emm", m) for m in sets]
-    if "rmm" in tests:
-        variants += [Variant("rmm", m, rate=float(r)) for r in rmm_rates for m in sets]
-    if "nm" in tests:
-        variants += [Variant("nm", level=lvl) for lvl in nm_levels]
-    if model_aware_missing:
-        variants += [Variant("emm_none", m) for m in sets]
-    return variants
-
-
-def corrupt_inputs(
-    variant: Variant,
-    inputs: Sequence[torch.Tensor],
-    *,
-    seed: int,
-    sample_index: int,
-    event_index: int | None = None,
-) -> Inputs:
-    """The inputs of ``variant`` for one sample (``N`` tensors ``1×C_i×H×W``, normalised).
-
-    Random variants draw from :func:`~equiseg.robustness.corruptions.variant_generator` keyed by
-    ``(seed, sample_index, variant.key)`` on the inputs' device. Unchanged modalities are the same
-    tensor objects as in ``inputs`` (no copy).
-    """
-    if variant.test == "clean":
-        return list(inputs)
-    if variant.test in ("emm", "emm_none"):
-        return apply_emm(inputs, variant.missing, model_aware=variant.model_aware)
-    gen = variant_generator(seed, sample_index, variant.key, device=inputs[0].device)
-    if variant.test == "rmm":
-        return list(apply_rmm(inputs, variant.missing, float(variant.rate), gen))
-    if variant.test == "nm":
-        return list(apply_nm(inputs, str(variant.level), gen, event_index))
-    raise ValueError(f"unknown variant test {variant.test!r}")
+__all__ = [
+    "TESTS",
+    "Inputs",
+    "Model",
+    "Variant",
+    "assemble_result",
+    "build_variants",
+    "corrupt_inputs",
+    "run_benchmark",
+]
 
 
 def run_benchmark(
@@ -330,40 +256,6 @@ def run_benchmark(
 # helpers
 
 
-def _check_tests(tests: Sequence[str] | str) -> tuple[str, ...]:
-    """The tests asked for, in canonical order (:func:`equiseg.utils.check_names`; a string is split at
-    commas). Empty is allowed here: the clean pass alone."""
-    if isinstance(tests, str):
-        tests = [t.strip() for t in tests.split(",") if t.strip()]
-    tests = check_names(
-        [t.lower() for t in tests], TESTS, what="robustness test", where="tests", allow_empty=True
-    )
-    return tuple(t for t in TESTS if t in tests)  # canonical order, no duplicates
-
-
-def _canonical(variant: Variant) -> Variant:
-    """The variant whose inputs ``variant``'s equal bit for bit by construction (itself if none).
-
-    RMM at rate 0 keeps every element (``u < 0`` never holds): the clean inputs. RMM at rate 1 zeroes
-    every element of the missing modalities (``u < 1`` always holds): EMM's zero fill. The generator's
-    draws do not matter in either case.
-    """
-    if variant.test == "rmm" and variant.rate == 0.0:
-        return Variant("clean")
-    if variant.test == "rmm" and variant.rate == 1.0:
-        return Variant("emm", variant.missing)
-    return variant
-
-
-def _chunks(items: Sequence[Variant], size: int) -> list[list[Variant]]:
-    """``items`` in order, split into ``ceil(len / size)`` consecutive chunks of near-equal length."""
-    if not items:
-        return []
-    k = -(-len(items) // size)
-    bounds = [i * len(items) // k for i in range(k + 1)]
-    return [list(items[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
-
-
 def _module_device(model: Model) -> torch.device:
     if isinstance(model, nn.Module):
         for t in model.parameters():
@@ -450,103 +342,3 @@ def _event_index(explicit: int | None, names: Sequence[str]) -> int | None:
     if not 0 <= explicit < len(names):
         raise ValueError(f"event_index {explicit} out of range for {len(names)} modalities")
     return int(explicit)
-
-
-def assemble_result(
-    metrics: Mapping[str, SegMetrics],
-    *,
-    convention: Convention,
-    seed: int,
-    num_samples: int,
-    num_classes: int,
-    names: list[str],
-    event_index: int | None,
-    tests: tuple[str, ...],
-    ps: tuple[float, ...],
-    rmm_rates: tuple[float, ...],
-    nm_levels: tuple[str, ...],
-    model_aware_missing: bool,
-    model: Model,
-    model_name: str | None,
-    inference: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Compute every variant's metrics and lay the result dict out (see :func:`run_benchmark`;
-    ``inference``: how the predictions were made, default one whole-image forward).
-
-    ``metrics`` maps every :attr:`Variant.key` the tests need (see :func:`build_variants`) to its
-    accumulated :class:`SegMetrics`; any other loop that fills them (e.g. the reference-structure loop
-    of ``benchmarks/robustness_speed.py``) gets the same result layout as :func:`run_benchmark`.
-    """
-    n = len(names)
-    scores = {}
-    for key, m in metrics.items():
-        r = m.compute(convention)
-        scores[key] = {"mIoU": r["mIoU"], "aAcc": r["aAcc"], "mAcc": r["mAcc"]}
-        if key == "clean":
-            clean = {**scores[key], "per_class": r["per_class"], "absent_classes": r["absent_classes"]}
-
-    def section(test: str, rate: float | None = None) -> dict[str, Any]:
-        rows = []
-        for missing in missing_sets(n):
-            key = Variant(test, missing, rate).key if missing else "clean"
-            present = [names[i] for i in range(n) if i not in missing]
-            rows.append(
-                {
-                    "name": "+".join(present),
-                    "present": present,
-                    "missing": [names[i] for i in missing],
-                    "num_missing": len(missing),
-                    **scores[key],
-                }
-            )
-        return {"combinations": rows, **combination_stats(rows, n, ps)}
-
-    num_params = None
-    if isinstance(model, nn.Module):
-        num_params = sum(p.numel() for p in model.parameters()) / 1e6
-    if model_name is None:
-        model_name = getattr(model, "__name__", None) or type(model).__name__
-    result: dict[str, Any] = {
-        "convention": convention,
-        "seed": seed,
-        "num_samples": num_samples,
-        "num_classes": num_classes,
-        "modalities": names,
-        "event_index": event_index,
-        "tests": list(tests),
-        "inference": dict(inference) if inference is not None else inference_record(None),
-        "protocol": {
-            "ps": list(ps),
-            "rmm_rates": list(rmm_rates),
-            "nm_levels": {
-                lvl: {"salt_pepper": NM_LEVELS[lvl].salt_pepper, "gaussian_std": NM_LEVELS[lvl].gaussian_std}
-                for lvl in nm_levels
-            },
-            "missing_fill": "zeros (normalised tensor)",
-        },
-        "model_name": model_name,
-        "num_params_m": num_params,
-        "summary": {},
-        "clean": clean,
-    }
-    if "emm" in tests:
-        result["emm"] = section("emm")
-    if "rmm" in tests:
-        result["rmm"] = {rate_key(r): {"rate": r, **section("rmm", r)} for r in rmm_rates}
-    if "nm" in tests:
-        result["nm"] = {
-            lvl: {
-                "salt_pepper": NM_LEVELS[lvl].salt_pepper,
-                "gaussian_std": NM_LEVELS[lvl].gaussian_std,
-                **scores[Variant("nm", level=lvl).key],
-            }
-            for lvl in nm_levels
-        }
-    if model_aware_missing:
-        result["emm_none"] = {
-            "note": "model-aware evaluation, not the benchmark protocol: missing modalities are passed as "
-            "None instead of zero tensors",
-            **section("emm_none"),
-        }
-    result["summary"] = build_summary(result)
-    return result
