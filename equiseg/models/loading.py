@@ -40,7 +40,7 @@ from equiseg.schema import from_dict, to_dict
 from .base import SegModel
 from .config import ModelConfig
 from .reference import detect_release, is_reference_state_dict, load_reference_state_dict
-from .weights import is_mit_state_dict, load_state_dict_strict
+from .weights import ANOTHER_ARCHITECTURE, is_mit_state_dict, load_state_dict_strict
 
 __all__ = [
     "CONFIG_NAME",
@@ -66,7 +66,7 @@ _FULL_MODEL_KEYS = ("head.linear_pred.", "fusions.")  # every architecture of ou
 # What a weights mismatch means, per format: the message of load_state_dict_strict.
 _MISMATCH = {
     "checkpoint": "weights do not match the model config stored with them",
-    "export": "checkpoint is for another EQUISeg architecture",
+    "export": ANOTHER_ARCHITECTURE,
     "state_dict": "the state dict does not fit the model the config names",
 }
 
@@ -261,11 +261,15 @@ def _read_export(folder: Path, given: Path) -> ModelFile:
     )
 
 
+def _not_a_checkpoint(path: Path | str) -> ValueError:
+    return ValueError(f"{path}: expected 'model' (a state dict) and 'model_config' (a mapping)")
+
+
 def _classify(path: Path, obj: dict[str, Any]) -> ModelFile:
     """What a dict read from a file is (see the module docstring)."""
     if "model" in obj and "model_config" in obj:
         if not isinstance(obj["model"], dict) or not isinstance(obj["model_config"], dict):
-            raise ValueError(f"{path}: expected 'model' (a state dict) and 'model_config' (a mapping)")
+            raise _not_a_checkpoint(path)
         meta, config, it = obj.get("meta"), obj.get("config"), obj.get("iter")
         return ModelFile(
             path=path,
@@ -449,5 +453,5 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> SegModel:
     of a dict in hand."""
     file = _classify(Path(source), ckpt)
     if file.format != "checkpoint":
-        raise ValueError(f"{source}: expected 'model' (a state dict) and 'model_config' (a mapping)")
+        raise _not_a_checkpoint(source)
     return load_model(file).model

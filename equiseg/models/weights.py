@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 MIN_COVERAGE = 0.9  # strict loading refuses a file matching fewer of the encoder's (or model's) keys
 _SHOWN = 3  # names shown per list in one-line reports
+# What a whole model's weights that do not fit the model built for them mean (load_state_dict_strict).
+ANOTHER_ARCHITECTURE = "checkpoint is for another EQUISeg architecture"
 
 
 class LoadResult(NamedTuple):
@@ -367,9 +369,7 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     """
     file = _read_weights(path)
     if file.format in ("checkpoint", "export", "state_dict"):
-        load_state_dict_strict(
-            model, _tensors(file), file.weights, "checkpoint is for another EQUISeg architecture"
-        )
+        load_state_dict_strict(model, _tensors(file), file.weights, ANOTHER_ARCHITECTURE)
         total = len(model.state_dict())
         return LoadResult([], [], [], total, total, str(file.weights), "full")
     return load_mit_state_dict(model, _tensors(file), path, strict=strict)
