@@ -8,7 +8,13 @@ the section it was found in, and the closest valid key -- never a silently ignor
 Fields may also declare the values they accept (:func:`_field`: bounds such as ``ge=1`` / ``gt=0``, or a
 ``check`` function); :func:`from_dict` enforces them after coercion, so a YAML file and a ``--set``
 override get the same one-line error naming the dotted key and what was expected, e.g.
-``train.lr: expected a number > 0, got -0.1``.
+``train.lr: expected a number > 0, got -0.1``. A config class's ``__post_init__`` calls :func:`_validate`,
+which applies the same constraints, and the field's ``Literal`` choices, to a config built directly in
+Python -- so each accepted range or set of values is written once, on its field.
+
+Other YAML files (the folder data-set spec) read their values with the same checks: :func:`coerce` and
+:func:`get_typed` for one value, :func:`check_keys` for the keys of a mapping, :func:`check_value` with
+the ``check`` functions here (:func:`one_of`, :func:`finite`) for a value built directly.
 
 The schemas built on it: :class:`equiseg.models.config.ModelConfig` (the network, with the models) and
 :mod:`equiseg.config` (the experiment: data, model choice, training, evaluation), which imports it --
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -34,11 +41,15 @@ T = TypeVar("T")
 __all__ = [
     "apply_overrides",
     "check_expanded_size",
+    "check_keys",
     "check_value",
     "coerce",
     "field",
+    "finite",
     "from_dict",
+    "get_typed",
     "load_yaml",
+    "one_of",
     "save_yaml",
     "suggest",
     "to_dict",
@@ -194,6 +205,47 @@ def coerce(value: Any, tp: Any, where: str, **constraints: Any) -> Any:
     return out
 
 
+def get_typed(
+    data: typing.Mapping[str, Any], key: str, tp: Any, default: Any, where: str = "", **constraints: Any
+) -> Any:
+    """``data[key]`` converted by :func:`coerce` (with its constraints), or ``default`` when the key is
+    absent or null; errors name ``where.key``. For YAML mappings read key by key (the folder data-set
+    spec), whose keys are not a dataclass's fields."""
+    value = data.get(key)
+    if value is None:
+        return default
+    return coerce(value, tp, f"{where}.{key}" if where else key, **constraints)
+
+
+def check_keys(data: Any, valid: typing.Sequence[str], where: str) -> None:
+    """Refuse a value that is not a mapping, or a key not in ``valid`` (with the closest one suggested).
+
+    Raises:
+        ValueError: ``{where}: expected a mapping, got ...`` or ``{where}: unknown key 'x' (did you mean
+            'y'?)``.
+    """
+    if not isinstance(data, typing.Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {data!r}")
+    for key in data:
+        if key not in valid:
+            raise ValueError(f"{where}: unknown key '{key}'{suggest(str(key), valid)}")
+
+
+def one_of(*allowed: Any) -> typing.Callable[[Any], str | None]:
+    """A ``check`` (see :func:`check_value`) accepting exactly ``allowed``: ``expected one of a | b``."""
+    text = " | ".join(map(str, allowed))
+
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"one of {text}"
+
+    return check
+
+
+def finite(value: Any) -> str | None:
+    """A ``check`` accepting finite numbers only (nan or inf would silently spread through arithmetic)."""
+    return None if math.isfinite(value) else "a finite number"
+
+
 _CONSTRAINTS = "equiseg.constraints"  # dataclass field metadata key
 
 
@@ -209,10 +261,31 @@ def _check_field(field: dataclasses.Field, value: Any, where: str) -> None:
         check_value(value, where, **constraints)
 
 
+@functools.cache
+def _literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The fields of dataclass ``cls`` annotated ``Literal[...]``, with their choices."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is typing.Literal
+    }
+
+
 def _validate(obj: Any, prefix: str) -> None:
-    """Check every constrained field of a dataclass instance (for directly constructed configs)."""
+    """Check every constrained field of a dataclass instance, and every ``Literal`` field against its
+    choices (for directly constructed configs; :func:`from_dict` has checked both already).
+
+    Raises:
+        ValueError: as :func:`check_value`, e.g. ``train.modality_dropout.mode: expected one of none |
+            subset | independent, got 'often'``.
+    """
+    choices = _literal_choices(type(obj))
     for f in dataclasses.fields(obj):
-        _check_field(f, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+        value, where = getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name
+        _check_field(f, value, where)
+        if f.name in choices:
+            check_value(value, where, check=one_of(*choices[f.name]))
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:

@@ -151,6 +151,28 @@ def test_direct_construction_is_checked():
     assert TrainConfig().device == "auto" and EvalConfig().scales == (1.0,)
 
 
+def test_direct_construction_checks_each_fields_declared_values_once():
+    """A field's range and Literal choices are declared once, on the field (equiseg/schema.py), and hold
+    for a config built in Python as for one read from YAML."""
+    from equiseg.data.folder_spec import ModalitySpec
+    from equiseg.models.config import ModelConfig
+
+    with pytest.raises(ValueError, match=r"^hub: expected one of selfquery \| mean, got 'max'$"):
+        ModelConfig(hub="max")
+    with pytest.raises(ValueError, match=r"^num_classes: expected an integer >= 1, got 0$"):
+        ModelConfig(num_classes=0)
+    with pytest.raises(ValueError, match=r"^stitch_adapter_dim: expected an integer >= 1, got 0$"):
+        ModelConfig(stitch_adapter_dim=0)
+    with pytest.raises(
+        ValueError, match=r"^data\.dataset: expected one of deliver \| muses \| folder, got 'x'$"
+    ):
+        DataConfig(dataset="x")
+    with pytest.raises(ValueError, match=r"^modalities\.d\.png_shift: expected a finite number, got nan$"):
+        ModalitySpec("d", ("d/{key}.png",), png_shift=float("nan"))
+    with pytest.raises(ValueError, match=r"^modalities\.d\.png_scale: expected a non-zero number, got 0$"):
+        ModalitySpec("d", ("d/{key}.png",), png_scale=0)
+
+
 def test_slide_stride_must_not_exceed_crop():
     with pytest.raises(ValueError, match=r"^eval\.stride: expected entries <= eval\.crop_size \[512, 512\]"):
         load_experiment(DEMO, ["eval.mode=slide", "eval.crop_size=[512,512]"])

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from equiseg.schema import check_keys
+
 __all__ = [
     "NormStats",
     "IMAGENET_MEAN",
@@ -87,9 +89,7 @@ class NormStats:
             return value
         if not isinstance(value, Mapping):
             raise ValueError(f"{where}: expected a mapping with mean/std/scale, got {value!r}")
-        unknown = set(value) - {"mean", "std", "scale"}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; valid keys: mean, std, scale")
+        check_keys(value, ("mean", "std", "scale"), where)
         try:
             return cls(**{k: tuple(v) if k != "scale" else v for k, v in value.items()})
         except (TypeError, ValueError) as e:

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import math
 import os
 import re
 import string
@@ -69,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from equiseg.data.constants import IGNORE_INDEX, NormStats, check_palette, default_palette
-from equiseg.schema import coerce, load_yaml, suggest
+from equiseg.schema import check_keys, check_value, coerce, finite, get_typed, load_yaml
 
 __all__ = ["DatasetSpec", "ModalitySpec", "LabelSpec"]
 
@@ -78,28 +77,9 @@ _KINDS = ("image", "array")
 _RAW_MAX = (1 << 16) - 1  # label files are 8- or 16-bit: raw values (and the lookup table) span 0..65535
 
 
-def _check_keys(data: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {data!r}")
-    for key in data:
-        if key not in valid:
-            raise ValueError(f"{where}: unknown key '{key}'{suggest(str(key), valid)}")
-
-
-def _get(
-    data: Mapping[str, Any], key: str, tp: Any, default: Any, where: str = "", **constraints: Any
-) -> Any:
-    """``data[key]`` coerced to ``tp`` (with :func:`~equiseg.config.check_value` constraints), or
-    ``default`` when the key is absent or null; errors name ``where.key``."""
-    value = data.get(key)
-    if value is None:
-        return default
-    return coerce(value, tp, f"{where}.{key}" if where else key, **constraints)
-
-
-def _finite(value: float) -> str | None:
-    """``png_scale``/``png_shift`` check: nan or inf would silently turn every pixel into nan."""
-    return None if math.isfinite(value) else "a finite number"
+def _scale_form(value: float) -> str | None:
+    """``png_scale`` check: finite (nan or inf would turn every pixel into nan) and not 0 (a division)."""
+    return finite(value) or (None if value != 0 else "a non-zero number")
 
 
 def _as_patterns(value: Any, where: str) -> tuple[str, ...]:
@@ -144,8 +124,8 @@ class ModalitySpec:
         where = f"modalities.{self.name}"
         if self.kind not in _KINDS:
             raise ValueError(f"{where}: type must be one of {', '.join(_KINDS)}, got {self.kind!r}")
-        if self.png_scale == 0:
-            raise ValueError(f"{where}.png_scale: expected a non-zero number, got {self.png_scale!r}")
+        check_value(self.png_scale, f"{where}.png_scale", check=_scale_form)
+        check_value(self.png_shift, f"{where}.png_shift", check=finite)
         if self.channels is not None:
             object.__setattr__(self, "channels", coerce(self.channels, int, f"{where}.channels", ge=1))
         if self.norm is None:  # 8-bit images default to /255, arrays to their raw values
@@ -154,15 +134,15 @@ class ModalitySpec:
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> ModalitySpec:
         where = f"modalities.{name}"
-        _check_keys(data, cls._KEYS, where)
+        check_keys(data, cls._KEYS, where)
         if "path" not in data:
             raise ValueError(f"{where}: missing required key 'path'")
-        kw = {k: _get(data, k, bool, False, where) for k in ("rgb", "bgr", "lowres")}
-        kw["png_scale"] = _get(data, "png_scale", float, 1.0, where, check=_finite)
-        kw["png_shift"] = _get(data, "png_shift", float, 0.0, where, check=_finite)
-        kw["channels"] = _get(data, "channels", int, None, where, ge=1)
+        kw = {k: get_typed(data, k, bool, False, where) for k in ("rgb", "bgr", "lowres")}
+        kw["png_scale"] = get_typed(data, "png_scale", float, 1.0, where)
+        kw["png_shift"] = get_typed(data, "png_shift", float, 0.0, where)
+        kw["channels"] = data.get("channels")  # checked (an integer >= 1) with the rest, on construction
         norm = NormStats.coerce(data["norm"], f"{where}.norm") if "norm" in data else None
-        kind = _get(data, "type", str, "image", where)
+        kind = get_typed(data, "type", str, "image", where)
         return cls(name, _as_patterns(data["path"], f"{where}.path"), kind, norm, **kw)
 
 
@@ -188,7 +168,7 @@ class LabelSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelSpec:
-        _check_keys(data, cls._KEYS, "label")
+        check_keys(data, cls._KEYS, "label")
         if "path" not in data:
             raise ValueError("label: missing required key 'path'")
         raw = data.get("mapping") or {}
@@ -200,9 +180,9 @@ class LabelSpec:
             mapping[coerce(k, int, where, ge=0, le=_RAW_MAX)] = coerce(v, int, where)
         return cls(
             _as_patterns(data["path"], "label.path"),
-            _get(data, "channel", int, 0, "label", ge=0),
-            _get(data, "offset", int, 0, "label"),
-            _get(data, "ignore_values", tuple[int, ...], (IGNORE_INDEX,), "label", ge=0, le=_RAW_MAX),
+            get_typed(data, "channel", int, 0, "label", ge=0),
+            get_typed(data, "offset", int, 0, "label"),
+            get_typed(data, "ignore_values", tuple[int, ...], (IGNORE_INDEX,), "label", ge=0, le=_RAW_MAX),
             mapping,
         )
 
@@ -276,24 +256,24 @@ class DatasetSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | None = None) -> DatasetSpec:
         """Build from a plain mapping (a parsed YAML file); ``base_dir`` is the default root."""
-        _check_keys(data, cls._KEYS, "spec")
+        check_keys(data, cls._KEYS, "spec")
         mods = data.get("modalities")
         if not isinstance(mods, Mapping) or not mods:
             raise ValueError("spec: 'modalities' must be a mapping of modality name -> settings")
         names = tuple[str, ...]
         return cls(
             modalities={str(n): ModalitySpec.from_dict(str(n), m or {}) for n, m in mods.items()},
-            classes=_get(data, "classes", names, ()),
+            classes=get_typed(data, "classes", names, ()),
             label=LabelSpec.from_dict(data["label"]) if data.get("label") is not None else None,
-            palette=_get(data, "palette", tuple[tuple[int, ...], ...], None),
+            palette=get_typed(data, "palette", tuple[tuple[int, ...], ...], None),
             # the label lookup table is int16 and marks invalid raw values with -1
-            ignore_index=_get(data, "ignore_index", int, IGNORE_INDEX, ge=0, le=(1 << 15) - 1),
-            samples=_get(data, "samples", str, None),
-            cases=_get(data, "cases", names, ()),
-            case_fields=_get(data, "case_fields", names, ()),
-            root=_get(data, "root", str, base_dir),
-            split=_get(data, "split", str, None),
-            name=_get(data, "name", str, "folder"),
+            ignore_index=get_typed(data, "ignore_index", int, IGNORE_INDEX, ge=0, le=(1 << 15) - 1),
+            samples=get_typed(data, "samples", str, None),
+            cases=get_typed(data, "cases", names, ()),
+            case_fields=get_typed(data, "case_fields", names, ()),
+            root=get_typed(data, "root", str, base_dir),
+            split=get_typed(data, "split", str, None),
+            name=get_typed(data, "name", str, "folder"),
         )
 
     @classmethod

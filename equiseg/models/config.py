@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from equiseg.schema import _field, from_dict, load_yaml, save_yaml, to_dict
+from equiseg.schema import _field, _validate, from_dict, load_yaml, save_yaml, to_dict
 from equiseg.utils import DEFAULT_CHANNELS, check_channels
 
 __all__ = ["ModelConfig"]
@@ -31,7 +31,7 @@ class ModelConfig:
     reference_compat: bool = False
 
     # --- task
-    num_classes: int = 25
+    num_classes: int = _field(25, ge=1)
     modalities: tuple[str, ...] = ("rgb", "depth", "event", "lidar")
     ignore_index: int = 255
     # input channels of the modalities that do not have 3 (set from data.channels; e.g. {depth: 1}).
@@ -122,6 +122,8 @@ class ModelConfig:
     magic_layer_scale: float = _field(1e-2, ge=0)
 
     def __post_init__(self) -> None:
+        # every field's declared range and Literal choices (schema.py; from_dict has checked YAML already)
+        _validate(self, "")
         n = len(self.embed_dims)
         for name in ("depths", "num_heads", "sr_ratios", "ppx_depths", "ppx_mlp_ratios"):
             if len(getattr(self, name)) != n:
@@ -133,8 +135,6 @@ class ModelConfig:
         for c, h in zip(self.embed_dims, self.num_heads):
             if c % h:
                 raise ValueError(f"embed dim {c} is not divisible by its number of heads {h}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not self.modalities:
             raise ValueError("modalities must name at least one modality")
         if len(set(self.modalities)) != len(self.modalities):
@@ -142,12 +142,6 @@ class ModelConfig:
         # kept in modality order and without the 3s, so equal networks have equal configs
         counts = check_channels(self.channels, self.modalities, "channels", "the modalities")
         self.channels = {m: c for m, c in counts.items() if c != DEFAULT_CHANNELS}
-        if self.hub not in ("selfquery", "mean"):
-            raise ValueError(f"hub must be 'selfquery' or 'mean', got {self.hub!r}")
-        if self.pairing not in ("random", "cosine"):
-            raise ValueError(f"pairing must be 'random' or 'cosine', got {self.pairing!r}")
-        if self.loss not in ("ce", "ohem"):
-            raise ValueError(f"loss must be 'ce' or 'ohem', got {self.loss!r}")
 
     @property
     def num_modalities(self) -> int:
