@@ -30,18 +30,14 @@ numbers), ``OUT/ablation_<table>.json`` and a bar chart ``OUT/ablation_<table>.p
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from equiseg.analysis import modality_contributions
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.engine.eval_setup import subset
 from equiseg.engine.inference import inference_record
 from equiseg.reports.ablation import ablation_chart, ablation_markdown
-from equiseg.reports.analysis import write_analysis
 from equiseg.reports.tables import config_line, display_name
 from equiseg.studies.ablation import (
     FULL_MODEL,
@@ -66,7 +62,9 @@ from equiseg.studies.schedules import (
     resolve_schedule,
     short_schedule,
 )
-from equiseg.utils import to_jsonable, write_json_atomic
+from equiseg.utils import write_json_atomic
+
+from .runner import Run, finish_run, measure, search_roots, with_schedule
 
 # The tables, their rows and schedules live in equiseg.studies, the writers in equiseg.reports; their
 # names stay importable from here.
@@ -98,55 +96,71 @@ __all__ = [
 
 
 def _score_row(
-    model: Any,
-    cfg: ExperimentConfig,
-    val: Any,
-    val_eval: Any,
-    mods: Sequence[str],
-    device: Any,
-    work: Path,
-    label: str,
-    progress: bool,
+    model: Any, cfg: ExperimentConfig, val_eval: Any, device: Any, work: Path, label: str, progress: bool
 ) -> dict[str, Any]:
-    """A row's measurements on ``val_eval``: the clean mIoU and EMM Avg of the benchmark (predicted as
-    ``eval`` predicts under ``cfg.eval``, in the validation's precision, so the clean mIoU is the
-    validation mIoU) and the last-stage similarities; with what they were scored on."""
-    from equiseg.engine.inference import forward_crop
-    from equiseg.engine.precision import resolve_precision, with_precision
-    from equiseg.robustness import run_benchmark
-
-    precision = resolve_precision(
-        cfg.eval.precision, device, model=model, data=val_eval, crop=forward_crop(cfg.eval)
+    """A row's measurements on ``val_eval`` (:func:`.runner.measure`, EMM only): the clean mIoU and EMM
+    Avg of the benchmark and the last-stage similarities; with what they were scored on."""
+    m = measure(
+        model, val_eval, cfg, device=device, out_dir=work, name=label, tests=("emm",), progress=progress
     )
-    rob = run_benchmark(
-        with_precision(model, precision, device),
-        val_eval,
-        tests=("emm",),
-        convention=cfg.eval.convention,
-        device=device,
-        progress=progress,
-        modality_names=list(mods),
-        class_names=list(val.classes),
-        ignore_index=val.ignore_index,
-        out_dir=work / "robustness",
-        model_name=label,
-        eval_cfg=cfg.eval,
-        split=cfg.data.val_split,
-    )
-    ana = modality_contributions(
-        model, val_eval, device=device, progress=progress, modality_names=list(mods), precision=precision
-    )
-    ana["split"] = cfg.data.val_split
-    write_analysis(ana, work / "analysis", title=f"Modality contributions: {label}")
+    rob, ana = m.robustness, m.analysis
     return {
         "mIoU": rob["summary"]["clean"],
         "emm_avg": rob["summary"]["emm_avg"],
         "similarity": ana["similarity"]["last_stage"],
         "pixel_similarity": ana["pixel_similarity"]["last_stage"],
         "num_eval_samples": len(val_eval),
-        "precision": precision,
+        "precision": m.precision,
         "inference": rob["inference"],
     }
+
+
+def _finish_row(
+    row: AblationRow,
+    run: Run,
+    val_eval: Any,
+    roots: Sequence[Path],
+    *,
+    device: Any,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """The record of one row (:func:`.runner.finish_run`): its own when finished (under ``resume``),
+    re-scored, taken from a record in ``roots``, or trained and scored here."""
+    work = run.work
+
+    def trained(result: Any, ckpt: Path, scores: dict, train_s: float, eval_s: float) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "label": row.label,
+            "model_overrides": row_model_overrides(row),
+            "work_dir": str(work),
+            "checkpoint": str(ckpt),
+            "iterations": result.iterations,
+            "best_val_mIoU": result.best_miou,
+            **scores,
+            "seconds": {"train": train_s, "eval": eval_s},
+        }
+
+    def rescored(old: dict, scores: dict, eval_s: float) -> dict[str, Any]:
+        return {**scores, "seconds": {**old.get("seconds", {}), "eval": eval_s}}
+
+    def reused(found: dict) -> dict[str, Any]:
+        return {**found, "id": row.id, "label": row.label, "model_overrides": row_model_overrides(row)}
+
+    return finish_run(
+        run,
+        num_samples=len(val_eval),
+        device=device,
+        score=lambda model: _score_row(model, run.cfg, val_eval, device, work, row.label, progress),
+        trained=trained,
+        rescored=rescored,
+        reused=reused,
+        roots=roots,
+        own=resume,
+        resume=resume,
+        progress=progress,
+    ).record
 
 
 def run_ablation(
@@ -205,33 +219,20 @@ def run_ablation(
         ``precision``, ``inference``, ``delta_mIoU``, ``delta_emm_avg``, ``seconds``, ``paper``
         (``rescored`` when a row was scored again, ``reused_from`` when taken from a record).
     """
-    from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
     from equiseg.engine.device import resolve_device
-    from equiseg.engine.rundir import holds_run
-    from equiseg.engine.train import train
 
-    from .records import (
-        check_run_folder,
-        find_record,
-        finished_record,
-        machine_info,
-        run_checkpoint,
-        save_record,
-        set_aside,
-    )
+    from .records import check_run_folder
 
     selected = table_rows(table, rows)
     user_overrides = list(overrides)
     sched = resolve_schedule(schedule, quick)
-    base = load_experiment(config, [*(sched.overrides if sched else ()), *user_overrides])
-    if sched is not None and max_samples is None:
-        max_samples = sched.max_samples
-    roots = [Path(r) for r in (record_roots if record_roots is not None else [records] if records else [])]
+    run_overrides, max_samples = with_schedule(user_overrides, sched, max_samples)
+    base = load_experiment(config, run_overrides)
+    roots = search_roots(records, record_roots)
     out = Path(out_dir)
     device = resolve_device(base.train.device)
-    val = build_val_dataset(base.data)
-    val_eval = subset(val, max_samples)
+    val_eval = subset(build_val_dataset(base.data), max_samples)
     n_eval = len(val_eval)
     mods = list(base.data.modalities)
 
@@ -241,68 +242,13 @@ def run_ablation(
         check_run_folder(work, "row.json", cfg, n_eval, reuse=resume, device=device)
     out.mkdir(parents=True, exist_ok=True)
 
-    def keep(work: Path, row: AblationRow, record: dict[str, Any]) -> None:
-        write_json_atomic(work / "row.json", record)  # a killed write never leaves half a record
-        if records is not None:
-            save_record(work, Path(records) / row.id, "row.json")
-        done_rows.append(record)
-
     done_rows: list[dict[str, Any]] = []
     for row, work, cfg in plan:
-        found = finished_record(work / "row.json", cfg, n_eval, device=device) if resume else None
-        if found is not None and not found.stale:
-            done_rows.append(found.record)
-            continue
-        ckpt = run_checkpoint(work)
-        if found is not None:
-            moved = set_aside(work / "row.json")
-            if ckpt is not None:  # the same training, scored another way: score its checkpoint again
-                why = "; ".join(found.stale)
-                print(f"note: {work}: re-scoring {ckpt.name} ({why}); the old record is now {moved.name}")
-                t1 = time.perf_counter()
-                model = load_model(ckpt, device=device)
-                scores = _score_row(model, cfg, val, val_eval, mods, device, work, row.label, progress)
-                old = {k: v for k, v in found.record.items() if k != "reused_from"}
-                seconds = {**old.get("seconds", {}), "eval": round(time.perf_counter() - t1, 1)}
-                rescored = {"because": found.stale, "machine": machine_info()}
-                keep(work, row, {**old, "checkpoint": str(ckpt), **scores, "seconds": seconds,
-                                 "rescored": rescored, "config": cfg.to_dict()})  # fmt: skip
-                del model
-                continue
-        # a record of the same run (a committed record tree, another table, an earlier row here)
+        # a record of the same run may be in a record tree, another table's folder or an earlier row here
         others = [out / r.id for r in selected if r.id != row.id]
-        done = find_record([*roots, *reuse_from, *others], cfg, n_eval, "row.json", device=device)
-        if done is not None:
-            work.mkdir(parents=True, exist_ok=True)
-            keep(work, row, {**done, "id": row.id, "label": row.label, "config": cfg.to_dict(),
-                             "model_overrides": row_model_overrides(row)})  # fmt: skip
-            continue
-        t0 = time.perf_counter()
-        # an unfinished row (killed mid-training) continues from its last.pt under --resume; one killed
-        # before its first checkpoint starts afresh (its files are moved aside, never deleted)
-        resuming = resume and (work / "last.pt").is_file()
-        restart = not resuming and bool(holds_run(work))
-        trained = train(cfg, work_dir=work, progress=progress, resume=resuming, overwrite=restart)
-        if trained.interrupted:
-            raise KeyboardInterrupt
-        t1 = time.perf_counter()
-        ckpt = run_checkpoint(work)
-        model = load_model(ckpt, device=device)
-        scores = _score_row(model, cfg, val, val_eval, mods, device, work, row.label, progress)
-        keep(work, row, {
-            "id": row.id,
-            "label": row.label,
-            "model_overrides": row_model_overrides(row),
-            "work_dir": str(work),
-            "checkpoint": str(ckpt),
-            "iterations": trained.iterations,
-            "best_val_mIoU": trained.best_miou,
-            **scores,
-            "seconds": {"train": round(t1 - t0, 1), "eval": round(time.perf_counter() - t1, 1)},
-            "machine": machine_info(),
-            "config": cfg.to_dict(),
-        })  # fmt: skip
-        del model
+        run = Run(work, cfg, "row.json", None if records is None else Path(records) / row.id)
+        done_rows.append(_finish_row(row, run, val_eval, [*roots, *reuse_from, *others], device=device,
+                                     resume=resume, progress=progress))  # fmt: skip
 
     for rec, row in zip(done_rows, selected, strict=True):
         rec["delta_mIoU"] = rec["mIoU"] - done_rows[0]["mIoU"]
@@ -328,5 +274,5 @@ def run_ablation(
     result["files"] = {k: str(v) for k, v in files.items()}
     ablation_chart(result, files["chart"])
     files["markdown"].write_text(ablation_markdown(result))
-    files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(files["json"], result)
     return result

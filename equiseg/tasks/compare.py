@@ -39,7 +39,6 @@ the only way it scores as published) is scored once and reported without spread.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,11 +46,9 @@ from typing import Any
 
 import torch
 
-from equiseg.analysis import modality_contributions
 from equiseg.config import ExperimentConfig, load_experiment
 from equiseg.engine.eval_setup import subset
 from equiseg.engine.inference import inference_record
-from equiseg.reports.analysis import write_analysis
 from equiseg.reports.compare import (
     compare_chart,
     compare_figures,
@@ -72,7 +69,9 @@ from equiseg.studies.peers import (
 )
 from equiseg.studies.schedules import resolve_schedule
 from equiseg.studies.stats import mean_std
-from equiseg.utils import check_names, to_jsonable, write_json_atomic
+from equiseg.utils import check_names, write_json_atomic
+
+from .runner import Run, finish_run, measure, search_roots, with_schedule
 
 # The per-model run config and the Tab. 1 columns live in equiseg.studies.peers, the writers in
 # equiseg.reports.compare; their names stay importable from here.
@@ -108,44 +107,14 @@ def score_model(
     name: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Robustness benchmark (all tests; predicted as ``eval`` predicts under ``cfg.eval``), analysis and
-    cost of one model on ``val``, with what it was scored on (``num_samples``, ``inference``, the
-    ``precision`` that ran)."""
-    from equiseg.engine.inference import forward_crop
-    from equiseg.engine.precision import resolve_precision, with_precision
+    """Robustness benchmark (all tests), analysis (:func:`.runner.measure`) and cost of one model on
+    ``val``, with what it was scored on (``num_samples``, ``inference``, the ``precision`` that ran)."""
     from equiseg.engine.profile import count_params, forward_flops, images_per_second
-    from equiseg.robustness import run_benchmark
 
-    base = getattr(val, "dataset", val)
-    mods = list(cfg.data.modalities)
     t0 = time.perf_counter()
-    # as the trainer's validation (the same model and sample shapes: the same cached verdict)
-    precision = resolve_precision(
-        cfg.eval.precision, device, model=model, data=val, crop=forward_crop(cfg.eval)
-    )
-    rob = run_benchmark(
-        with_precision(model, precision, device),
-        val,
-        tests=("emm", "rmm", "nm"),
-        convention=cfg.eval.convention,
-        device=device,
-        progress=progress,
-        modality_names=mods,
-        class_names=list(base.classes),
-        ignore_index=base.ignore_index,
-        out_dir=out_dir / "robustness",
-        model_name=name,
-        eval_cfg=cfg.eval,
-        split=cfg.data.val_split,
-    )
-    similarity = None
-    if getattr(model, "has_modality_features", False):
-        ana = modality_contributions(
-            model, val, device=device, progress=progress, modality_names=mods, precision=precision
-        )
-        ana["split"] = cfg.data.val_split
-        write_analysis(ana, out_dir / "analysis", title=f"Modality contributions: {name}")
-        similarity = ana["similarity"]["last_stage"]
+    m = measure(model, val, cfg, device=device, out_dir=out_dir, name=name, tests=("emm", "rmm", "nm"),
+                progress=progress)  # fmt: skip
+    rob = m.robustness
     inputs, _ = val[0]
     x = [t.unsqueeze(0).to(device) for t in inputs]
     cost = {
@@ -157,11 +126,11 @@ def score_model(
     return {
         "summary": rob["summary"],
         "emm": {c["name"]: c["mIoU"] for c in rob["emm"]["combinations"]},
-        "similarity": similarity,
+        "similarity": None if m.analysis is None else m.analysis["similarity"]["last_stage"],
         "cost": cost,
         "num_samples": rob["num_samples"],
         "inference": rob["inference"],
-        "precision": precision,
+        "precision": m.precision,
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -218,20 +187,10 @@ def run_compare(
     from equiseg.engine.checkpoint import load_checkpoint
     from equiseg.engine.device import resolve_device
     from equiseg.engine.eval_setup import load_eval_setup
-    from equiseg.engine.rundir import holds_run
-    from equiseg.engine.train import train
     from equiseg.models import list_models
     from equiseg.models.reference import is_reference_state_dict
 
-    from .records import (
-        check_run_folder,
-        find_record,
-        finished_record,
-        machine_info,
-        run_checkpoint,
-        save_record,
-        set_aside,
-    )
+    from .records import check_run_folder
 
     t_start = time.perf_counter()
     # every name and file is checked before the first model trains
@@ -252,10 +211,9 @@ def run_compare(
 
     user_overrides = list(overrides)
     sched = resolve_schedule(schedule, quick, QUICK_SCHEDULE)
-    base = load_experiment(config, [*(sched.overrides if sched else ()), *user_overrides])
-    if sched is not None and max_samples is None:
-        max_samples = sched.max_samples
-    roots = [Path(r) for r in (record_roots if record_roots is not None else [records] if records else [])]
+    run_overrides, max_samples = with_schedule(user_overrides, sched, max_samples)
+    base = load_experiment(config, run_overrides)
+    roots = search_roots(records, record_roots)
     seeds = [base.train.seed] if seeds is None else list(dict.fromkeys(int(s) for s in seeds))
     out = Path(out_dir)
     device = resolve_device(base.train.device)
@@ -286,12 +244,6 @@ def run_compare(
             plan.append((name, seed, work, cfg))
     out.mkdir(parents=True, exist_ok=True)
 
-    def keep(name: str, seed: int, work: Path, rec: dict[str, Any]) -> dict[str, Any]:
-        write_json_atomic(work / "result.json", rec)  # a killed write never leaves half a record
-        if records is not None:
-            save_record(work, Path(records) / name / f"seed{seed}", "result.json")
-        return rec
-
     def score(
         model: torch.nn.Module, val: Any, cfg: ExperimentConfig, work: Path, name: str
     ) -> dict[str, Any]:
@@ -307,65 +259,40 @@ def run_compare(
             val = subset(build_val_dataset(cfg.data), max_samples)
             fig2[name] = predict_samples(model, val, positions, device=device, eval_cfg=cfg.eval)
 
+    def finish(name: str, seed: int, work: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+        """A trained model's run (:func:`.runner.finish_run`): its own record when finished, re-scored,
+        taken from a record tree, or trained and scored here."""
+
+        def trained(result: Any, ckpt: Path, scores: dict, train_s: float, eval_s: float) -> dict[str, Any]:
+            return {**scores, "seed": seed, "checkpoint": str(ckpt), "trained": True,
+                    "iterations": result.iterations, "train_seconds": train_s}  # fmt: skip
+
+        outcome = finish_run(
+            Run(work, cfg, "result.json", None if records is None else Path(records) / name / f"seed{seed}"),
+            num_samples=n_eval,
+            device=device,
+            score=lambda model: score(
+                model, subset(build_val_dataset(cfg.data), max_samples), cfg, work, name
+            ),
+            trained=trained,
+            rescored=lambda old, scores, eval_s: scores,
+            reused=lambda found: found,
+            roots=roots,
+            progress=progress,
+        )
+        if outcome.how in ("finished", "reused"):
+            predictions_of(name, outcome.record, cfg)
+        return outcome.record
+
     runs_of: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for name, seed, work, cfg in plan:
-        runs = runs_of[name]
         if seed is None:  # a given checkpoint: scored, never trained
             setup = load_eval_setup(cfg, checkpoints[name], max_samples=max_samples)
             rec = score(setup.model, setup.dataset, setup.cfg, work, name)
             rec.update(seed=None, checkpoint=str(checkpoints[name]), trained=False)
-            runs.append(rec)
-            continue
-        found = finished_record(work / "result.json", cfg, n_eval, device=device)
-        if found is not None and not found.stale:
-            runs.append(found.record)
-            predictions_of(name, found.record, cfg)
-            continue
-        ckpt = run_checkpoint(work)
-        if found is not None:
-            moved = set_aside(work / "result.json")
-            if ckpt is not None:  # the same training, scored another way: score its checkpoint again
-                why = "; ".join(found.stale)
-                print(f"note: {work}: re-scoring {ckpt.name} ({why}); the old result is now {moved.name}")
-                model = load_model(ckpt, device=device)
-                val = subset(build_val_dataset(cfg.data), max_samples)
-                old = {k: v for k, v in found.record.items() if k != "reused_from"}
-                rescored = {"because": found.stale, "machine": machine_info()}
-                new = score(model, val, cfg, work, name)
-                runs.append(keep(name, seed, work, {**old, **new, "checkpoint": str(ckpt), "rescored": rescored,
-                                                    "config": to_jsonable(cfg.to_dict())}))  # fmt: skip
-                del model
-                continue
-        done = find_record(roots, cfg, n_eval, "result.json", device=device) if roots else None
-        if done is not None:
-            work.mkdir(parents=True, exist_ok=True)
-            runs.append(keep(name, seed, work, {**done, "config": to_jsonable(cfg.to_dict())}))
-            predictions_of(name, done, cfg)
-            continue
-        t0 = time.perf_counter()
-        # an unfinished run continues from its last.pt; one killed before its first checkpoint starts
-        # afresh (train moves its files aside to <folder>.replaced-<time>/, nothing is deleted)
-        resume = (work / "last.pt").is_file()
-        restart = not resume and bool(holds_run(work))
-        trained = train(cfg, work_dir=work, progress=progress, resume=resume or None, overwrite=restart)
-        if trained.interrupted:
-            raise KeyboardInterrupt
-        t1 = time.perf_counter()
-        ckpt = run_checkpoint(work)
-        model = load_model(ckpt, device=device)
-        val = subset(build_val_dataset(cfg.data), max_samples)
-        rec = score(model, val, cfg, work, name)
-        rec.update(
-            seed=seed,
-            checkpoint=str(ckpt),
-            trained=True,
-            iterations=trained.iterations,
-            train_seconds=round(t1 - t0, 1),
-            machine=machine_info(),
-            config=to_jsonable(cfg.to_dict()),
-        )
-        runs.append(keep(name, seed, work, rec))
-        del model
+            runs_of[name].append(rec)
+        else:
+            runs_of[name].append(finish(name, seed, work, cfg))
 
     results: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -422,7 +349,7 @@ def run_compare(
     files["html"] = out / "report.html"
     result["files"] = {k: str(v) for k, v in files.items()}
     write_compare_reports(result, out)
-    files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(files["json"], result)
     return result
 
 
