@@ -55,7 +55,9 @@ from equiseg.studies.claims import (
 from equiseg.studies.claims import verdict as _verdict  # noqa: F401 (its former name)
 from equiseg.studies.schedules import resolve_schedule
 from equiseg.studies.stats import paired_difference, spread, t_quantile
-from equiseg.utils import check_names, to_jsonable
+from equiseg.utils import check_names, write_json_atomic
+
+from .runner import with_schedule
 
 # The claims, metrics and statistics live in equiseg.studies, the writers in equiseg.reports.study;
 # their names stay importable from here.
@@ -177,9 +179,7 @@ def run_study(
     tables, models, inits, only, seeds = check_study_lists(tables, models, inits, only, seeds)
     out = Path(out_dir)
     sched = resolve_schedule(schedule, quick)
-    user = [*(sched.overrides if sched else ()), *overrides]
-    if sched is not None and max_samples is None:
-        max_samples = sched.max_samples
+    user, max_samples = with_schedule(list(overrides), sched, max_samples)
     rec_root = Path(records) if records is not None else None
     rec_roots = [rec_root] if rec_root is not None else []
 
@@ -247,7 +247,7 @@ def run_study(
     files = {"json": out / "study.json", "markdown": out / "study.md", "html": out / "report.html"}
     result["files"] = {k: str(v) for k, v in files.items()}
     write_study_reports(result, out)
-    files["json"].write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(files["json"], result)
     return result
 
 
@@ -261,5 +261,5 @@ def render_study(path: str | Path) -> dict[str, Any]:
     for section in result["sections"]:
         study_chart(section, path.parent / chart_name(section))
     write_study_reports(result, path.parent)
-    path.write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(path, result)
     return result
