@@ -154,3 +154,35 @@ def test_lowres_and_no_labels(tmp_path):
     assert tuple(label.shape) == (4, 6) and bool((label == 255).all())  # no label in the spec
     np.testing.assert_array_equal(inputs[1][0].numpy(), ev[..., 0].repeat(2, axis=0).repeat(2, axis=1))
     assert FolderDataset(spec, root=tmp_path).palette == ((0, 0, 0), (128, 0, 0))  # default palette
+
+
+def test_the_metadata_of_a_data_set_a_config_names_without_its_files(tmp_path):
+    """data/meta.py: one place resolves a data config's spec (DeLiVER with its depth folder, MUSES, a
+    folder spec) and lays out the metadata a checkpoint carries; engine/builders re-exports it."""
+    from equiseg.config import DataConfig
+    from equiseg.data import DELIVER_CLASSES, MUSES_NORM_STATS
+    from equiseg.data.meta import config_meta, dataset_spec
+    from equiseg.engine import builders
+
+    assert builders.config_meta is config_meta and builders.dataset_spec is dataset_spec
+    meta = config_meta(DataConfig(dataset="deliver", modalities=("rgb", "depth")))
+    assert meta["classes"] == list(DELIVER_CLASSES) and meta["modalities"] == ["rgb", "depth"]
+    assert meta["rgb_modalities"] == ["rgb"] and meta["ignore_index"] == 255
+    assert (
+        dataset_spec(DataConfig(dataset="deliver", depth_folder="depth"))
+        .modalities["depth"]
+        .paths[0]
+        .startswith("depth/")
+    )
+    muses = config_meta(DataConfig(dataset="muses", modalities=("lidar",)))
+    assert muses["norm_stats"]["lidar"]["mean"] == list(MUSES_NORM_STATS["lidar"].mean)
+    with pytest.raises(ValueError, match=r"^data\.dataset is 'folder' but data\.spec .* is not set$"):
+        dataset_spec(DataConfig(dataset="folder"))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("classes: [a, b]\nmodalities:\n  cam: {path: '{key}.png'}\n")
+    assert config_meta(DataConfig(dataset="folder", spec=str(spec), modalities=("cam",)))["classes"] == [
+        "a",
+        "b",
+    ]
+    with pytest.raises(ValueError, match=r"unknown modalities \['rgb'\]"):
+        config_meta(DataConfig(dataset="folder", spec=str(spec), modalities=("rgb",)))

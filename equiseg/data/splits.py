@@ -24,9 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from equiseg.data.deliver import deliver_spec
 from equiseg.data.folder_spec import DatasetSpec, _Pattern
-from equiseg.data.muses import muses_spec
+from equiseg.data.meta import dataset_spec
 from equiseg.utils import bounded_repr, check_names
 
 __all__ = ["LAYOUT_SPLITS", "check_split", "splits_on_disk"]
@@ -66,13 +65,9 @@ def splits_on_disk(spec: DatasetSpec, root: str | os.PathLike) -> list[str] | No
 
 def _dataset_spec(data: Any) -> tuple[DatasetSpec, str, str]:
     """``(spec, root, name)`` of a :class:`~equiseg.config.DataConfig`."""
-    if data.dataset == "deliver":
-        return deliver_spec(), str(data.root), "DeLiVER"
-    if data.dataset == "muses":
-        return muses_spec(), str(data.root), "MUSES"
-    if not data.spec:
-        raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
-    spec = DatasetSpec.load(data.spec)
+    spec = dataset_spec(data)
+    if data.dataset in LAYOUT_SPLITS:
+        return spec, str(data.root), spec.name
     root = data.root if data.root is not None else spec.root  # as the loader takes it
     return spec, str(root), f"folder data set '{spec.name}'"
 

@@ -3,12 +3,14 @@
 Training samples are augmented with a generator seeded by ``(seed, epoch, index)`` rather than a
 stream shared by a worker, so a sample's crop does not depend on which worker loaded it or on where a
 run was resumed: that is what makes resume bit-exact (see :mod:`equiseg.engine.train`).
+
+What a data set is without its files (its spec, the metadata a checkpoint carries) is in
+:mod:`equiseg.data.meta`; ``dataset_meta``, ``spec_meta`` and ``config_meta`` are importable from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +18,23 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from equiseg.config import DataConfig, ExperimentConfig
 from equiseg.data import MUSES, DeLiVER, FolderDataset, build_train_transform, build_val_transform
-from equiseg.data.folder import DatasetSpec
+from equiseg.data.meta import config_meta, dataset_meta, dataset_spec, spec_meta
+
+__all__ = [
+    "EpochBatches",
+    "ResumableSampler",
+    "SeededTrainSet",
+    "build_dataset",
+    "build_train_dataset",
+    "build_val_dataset",
+    "collate",
+    "shard_indices",
+    # the data sets' metadata, defined in equiseg/data/meta.py
+    "config_meta",
+    "dataset_meta",
+    "dataset_spec",
+    "spec_meta",
+]
 
 
 def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None = None) -> FolderDataset:
@@ -37,11 +55,9 @@ def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None 
         )
     elif cfg.dataset == "muses":
         ds = MUSES(cfg.root, split, cfg.modalities, case=case, transform=transform, channels=channels)
-    elif cfg.dataset == "folder":
-        if not cfg.spec:
-            raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
+    else:  # a folder data set: its spec (or the error that there is none)
         ds = FolderDataset(
-            cfg.spec,
+            dataset_spec(cfg),
             root=cfg.root,
             split=split,
             transform=transform,
@@ -49,8 +65,6 @@ def build_dataset(cfg: DataConfig, split: str, transform=None, case: str | None 
             case=case,
             channels=channels,
         )
-    else:
-        raise ValueError(f"data.dataset must be deliver, muses or folder, got {cfg.dataset!r}")
     ds.set_report_cases(cfg.cases)
     return ds
 
@@ -175,45 +189,3 @@ def collate(
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
     """Evaluation shard of a rank: every ``world``-th sample, no padding or duplicates."""
     return list(range(rank, n, world))
-
-
-def dataset_meta(ds: FolderDataset) -> dict[str, Any]:
-    """What a checkpoint carries so that inference needs nothing else."""
-    return spec_meta(ds.spec, ds.modalities)
-
-
-def spec_meta(spec: DatasetSpec, modalities: Sequence[str]) -> dict[str, Any]:
-    """:func:`dataset_meta` from a data set's spec alone (no files read): classes, palette, ignore index
-    and per-modality normalisation of ``modalities``."""
-    unknown = [m for m in modalities if m not in spec.modalities]
-    if unknown:
-        raise ValueError(f"{spec.name}: unknown modalities {unknown}; valid: {', '.join(spec.modalities)}")
-    mods = [spec.modalities[m] for m in modalities]
-    return {
-        "classes": list(spec.classes),
-        "palette": [list(c) for c in spec.palette],
-        "modalities": list(modalities),
-        "ignore_index": int(spec.ignore_index),
-        "rgb_modalities": [m.name for m in mods if m.rgb],
-        "norm_stats": {
-            m.name: {"mean": list(m.norm.mean), "std": list(m.norm.std), "scale": float(m.norm.scale)}
-            for m in mods
-        },
-    }
-
-
-def config_meta(cfg: DataConfig) -> dict[str, Any]:
-    """:func:`spec_meta` of the data set a config names (DeLiVER, MUSES or a folder spec), without its files."""
-    from equiseg.data.deliver import deliver_spec
-    from equiseg.data.folder import DatasetSpec
-    from equiseg.data.muses import muses_spec
-
-    if cfg.dataset == "deliver":
-        spec = deliver_spec(cfg.depth_folder)
-    elif cfg.dataset == "muses":
-        spec = muses_spec()
-    elif cfg.spec:
-        spec = DatasetSpec.load(cfg.spec)
-    else:
-        raise ValueError("data.dataset is 'folder' but data.spec (the data set's YAML spec) is not set")
-    return spec_meta(spec, cfg.modalities)
