@@ -34,6 +34,7 @@ from equiseg.engine.inference import (
 )
 from equiseg.engine.metrics import SegMetrics, class_ids
 from equiseg.engine.precision import describe_precision, resolve_precision, with_precision
+from equiseg.formatting import fmt
 
 from .builders import shard_indices
 
@@ -137,7 +138,11 @@ def evaluate(
 
 def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
     """Markdown tables: overall metrics, per case, per class; the split scored (``result["split"]``,
-    which the callers add: :func:`evaluate` only sees a data set) in the text and the table."""
+    which the callers add: :func:`evaluate` only sees a data set) in the text and the table.
+
+    The one writer below ``equiseg/reports/`` (docs/architecture.md): the trainer writes ``metrics.md``
+    at every validation, and the engine cannot import the reports; numbers through the shared
+    :func:`equiseg.formatting.fmt`."""
     conv = result.get("convention", "reference")
     lines = [f"## {title}", ""]
     split = f"the {result['split']} split" if result.get("split") else "the split"
@@ -156,25 +161,23 @@ def metrics_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
         lines[-1] += f" Network forward: {result['precision_note']}."
     lines += ["", "| split | mIoU | aAcc | mAcc | samples |", "|---|---|---|---|---|"]
     lines.append(
-        f"| {result.get('split', '–')} | {result['mIoU']:.2f} | {result['aAcc']:.2f} | {result['mAcc']:.2f} | "
+        f"| {result.get('split', '–')} | {fmt(result['mIoU'])} | {fmt(result['aAcc'])} | {fmt(result['mAcc'])} | "
         f"{result.get('num_samples', '')} |"
     )
     other = result.get("other_convention")
     if other:
         lines += [
             "",
-            f"Under the {other['convention']} convention: mIoU {other['mIoU']:.2f}, mAcc {other['mAcc']:.2f}.",
+            f"Under the {other['convention']} convention: mIoU {fmt(other['mIoU'])}, mAcc {fmt(other['mAcc'])}.",
         ]
     if result.get("per_case"):
         lines += ["", "### Per case", "", "| case | mIoU | aAcc | mAcc |", "|---|---|---|---|"]
         for c, r in result["per_case"].items():
-            lines.append(f"| {c} | {r['mIoU']:.2f} | {r['aAcc']:.2f} | {r['mAcc']:.2f} |")
+            lines.append(f"| {c} | {fmt(r['mIoU'])} | {fmt(r['aAcc'])} | {fmt(r['mAcc'])} |")
     if result.get("per_class"):
         lines += ["", "### Per class", "", "| class | IoU | Acc |", "|---|---|---|"]
         for name, r in result["per_class"].items():
-            iou = "–" if r["IoU"] is None else f"{r['IoU']:.2f}"
-            acc = "–" if r["Acc"] is None else f"{r['Acc']:.2f}"
-            lines.append(f"| {name} | {iou} | {acc} |")
+            lines.append(f"| {name} | {fmt(r['IoU'])} | {fmt(r['Acc'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,21 +15,17 @@ The arithmetic (summary, weighted averages, the robustness score) is :mod:`equis
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from equiseg.engine.inference import describe_inference
+from equiseg.formatting import fmt
 from equiseg.robustness.summary import HEADLINE_RATE, TABLE1_COLUMNS, p_key, rate_key
 from equiseg.utils import write_atomic, write_json_atomic
 
 # ---------------------------------------------------------------------------------------------------
 # Markdown
-
-
-def _fmt(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
 def table1_markdown(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
@@ -58,7 +54,7 @@ def table1_markdown(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
         cells = [label]
         for ds in datasets:
             summary = per_ds.get(ds, {})
-            cells += [_fmt(summary.get(key)) for key, _ in TABLE1_COLUMNS]
+            cells += [fmt(summary.get(key)) for key, _ in TABLE1_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -114,12 +110,12 @@ def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str
         out.append("|---|---|" + "---:|" * len(cols))
         for i, combo in enumerate(base["combinations"]):
             missing = "+".join(combo["missing"]) or "–"
-            cells = [combo["name"], missing] + [_fmt(c[1][i]["mIoU"]) for c in cols]
+            cells = [combo["name"], missing] + [fmt(c[1][i]["mIoU"]) for c in cols]
             out.append("| " + " | ".join(cells) + " |")
         stat_keys = ["avg"] + [p_key(p) for p in result["protocol"]["ps"]]
         for key in stat_keys:
             label = "**Avg**" if key == "avg" else f"**p={key[1:]}**"
-            out.append(f"| {label} | | " + " | ".join(_fmt(c[2].get(key)) for c in cols) + " |")
+            out.append(f"| {label} | | " + " | ".join(fmt(c[2].get(key)) for c in cols) + " |")
         if none is not None:
             out += [
                 "",
@@ -131,7 +127,7 @@ def to_markdown(result: Mapping[str, Any], model_name: str | None = None) -> str
         out += ["", "## Noisy modalities", "", "| Level | Salt-and-pepper density | Gaussian std | mIoU |"]
         out.append("|---|---:|---:|---:|")
         for lvl, sec in nm.items():
-            out.append(f"| {lvl} | {sec['salt_pepper']:g} | {sec['gaussian_std']:g} | {_fmt(sec['mIoU'])} |")
+            out.append(f"| {lvl} | {sec['salt_pepper']:g} | {sec['gaussian_std']:g} | {fmt(sec['mIoU'])} |")
     return "\n".join(out) + "\n"
 
 
