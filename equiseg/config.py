@@ -64,9 +64,16 @@ def _device_form(value: Any) -> str | None:
     return "one of auto | cpu | cuda | cuda:N | mps (N = 0, 1, ...)"
 
 
+# The precision names are equiseg/engine/precision.py's (PRECISIONS, AMP_CHOICES; docs/design.md §3.6);
+# the config sits below the engine, so it spells them here, and tests/test_precision.py checks they agree.
 def _precision_form(value: Any) -> str | None:
     """``eval.precision`` check (also for configs built directly, where the ``Literal`` is not enforced)."""
     return None if value in ("auto", "fp32", "bf16") else "one of auto | fp32 | bf16"
+
+
+def _amp_form(value: Any) -> str | None:
+    """``train.amp`` check (also for configs built directly); ``none`` and ``fp32`` are synonyms."""
+    return None if value in ("none", "fp32", "fp16", "bf16") else "one of none | fp32 | fp16 | bf16"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,9 +168,10 @@ class TrainConfig:
     warmup_ratio: float = _field(0.1, ge=0, le=1)  # warm-up starts at lr * warmup_ratio
     power: float = _field(0.9, gt=0)  # poly decay exponent
     grad_clip: float = _field(0.0, ge=0, note="0: no clipping")  # max gradient norm; 0 disables clipping
-    # mixed precision of the training forward: fp16 or bf16 on CUDA; bf16 on the CPU (fast with bf16 units,
-    # docs/design.md §10; emulated and slow without, with a warning); fp16 on the CPU is ignored (a warning)
-    amp: typing.Literal["none", "fp16", "bf16"] = "none"
+    # mixed precision of the training forward (docs/design.md §3.6): none or fp32 (synonyms: no autocast);
+    # fp16 or bf16 on CUDA; bf16 on the CPU (fast with bf16 units, docs/design.md §10; emulated and slow
+    # without, with a warning); fp16 on the CPU and anything on MPS is ignored (fp32, with a warning)
+    amp: typing.Literal["none", "fp32", "fp16", "bf16"] = _field("none", check=_amp_form)
     seed: int = _field(3407, ge=0, lt=2**32)  # numpy's limit
     log_interval: int = _field(10, ge=1)  # iterations
     # iterations between validations; 0: once per epoch

@@ -356,7 +356,7 @@ def test_training_losses_are_fp32_under_train_amp_bf16() -> None:
     model = tiny_model(4)
     xs = rand_inputs(4, b=2, h=64, w=64)
     labels = torch.randint(0, 5, (2, 64, 64))
-    with train_mod._autocast(torch.device("cpu"), "bf16"):
+    with P.autocast(torch.device("cpu"), "bf16"):  # the training forward's context (engine/train.py)
         out = model(xs, labels=labels, generator=torch.Generator().manual_seed(0))
     assert out.logits.dtype == torch.bfloat16  # the forward did run in bf16
     for name, value in out.as_dict().items():
@@ -368,20 +368,104 @@ def test_training_losses_are_fp32_under_train_amp_bf16() -> None:
 def test_train_amp_warnings(monkeypatch) -> None:
     cpu = torch.device("cpu")
     with pytest.warns(UserWarning, match=r"train.amp=fp16 ignored on cpu.*use train.amp=bf16"):
-        train_mod._warn_amp(cpu, "fp16")
+        P.warn_precision(cpu, "fp16", "train.amp")
     a = torch.ones(4, 4)
-    with train_mod._autocast(cpu, "fp16"):
+    with P.autocast(cpu, "fp16"):
         assert (a @ a).dtype == torch.float32  # ignored: fp32
-    with train_mod._autocast(cpu, "bf16"):
+    with P.autocast(cpu, "bf16"):
         assert (a @ a).dtype == torch.bfloat16
-    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: ())
+    monkeypatch.setattr(P, "cpu_bf16_support", lambda: ())
     with pytest.warns(UserWarning, match="no bf16 units.*emulated"):
-        train_mod._warn_amp(cpu, "bf16")
-    monkeypatch.setattr(train_mod, "cpu_bf16_support", lambda: ("amx_bf16",))
+        P.warn_precision(cpu, "bf16", "train.amp")
+    monkeypatch.setattr(P, "cpu_bf16_support", lambda: ("amx_bf16",))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        train_mod._warn_amp(cpu, "bf16")
-        train_mod._warn_amp(cpu, "none")
+        P.warn_precision(cpu, "bf16", "train.amp")
+        P.warn_precision(cpu, "none", "train.amp")
+        P.warn_precision(cpu, "fp32", "train.amp")
+
+
+# ------------------------------------------------------------------------------ one vocabulary
+
+
+def test_the_config_spells_the_vocabulary_of_engine_precision() -> None:
+    """equiseg/config.py sits below the engine, so it spells the names; they must be these."""
+    import typing
+
+    from equiseg.config import TrainConfig
+
+    assert typing.get_args(typing.get_type_hints(TrainConfig)["amp"]) == P.AMP_CHOICES
+    assert typing.get_args(typing.get_type_hints(EvalConfig)["precision"]) == P.PRECISIONS
+    for name in P.AMP_CHOICES:
+        assert load_experiment(None, [f"train.amp={name}"]).train.amp == name
+    with pytest.raises(ValueError, match=r"^train\.amp: expected one of none \| fp32 \| fp16 \| bf16"):
+        TrainConfig(amp="half")
+
+
+def test_none_and_fp32_are_one_training_precision() -> None:
+    cpu = torch.device("cpu")
+    a = torch.ones(4, 4)
+    for name in ("none", "fp32"):
+        assert P.canonical_precision(name) == "fp32" and P.precision_applies(cpu, name)
+        assert not P.grad_scaler_enabled("cuda", name)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with P.autocast(cpu, name):  # fp32 means fp32, also inside an outer autocast
+                assert (a @ a).dtype == torch.float32
+
+
+def test_where_each_precision_runs() -> None:
+    """bf16 on the CPU and CUDA, fp16 on CUDA only, neither on MPS; the grad scaler with fp16 alone."""
+    runs = {(d, p): P.precision_applies(d, p) for d in ("cpu", "cuda", "mps") for p in ("fp16", "bf16")}
+    assert runs == {
+        ("cpu", "fp16"): False,
+        ("cpu", "bf16"): True,
+        ("cuda", "fp16"): True,
+        ("cuda", "bf16"): True,
+        ("mps", "fp16"): False,
+        ("mps", "bf16"): False,
+    }
+    assert P.grad_scaler_enabled("cuda", "fp16") and not P.grad_scaler_enabled("cuda", "bf16")
+    assert not P.grad_scaler_enabled("cpu", "fp16")
+    for bad in ("auto", "half", None):
+        with pytest.raises(ValueError, match="resolve 'auto' first"):
+            P.autocast("cpu", bad)
+
+
+def test_training_and_inference_share_one_autocast(monkeypatch) -> None:
+    """The training step, AutocastModel and inference_autocast all enter precision.autocast."""
+    assert train_mod.autocast is P.autocast  # what Trainer.run_step enters around the forward
+    calls: list[tuple[str, str]] = []
+    real = P.autocast
+
+    def recording(device, precision):
+        calls.append((torch.device(device).type, precision))
+        return real(device, precision)
+
+    monkeypatch.setattr(P, "autocast", recording)
+    model = tiny_model(4)
+    xs = rand_inputs(4, b=1, h=32, w=32)
+    with torch.no_grad():
+        P.with_precision(model, "bf16", "cpu")(xs)
+        with P.inference_autocast("fp32", "cpu"):
+            pass
+    assert calls == [("cpu", "bf16"), ("cpu", "fp32")]
+
+
+def test_eval_precision_names_what_it_does_not_take() -> None:
+    """fp16 is a training precision only (docs/design.md §3.6): eval.precision says so and points to bf16."""
+    with pytest.raises(ValueError, match=r"got 'fp16' \(fp16 is for training only, train\.amp; use bf16\)"):
+        P.resolve_precision("fp16", "cuda")
+    with pytest.raises(ValueError, match=r"got 'none' \(use fp32\)"):
+        P.check_precision("none")
+
+
+def test_an_explicit_precision_that_does_not_run_on_the_device_says_so() -> None:
+    with pytest.warns(UserWarning, match=r"eval\.precision=bf16 ignored on mps: running in fp32"):
+        assert P.resolve_precision("bf16", "mps") == "fp32"
+    assert (
+        P.describe_precision("fp32", "bf16", "mps")
+        == "precision fp32 (bf16 asked for, which does not run on mps)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -409,6 +493,24 @@ def test_train_amp_bf16_runs_on_cpu(bf16_run) -> None:
             assert isinstance(r[key], float) and r[key] == r[key] and abs(r[key]) < 1e6, (key, r)
     metrics = json.loads((work / "metrics.json").read_text())  # validation: eval.precision auto
     assert metrics["precision"] in ("fp32", "bf16")
+
+
+def test_train_amp_fp32_trains_as_none_and_resumes_a_none_run(tmp_path: Path) -> None:
+    """``train.amp: fp32`` is ``none``: the same weights, and a run started with one resumes with the other."""
+    from equiseg.engine import load_checkpoint
+
+    root = make_synth(tmp_path / "data")
+    cfgs = {}
+    for name in ("none", "fp32"):
+        data = tiny_config_dict(root, tmp_path / name, max_iters=2)
+        data["train"]["amp"] = name
+        cfgs[name] = write_config(data, tmp_path / f"{name}.yaml")
+    equiseg.train(cfgs["fp32"], progress=False)
+    equiseg.train(cfgs["none"], progress=False, stop_after=1)
+    resumed = equiseg.train(cfgs["fp32"], work_dir=tmp_path / "none", resume=True, progress=False)
+    assert resumed.iterations == 2
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("fp32", "none"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------------ the commands

@@ -1,5 +1,16 @@
-"""Inference precision: run the network under bf16 autocast where that is faster,
-fp32 otherwise, decided at run time (machines differ: never hard-code either; docs/design.md §10).
+"""Precision of the network's forward, for training and inference alike: one vocabulary, one autocast
+helper, one place for the warnings (docs/design.md §3.6).
+
+The names: ``fp32`` (no autocast; ``none`` is ``train.amp``'s first spelling of it), ``bf16`` and
+``fp16`` (autocast to that dtype), ``auto`` (inference only, below). ``train.amp`` takes
+:data:`AMP_CHOICES`, ``eval.precision`` :data:`PRECISIONS` (no fp16: docs/design.md §3.6). bf16 runs on
+the CPU and CUDA, fp16 on CUDA only (torch's CPU autocast is bf16), neither on MPS
+(:func:`precision_applies`); where a precision does not run, the forward runs in fp32 and
+:func:`warn_precision` says so. :func:`autocast` is the context of the forward for a (device, precision)
+pair: training's step, :class:`AutocastModel` and :func:`inference_autocast` all enter it.
+
+Inference precision: run the network under bf16 autocast where that is faster, fp32 otherwise, decided
+at run time (machines differ: never hard-code either; docs/design.md §10).
 
 ``eval.precision`` (``--precision`` on ``eval``, ``robustness``, ``analyze``, ``predict``) takes
 
@@ -10,7 +21,8 @@ fp32 otherwise, decided at run time (machines differ: never hard-code either; do
   faster. Without such units bf16 is emulated, far slower than fp32 (docs/design.md §10), so the probe
   is not even run there. On CUDA: bf16 when ``torch.cuda.is_bf16_supported()``. Elsewhere
   (MPS): fp32.
-- ``fp32`` / ``bf16``: as asked (bf16 on a CPU without bf16 units works, only slowly).
+- ``fp32`` / ``bf16``: as asked (bf16 on a CPU without bf16 units works, only slowly; on MPS it runs as
+  fp32, with a warning).
 
 The environment variable ``EQUISEG_AUTO_PRECISION=fp32`` (or ``bf16``) fixes what ``auto`` means on every
 machine -- for test suites and CI whose expected numbers must not depend on the CPU they land on.
@@ -44,6 +56,7 @@ import functools
 import os
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +66,20 @@ import torch
 from torch import nn
 
 __all__ = [
+    "AMP_CHOICES",
     "AUTO_ENV",
     "PRECISIONS",
     "AutocastModel",
     "Precision",
     "ProbeResult",
     "bf16_is_faster",
+    "autocast",
     "bf16_probe",
+    "canonical_precision",
+    "grad_scaler_enabled",
+    "precision_applies",
+    "precision_warning",
+    "warn_precision",
     "workload_probe",
     "check_precision",
     "cpu_bf16_support",
@@ -72,7 +92,14 @@ __all__ = [
 ]
 
 Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# The vocabulary (module docstring). equiseg/config.py sits below the engine and spells the same
+# tuples in its Literal annotations; tests/test_precision.py checks that they agree.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")  # eval.precision, --precision
+AMP_CHOICES: tuple[str, ...] = ("none", "fp32", "fp16", "bf16")  # train.amp
+SYNONYMS: dict[str, str] = {"none": "fp32"}  # train.amp's first spelling of fp32
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_RUNS_ON = {"bf16": ("cpu", "cuda"), "fp16": ("cuda",)}  # device types where autocast to it applies
+_AUTOCAST_DEVICES = ("cpu", "cuda", "mps")  # device types torch.autocast knows (to disable it there)
 # /proc/cpuinfo flags of native bf16 arithmetic: AVX512-BF16 (dot products) and AMX-BF16 (tile matmul)
 # on x86; "bf16" in the Features line of aarch64 (Armv8.6 BFDOT/BFMMLA).
 BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16", "bf16")
@@ -94,8 +121,80 @@ def check_precision(precision: Any, key: str = "eval.precision") -> str:
             the setting or flag).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"{key}: expected one of {' | '.join(PRECISIONS)}, got {precision!r}")
+        hint = ""
+        if precision in AMP_CHOICES:  # a training name: say which inference name means what was meant
+            hint = (
+                " (fp16 is for training only, train.amp; use bf16)" if precision == "fp16" else " (use fp32)"
+            )
+        raise ValueError(f"{key}: expected one of {' | '.join(PRECISIONS)}, got {precision!r}{hint}")
     return precision
+
+
+def canonical_precision(precision: str) -> str:
+    """The canonical name of ``precision``: ``"none"`` -> ``"fp32"``; others unchanged."""
+    return SYNONYMS.get(precision, precision)
+
+
+def _known(precision: Any) -> str:
+    """The canonical name of a resolved precision; a ValueError for ``auto`` or an unknown name."""
+    name = canonical_precision(precision) if isinstance(precision, str) else precision
+    if name not in ("fp32", *_DTYPES):
+        raise ValueError(
+            f"precision must be one of none | fp32 | fp16 | bf16 here (resolve 'auto' first), got {precision!r}"
+        )
+    return name
+
+
+def precision_applies(device: torch.device | str, precision: str) -> bool:
+    """Whether ``precision`` runs as named on ``device``: fp32 everywhere, bf16 on the CPU and CUDA,
+    fp16 on CUDA only (module docstring). ``auto`` must be resolved first."""
+    name = _known(precision)
+    return name == "fp32" or torch.device(device).type in _RUNS_ON[name]
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The autocast context of the network's forward for ``precision`` on ``device``, training and
+    inference alike: ``torch.autocast`` to bf16 / fp16 where that applies (:func:`precision_applies`),
+    autocast disabled otherwise (fp32, and a precision that does not run on the device)."""
+    device_type = torch.device(device).type
+    name = _known(precision)
+    if name != "fp32" and precision_applies(device_type, name):
+        return torch.autocast(device_type, dtype=_DTYPES[name])
+    if device_type in _AUTOCAST_DEVICES:
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def grad_scaler_enabled(device: torch.device | str, precision: str) -> bool:
+    """Whether training needs a grad scaler: fp16 autocast (CUDA). bf16 has fp32's exponent range."""
+    return canonical_precision(precision) == "fp16" and precision_applies(device, "fp16")
+
+
+def precision_warning(device: torch.device | str, precision: str, key: str = "train.amp") -> str | None:
+    """Why ``precision``, set as ``key``, is ignored on ``device`` (runs in fp32) or slow there (CPU
+    bf16 without bf16 units, emulated); None when it runs as asked at full speed."""
+    device = torch.device(device)
+    name = canonical_precision(precision)
+    if name != "fp32" and not precision_applies(device, name):
+        hint = f" (use {key}=bf16 on the CPU)" if device.type == "cpu" else ""
+        what = "training" if key.startswith("train") else "running"
+        return f"{key}={precision} ignored on {device.type}: {what} in fp32{hint}"
+    if device.type == "cpu" and name == "bf16" and not cpu_bf16_support():
+        return (
+            f"{key}=bf16: {cpu_model_name()} has no bf16 units (avx512_bf16 / amx_bf16): bf16 is "
+            "emulated and much slower than fp32 here"
+        )
+    return None
+
+
+def warn_precision(
+    device: torch.device | str, precision: str, key: str = "train.amp", *, stacklevel: int = 2
+) -> None:
+    """Warn with :func:`precision_warning`'s reason, if there is one (``stacklevel`` as for
+    :func:`warnings.warn`, counted from the caller of this function)."""
+    text = precision_warning(device, precision, key)
+    if text is not None:
+        warnings.warn(text, stacklevel=stacklevel + 1)
 
 
 @functools.cache
@@ -183,7 +282,7 @@ def bf16_probe(device_type: str = "cpu") -> ProbeResult:
             sync()
 
         def bf16() -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with autocast(device, "bf16"):
                 torch.mm(x, y)
             sync()
 
@@ -280,10 +379,13 @@ def resolve_precision(
     check_precision(precision, key)
     _LAST_WORKLOAD["probe"] = None
     if precision != "auto":
+        if not precision_applies(device, precision):  # bf16 on MPS: fp32, and say so
+            warn_precision(device, precision, key, stacklevel=2)
+            return "fp32"
         return precision  # type: ignore[return-value]
     forced = _forced_auto()
     if forced is not None:
-        return forced
+        return forced if precision_applies(device, forced) else "fp32"
     if not bf16_is_faster(device):
         return "fp32"
     if inputs is None and data is not None:
@@ -350,6 +452,8 @@ def describe_precision(precision: str, requested: str, device: torch.device | st
             why = "asked for"
     elif requested == "auto":
         why = f"{device.type}: " + ("supports bf16" if precision == "bf16" else "bf16 not used")
+    elif requested != precision:
+        why = f"{requested} asked for, which does not run on {device.type}"
     else:
         why = "asked for"
     return f"precision {precision} ({'auto: ' if requested == 'auto' else ''}{why})"
@@ -361,11 +465,10 @@ def _check_resolved(precision: str) -> None:
 
 
 def inference_autocast(precision: str, device: torch.device | str = "cpu"):
-    """``torch.autocast(device_type, dtype=torch.bfloat16)`` for ``"bf16"``, a no-op for ``"fp32"``."""
+    """:func:`autocast` for a resolved inference precision: bf16 autocast for ``"bf16"``, autocast
+    disabled for ``"fp32"``."""
     _check_resolved(precision)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return autocast(device, precision)
 
 
 class AutocastModel(nn.Module):
@@ -384,7 +487,7 @@ class AutocastModel(nn.Module):
         self.train(model.training)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+        with autocast(self.device_type, "bf16"):
             out = self.model(*args, **kwargs)
         return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
 

@@ -39,7 +39,6 @@ import re
 import signal
 import threading
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ from .distributed import (
 from .evaluate import evaluate, write_metrics
 from .modality_dropout import ModalityDropout
 from .optim import WarmupPolyLR, build_optimizer
-from .precision import cpu_bf16_support, cpu_model_name
+from .precision import autocast, canonical_precision, grad_scaler_enabled, warn_precision
 from .rundir import (
     RunDirError,
     RunLock,
@@ -113,39 +112,6 @@ class TrainResult:
     interrupted: bool = False
 
 
-def _amp_applies(device: torch.device, amp: str) -> bool:
-    """Whether ``train.amp`` runs on ``device``: fp16 / bf16 on CUDA, bf16 on the CPU (torch's CPU
-    autocast is bf16; fp16 there would be emulated and has no grad scaler); nothing on MPS."""
-    return amp != "none" and (device.type == "cuda" or (device.type == "cpu" and amp == "bf16"))
-
-
-def _autocast(device: torch.device, amp: str):
-    """The training forward's autocast for ``train.amp`` (:func:`_amp_applies`); disabled otherwise.
-
-    Only the forward runs under it: the CE/OHEM losses cast the logits to fp32 and the SGM loss
-    disables autocast (fp32 prototypes), so ``out.loss`` is fp32; bf16 needs no grad scaler (fp32's
-    exponent range). Whether CPU bf16 is fast depends on the machine (docs/design.md §10; see
-    :mod:`equiseg.engine.precision`): it is honoured either way, with a warning when it is emulated.
-    """
-    if not _amp_applies(device, amp):
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _warn_amp(device: torch.device, amp: str) -> None:
-    """Say when ``train.amp`` is ignored (fp16 on the CPU, MPS) or slow (CPU bf16 without bf16 units)."""
-    if amp != "none" and not _amp_applies(device, amp):
-        hint = " (use train.amp=bf16 on the CPU)" if device.type == "cpu" else ""
-        warnings.warn(f"train.amp={amp} ignored on {device.type}: training in fp32{hint}", stacklevel=3)
-    elif device.type == "cpu" and amp == "bf16" and not cpu_bf16_support():
-        warnings.warn(
-            f"train.amp=bf16: {cpu_model_name()} has no bf16 units (avx512_bf16 / amx_bf16): bf16 is "
-            "emulated and much slower than fp32 here",
-            stacklevel=3,
-        )
-
-
 def find_checkpoint(work_dir: Path, resume: str | bool | None) -> Path | None:
     if resume in (None, False):
         return None
@@ -166,7 +132,7 @@ _RESUME_KEYS = ("model", "optimizer", "scheduler", "iter", "rng", "config", "mod
 def _comparable(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
     """A config dict normalised for comparison: coerced through the schema, and the model section as
     the fully resolved network (so ``lr: 1e-3`` equals ``0.001`` and a default spelled out equals the
-    default left out)."""
+    default left out, and ``train.amp: none`` equals ``fp32``)."""
     exp = from_dict(ExperimentConfig, cfg)
     out = exp.to_dict()
     out["model"] = {
@@ -175,6 +141,7 @@ def _comparable(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
         "pretrained_strict": exp.model.get("pretrained_strict", True),
         **exp.model_config(num_classes).to_dict(),
     }
+    out["train"]["amp"] = canonical_precision(out["train"]["amp"])  # none and fp32 are one setting
     return out
 
 
@@ -299,7 +266,7 @@ def train(
         if verdict is not None:
             raise RunDirError(verdict)
         resuming = resume not in (None, False)
-        _warn_amp(device, tcfg.amp)
+        warn_precision(device, tcfg.amp, "train.amp", stacklevel=2)  # ignored here, or slow
         seed_everything(tcfg.seed)  # same on every rank: identical initial weights
 
         train_set = build_train_dataset(cfg)
@@ -354,7 +321,7 @@ def train(
         sched = WarmupPolyLR(
             opt, max_iters=max_iters, warmup_iters=warmup, warmup_ratio=tcfg.warmup_ratio, power=tcfg.power
         )
-        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tcfg.amp == "fp16")
+        scaler = torch.amp.GradScaler("cuda", enabled=grad_scaler_enabled(device, tcfg.amp))
         sgm_gen = torch.Generator().manual_seed(tcfg.seed + dist.rank)
         loader_gen = torch.Generator().manual_seed(tcfg.seed)
 
@@ -598,7 +565,7 @@ def train(
                 last_micro = micro == accum - 1
                 # DDP all-reduces the gradients on the step's last micro-batch only
                 with net.no_sync() if dist.distributed and not last_micro else nullcontext():
-                    with _autocast(device, tcfg.amp):
+                    with autocast(device, tcfg.amp):
                         # through the (DDP) wrapper's forward, so gradient all-reduce hooks are armed
                         out = net(inputs, labels=labels, generator=sgm_gen, **extra)
                     scaler.scale(out.loss / accum if accum > 1 else out.loss).backward()
