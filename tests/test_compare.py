@@ -228,6 +228,14 @@ def test_compare_checks_every_name_and_file_before_training(setup, tmp_path, cap
     assert f"--checkpoints segformer_b0={missing}: no such file" in capsys.readouterr().err
     assert main([*base, "--models", "equiseg_b0", "--seeds", ""]) == 2
     assert "--seeds: no seed given" in capsys.readouterr().err
+    # a file that is no model to score (here a state dict of unknown keys) is refused before training too
+    import torch
+
+    stray = tmp_path / "stray.pt"
+    torch.save({"weight": torch.zeros(2)}, stray)
+    assert main([*base, "--models", "equiseg_b0", "--checkpoints", f"segformer_b0={stray}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoints segformer_b0={stray}: not a model to score (unknown)" in err
     assert not (out / "equiseg_b0").exists()  # nothing trained
     # an unfinished run (last.pt) that a resume could not continue is found before the others train
     from equiseg.config import load_experiment, save_yaml

@@ -184,11 +184,9 @@ def run_compare(
     """
     from equiseg.api import load_model
     from equiseg.engine.builders import build_val_dataset
-    from equiseg.engine.checkpoint import load_checkpoint
     from equiseg.engine.device import resolve_device
     from equiseg.engine.eval_setup import load_eval_setup
-    from equiseg.models import list_models
-    from equiseg.models.reference import is_reference_state_dict
+    from equiseg.models import list_models, read_model_file
 
     from .records import check_run_folder
 
@@ -207,7 +205,16 @@ def run_compare(
             raise FileNotFoundError(f"--checkpoints {name}={path}: no such file")
     if seeds is not None and not list(seeds) and names != list(checkpoints):
         raise ValueError("--seeds: no seed given; at least one training seed is needed")
-    released = {name: is_reference_state_dict(load_checkpoint(path)) for name, path in checkpoints.items()}
+    # each given file is read once (the one loader, equiseg.models.load_model): its format says whether it
+    # is a public release, and the same read is what is scored
+    files = {name: read_model_file(path) for name, path in checkpoints.items()}
+    for name, file in files.items():
+        if file.format not in ("checkpoint", "export", "release", "state_dict"):
+            raise ValueError(
+                f"--checkpoints {name}={file.path}: not a model to score ({file.format}); expected an equiseg "
+                "checkpoint or a public release's full-model state dict"
+            )
+    released = {name: file.format == "release" for name, file in files.items()}
 
     user_overrides = list(overrides)
     sched = resolve_schedule(schedule, quick, QUICK_SCHEDULE)
@@ -287,7 +294,7 @@ def run_compare(
     runs_of: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for name, seed, work, cfg in plan:
         if seed is None:  # a given checkpoint: scored, never trained
-            setup = load_eval_setup(cfg, checkpoints[name], max_samples=max_samples)
+            setup = load_eval_setup(cfg, files.pop(name), max_samples=max_samples)
             rec = score(setup.model, setup.dataset, setup.cfg, work, name)
             rec.update(seed=None, checkpoint=str(checkpoints[name]), trained=False)
             runs_of[name].append(rec)
