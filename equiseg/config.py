@@ -89,7 +89,8 @@ MIN_SIZE = 32
 class DataConfig:
     """Which data set, where, which modalities, and the crop/resize of the recipe (docs/design.md §3).
 
-    Constrained fields (see :func:`_field`) are checked by :func:`from_dict` and on construction.
+    Constrained fields (see :func:`_field`) and ``Literal`` fields are checked by :func:`from_dict` and
+    on construction (:func:`equiseg.schema._validate`).
     """
 
     dataset: typing.Literal["deliver", "muses", "folder"] = "deliver"
@@ -114,17 +115,6 @@ class DataConfig:
         self.channels = check_channels(self.channels, self.modalities, "data.channels", "data.modalities")
 
 
-def _literal_check(*allowed: str):
-    """A ``check`` for a string field of fixed values (also for configs built directly, where the
-    ``Literal`` annotation is not enforced)."""
-    text = " | ".join(allowed)
-
-    def check(value: Any) -> str | None:
-        return None if value in allowed else f"one of {text}"
-
-    return check
-
-
 @dataclasses.dataclass
 class ModalityDropoutConfig:
     """``train.modality_dropout``: train with random subsets of the modalities (any-modal training, as
@@ -139,11 +129,10 @@ class ModalityDropoutConfig:
     :mod:`equiseg.engine.modality_dropout`.
     """
 
-    mode: typing.Literal["none", "subset", "independent"] = _field(
-        "none", check=_literal_check("none", "subset", "independent")
-    )
+    # the Literal choices are checked for a config built directly too (schema._validate)
+    mode: typing.Literal["none", "subset", "independent"] = "none"
     p: float = _field(0.5, ge=0, lt=1)  # independent: drop probability of each modality
-    fill: typing.Literal["zero", "absent"] = _field("zero", check=_literal_check("zero", "absent"))
+    fill: typing.Literal["zero", "absent"] = "zero"
 
     def __post_init__(self) -> None:
         _validate(self, "train.modality_dropout")
