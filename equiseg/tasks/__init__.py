@@ -1,4 +1,4 @@
-"""The applications, one module per command, each a function the CLI calls (``cli.py`` only parses):
+"""The applications, one module per command, each a function the CLI calls (``equiseg.cli`` only parses):
 
 ``demo`` (``equiseg demo``), ``predict``, ``export``, ``analysis`` (``analyze``), ``robustness_run``
 (``robustness``), ``ablate``, ``compare``, ``study``, ``pretrain``. They are built on the machinery in
