@@ -239,38 +239,3 @@ def test_opencv_single_threaded_and_fork_safe_with_dataloader_workers():
     cv2.resize(np.zeros((512, 512), np.uint8), (1024, 1024))  # OpenCV used in the parent before forking
     loader = torch.utils.data.DataLoader(_Threads(), batch_size=None, num_workers=2, timeout=120)
     assert list(loader) == [1, 1, 1, 1]  # a hang in a worker raises after the timeout instead
-
-
-def test_buffer_pool_reuses_memory_only_when_nothing_uses_it():
-    from equiseg.data.io import _BufferPool, empty_array
-
-    pool = _BufferPool(min_bytes=1024, per_key=2)
-    a = pool.empty((64, 32), np.float32)
-    assert a.flags.c_contiguous and a.flags.writeable and a.flags.aligned and a.shape == (64, 32)
-    ptr = a.ctypes.data
-    del a
-    b = pool.empty((32, 64), np.float32)  # same number of bytes: the dropped block comes back
-    assert b.ctypes.data == ptr
-    # A numpy view, a view of a view, or a tensor keeps the block in use, after the array itself is gone.
-    views = (lambda x: x[3:5], lambda x: x.view(np.int32)[:, ::2][1:], lambda x: torch.from_numpy(x)[2])
-    for keep in views:
-        x = pool.empty((32, 64), np.float32)
-        x[...] = 7
-        kept = keep(x)
-        kept_np = kept.numpy() if isinstance(kept, torch.Tensor) else kept
-        before = kept_np.copy()
-        del x
-        y = pool.empty((32, 64), np.float32)
-        y[...] = 0
-        assert np.array_equal(kept_np, before)
-        del kept, kept_np, y
-    many = [pool.empty((32, 64), np.float32) for _ in range(5)]
-    del many
-    assert len(pool._free[32 * 64 * 4]) == 2  # per_key bounds what is kept
-    assert pool.empty((4, 4), np.float32).base is None  # small arrays: plain np.empty
-    capped = _BufferPool(min_bytes=1024, max_bytes=10_000)
-    for n in (4096, 2048, 4096, 8192):
-        capped.empty((n,), np.uint8)  # dropped at once, so returned; 8192 evicts the older sizes
-    assert capped._held <= 10_000 and list(capped._free) == [8192]
-    t = torch.from_numpy(empty_array((512, 1024), np.float32))  # the shared pool, as the transforms use it
-    assert t.is_contiguous() and t.dtype == torch.float32

@@ -17,10 +17,6 @@ touches the pool (seen here: ``cv2.setNumThreads`` in a worker waiting forever i
 ``pthread_cond_destroy``). Code that wants OpenCV threads in the main process may call
 ``cv2.setNumThreads`` after importing equiseg, at the price of that hazard with forked workers.
 
-Memory: large outputs (:func:`to_chw_tensor` here, the transforms' tensors) come from
-:func:`empty_array`, which recycles the memory of dropped outputs instead of asking the kernel for
-fresh, zero-filled pages each time (see :class:`_BufferPool`).
-
 Size: an image (or array) larger than :func:`max_image_pixels` pixels is refused from its header,
 before it is decoded (``EQUISEG_MAX_IMAGE_PIXELS``; see :mod:`equiseg.data.image_codecs`).
 
@@ -33,12 +29,7 @@ prediction rather than a NaN loss or a silently wrong mIoU.
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import io
-import math
-import os
-import weakref
 import zipfile
 import zlib
 from pathlib import Path
@@ -94,89 +85,6 @@ ARRAY_EXTENSIONS = (".npz", ".npy")
 
 # Single-threaded OpenCV in this process (see the module docstring: fork-safety with DataLoader workers).
 cv2.setNumThreads(0)
-
-
-class _BufferPool:
-    """Recycles the memory of large arrays handed out by :func:`empty_array` once nothing uses them.
-
-    Why: memory fresh from the kernel is zero-filled page by page when first written, and a DeLiVER
-    sample at 1024² allocates ~80 MB of outputs (decoded planes, 12 float32 planes, the label), and on
-    one 2-core machine that zero-filling was a large share of the training transform's time
-    (docs/results/benchmarks/code_notes.md). Like
-    torch's caching allocator on the GPU, a block whose last user is gone is kept here and handed out
-    again for the next request of the same number of bytes. Small requests bypass the pool. Kept: at
-    most ``per_key`` blocks per size and ``max_bytes`` in all, the least recently returned sizes
-    dropped first — outputs of a training run have a few fixed sizes, so their blocks cycle.
-
-    Lifetime: a block (a uint8 array owning the memory) is exposed through a ``ctypes`` view of it,
-    and the array handed out is ``np.frombuffer`` of that view. NumPy stops collapsing the ``base``
-    chain of views at a non-array object, so every numpy view of the result, and every tensor from
-    ``torch.from_numpy`` on it or its views, keeps the ``ctypes`` object alive; a ``weakref.finalize``
-    on it returns the block only when all of them are gone. (A plain ``ndarray.view()`` would not do:
-    views of views point straight at the owner.)
-
-    No lock: single dict and deque operations are atomic in CPython, and a finalizer may run inside
-    any allocation, where waiting for a lock could deadlock; the byte count is approximate under
-    threads. Cleared in a forked child (DataLoader worker).
-    """
-
-    def __init__(self, min_bytes: int = 1 << 20, per_key: int = 2, max_bytes: int = 256 << 20):
-        self.min_bytes, self.per_key, self.max_bytes = min_bytes, per_key, max_bytes
-        self._free: dict[int, collections.deque] = {}  # nbytes -> free blocks, least recent first
-        self._held = 0
-
-    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        shape = tuple(int(s) for s in shape)
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < self.min_bytes:
-            return np.empty(shape, dtype)
-        block = None
-        free = self._free.get(nbytes)
-        if free:
-            try:
-                block = free.pop()
-                self._held -= nbytes
-            except IndexError:  # emptied by another thread in between
-                pass
-        if block is None:
-            block = np.empty(nbytes, np.uint8)  # numpy asks for transparent huge pages here
-        holder = (ctypes.c_char * nbytes).from_buffer(block)
-        finalizer = weakref.finalize(holder, self._give_back, nbytes, block)
-        finalizer.atexit = False
-        return np.frombuffer(holder, dtype).reshape(shape)
-
-    def _give_back(self, nbytes: int, block: np.ndarray) -> None:
-        if nbytes > self.max_bytes:
-            return
-        free = self._free.pop(nbytes, None)  # re-inserted below: most recently returned last
-        free = collections.deque() if free is None else free
-        self._free[nbytes] = free
-        if len(free) >= self.per_key:
-            return
-        while self._held + nbytes > self.max_bytes and len(self._free) > 1:
-            oldest = next(iter(self._free))
-            self._held -= oldest * len(self._free.pop(oldest, ()))
-        free.append(block)
-        self._held += nbytes
-
-    def clear(self) -> None:
-        self._free, self._held = {}, 0
-
-
-_POOL = _BufferPool()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_POOL.clear)
-
-
-def empty_array(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)`` for outputs: large ones reuse the memory of dropped ones (no zero-fill).
-
-    The contents are arbitrary, as with ``np.empty``; the array is C-contiguous, writable and
-    aligned. See :class:`_BufferPool` for why, and why memory is never reused while in use. Wrap it
-    with ``torch.from_numpy`` for a tensor.
-    """
-    return _POOL.empty(shape, dtype)
 
 
 def read_png(path: PathLike, *, as_label: bool = False) -> np.ndarray:
@@ -380,13 +288,12 @@ def to_chw_tensor(array: np.ndarray) -> torch.Tensor:
     """H×W×C numpy array → contiguous C×H×W tensor (same dtype; uint16 becomes int32).
 
     ``cv2.split`` into the planes of the output (one pass, about 4× faster than a numpy transpose);
-    numpy for the dtypes OpenCV has no type for (bool, int64, float16). The output's memory is
-    recycled (:func:`empty_array`).
+    numpy for the dtypes OpenCV has no type for (bool, int64, float16).
     """
     if array.dtype == np.uint16:
         array = array.astype(np.int32)
     if array.ndim == 3 and array.dtype in _SPLIT_DTYPES and 1 <= array.shape[2] <= 4 and array.size:
-        out = torch.from_numpy(empty_array((array.shape[2], *array.shape[:2]), array.dtype))
+        out = torch.from_numpy(np.empty((array.shape[2], *array.shape[:2]), array.dtype))
         planes = list(out.numpy())
         written = cv2.split(array, planes)
         if all(np.may_share_memory(w, p) for w, p in zip(written, planes, strict=True)):

@@ -14,8 +14,7 @@ resize a window of it with the same grid; ``cv2.remap``/``warpAffine`` could, bu
 1/32 pixel, several grey levels at sharp edges). Labels are not resampled by OpenCV: its
 ``INTER_NEAREST`` is not centre-aligned and ``INTER_NEAREST_EXACT`` uses fixed-point source indices,
 so the label is an exact index gather (``np.take``) of only the cropped window — identical to the
-``grid_sample``/``index_select`` implementation this replaced. Outputs come from
-:func:`equiseg.data.io.empty_array` (memory of dropped outputs is recycled instead of zero-filled anew).
+``grid_sample``/``index_select`` implementation this replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 
 from equiseg.data.constants import IGNORE_INDEX, NormStats
-from equiseg.data.io import empty_array as _empty
 
 __all__ = ["resize_crop_pad"]
 
@@ -102,7 +100,7 @@ def _resample(
     y0, vh = _window(ch, offset[0], nh, False)
     x0, vw = _window(cw, offset[1], nw, flip)
     sizes = [int(x.shape[0]) for x in inputs]
-    out = _empty((sum(sizes), ch, cw), np.float32)
+    out = np.empty((sum(sizes), ch, cw), np.float32)
     rescale = (nh, nw) != (h, w)
     buffers: dict[tuple[str, np.dtype], np.ndarray] = {}  # scratch planes (rescaled, flipped), reused
     first = 0  # output channel of the input's first plane
@@ -148,8 +146,8 @@ def _resample_label(
     rows, vh = _nearest(crop[0], offset[0], resized[0], label.shape[0], False)
     cols, vw = _nearest(crop[1], offset[1], resized[1], label.shape[1], flip)
     src = label.to(torch.int64).numpy()
-    by_rows = np.take(src, rows, axis=0, out=_empty((len(rows), src.shape[1]), np.int64), mode="clip")
-    out = np.take(by_rows, cols, axis=1, out=_empty((len(rows), len(cols)), np.int64), mode="clip")
+    by_rows = np.take(src, rows, axis=0, out=np.empty((len(rows), src.shape[1]), np.int64), mode="clip")
+    out = np.take(by_rows, cols, axis=1, out=np.empty((len(rows), len(cols)), np.int64), mode="clip")
     del by_rows  # (numpy's take, in bounds: "clip" never clips here but skips take's out= buffering)
     out[vh:] = pad
     out[:vh, vw:] = pad

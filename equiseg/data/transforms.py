@@ -25,8 +25,7 @@ Training (:class:`TrainTransform`, the reference recipe's order):
 How: the geometry and the normalisation are one OpenCV pass per channel plane (``cv2.resize``,
 ``cv2.flip``, then ``cv2.LUT`` / ``cv2.addWeighted`` into the float32 output), the label an exact index
 gather; :mod:`equiseg.data.resample` holds that code and why it is written so. The blur is
-``cv2.GaussianBlur`` (same kernel and padding); colour jitter stays in torch, in place. Outputs come from
-:func:`equiseg.data.io.empty_array` (memory of dropped outputs is recycled instead of zero-filled anew).
+``cv2.GaussianBlur`` (same kernel and padding); colour jitter stays in torch, in place.
 
 Validation (:class:`ValTransform`): the short side is resized to ``short_side`` (1024), each side
 rounded up to a multiple of ``align`` (32), the label resized with nearest, then normalised (the same
@@ -57,7 +56,6 @@ import torch
 import torch.utils.data
 
 from equiseg.data.constants import IGNORE_INDEX, NormStats
-from equiseg.data.io import empty_array as _empty
 from equiseg.data.resample import _affine, _resample, _resample_all, resize_crop_pad
 
 __all__ = [
@@ -130,7 +128,7 @@ def color_jitter(
     Returns:
         3×H×W float32, clamped to ``[0, bound]`` after every step.
     """
-    out = torch.from_numpy(_empty(tuple(x.shape), np.float32)).copy_(x)
+    out = torch.from_numpy(np.empty(tuple(x.shape), np.float32)).copy_(x)
     out.mul_(brightness).clamp_(0, bound)
     mean = _gray(out).mean()
     out.mul_(contrast).add_((1 - contrast) * mean).clamp_(0, bound)
@@ -159,7 +157,7 @@ def gaussian_blur(x: torch.Tensor, kernel_size: int = 3, sigma: float | None = N
     half = kernel_size // 2
     border = cv2.BORDER_REFLECT_101 if min(x.shape[1:]) > half else cv2.BORDER_REPLICATE
     src = (x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)).contiguous().numpy()
-    out = _empty(src.shape, src.dtype)
+    out = np.empty(src.shape, src.dtype)
     for c in range(src.shape[0]):
         cv2.GaussianBlur(
             src[c], (kernel_size, kernel_size), sigma, dst=out[c], sigmaY=sigma, borderType=border
