@@ -169,3 +169,22 @@ def test_a_forked_child_gives_back_the_retained_free_heap(tmp_path):
     assert got["parent_mode"] == "retain" and got["mode"] == "system"
     assert got["parent"] > 512  # the freed 512 MiB is still resident in the parent (retained) ...
     assert got["rss"] < got["parent"] - 400  # ... and not in the child (shared, it would be)
+
+
+def test_importing_equiseg_leaves_thread_settings_alone():
+    """``import equiseg`` changes neither torch's nor OpenCV's thread count (a fresh process). OpenCV
+    goes single-threaded only when ``equiseg.data.io`` is imported -- the data loading, for fork safety
+    with DataLoader workers (see that module's docstring)."""
+    code = (
+        "import cv2, json, torch\n"
+        "before = (torch.get_num_threads(), cv2.getNumThreads())\n"
+        "import equiseg\n"
+        "after = (torch.get_num_threads(), cv2.getNumThreads())\n"
+        "import equiseg.data.io\n"
+        "print(json.dumps([before, after, cv2.getNumThreads()]))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before, after, data_io = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after == before
+    assert data_io == 1
