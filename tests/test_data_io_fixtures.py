@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -43,7 +44,10 @@ def test_decoded_arrays_identical_to_the_old_decoder(name, rgb_flag, monkeypatch
     if not rgb_flag:  # what OpenCV releases without IMREAD_COLOR_RGB (< 4.11) take
         monkeypatch.setattr(equiseg.data.io, "_IMREAD_RGB", None)
     elif equiseg.data.io._IMREAD_RGB is None:
-        pytest.skip("this OpenCV has no IMREAD_COLOR_RGB")
+        pytest.skip(
+            f"OpenCV {cv2.__version__} has no IMREAD_COLOR_RGB (added in 4.11); "
+            "the swap-after case tests the path this OpenCV takes"
+        )
     path, want = FIXTURES / name, EXPECTED[name]
     assert digest(read_image(path)) == want["read_image"]
     assert digest(read_image(path, as_label=True)) == want["label"]

@@ -14,6 +14,7 @@ from equiseg.cli.common import (
     _positive_int,
     _schedule_suffix,
 )
+from equiseg.formatting import fmt
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -59,8 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name, m in r["models"].items():
         mean = m["mean"]
         shown = ", ".join(
-            f"{h} {'–' if mean[k] is None else f'{mean[k]:.2f}'}"
-            for k, h in (("clean", "mIoU"), ("emm_avg", "EMM"), ("mean", "Mean"))
+            f"{h} {fmt(mean[k])}" for k, h in (("clean", "mIoU"), ("emm_avg", "EMM"), ("mean", "Mean"))
         )
         print(f"  {name:20s} {shown}")
     files = r["files"]

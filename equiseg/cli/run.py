@@ -16,6 +16,7 @@ from equiseg.cli.common import (
     _positive_int,
     _scored_split,
 )
+from equiseg.formatting import fmt
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -124,7 +125,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     keys = ("clean", "emm_avg", "emm_p0.1", "rmm_avg[0.5]", "nm_low", "nm_mid", "mean")
     shown = {k: s[k] for k in keys if k in s}
     print(
-        ", ".join(f"{k} {'–' if v is None else f'{v:.2f}'}" for k, v in shown.items())
+        ", ".join(f"{k} {fmt(v)}" for k, v in shown.items())
         + f"  ({r['convention']} convention, {r['num_samples']} samples of the {r['split']} split)"
     )
     print(r["precision_note"])
